@@ -1,0 +1,293 @@
+// Package checkpoint keeps csmh-sync's progress in the target database, next to the rows it describes.
+//
+// Two small tables live in the target table's schema:
+//
+//	csmh_sync_state     one row (id = 1): format version, table identity, the stream's GTID position,
+//	                    the id boundary copied rows must stay below, apply counters.
+//	csmh_sync_backfill  one row per backfill segment: its inclusive id range, the next id to copy and
+//	                    the rows copied so far.
+//
+// Writers update these rows inside the same transaction as the rows they copy or apply (Vitess's vplayer
+// does the same), so a crash can never leave progress that disagrees with the data. The replication
+// applier writes only csmh_sync_state and each backfill worker only its own segment row, so the two
+// never wait on each other's row locks.
+package checkpoint
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/csmh-sync/csmh-sync/table"
+)
+
+// FormatVersion is the layout of the checkpoint tables this build reads and writes.
+const FormatVersion = 1
+
+// Table names, in the target table's schema.
+const (
+	StateTable    = "csmh_sync_state"
+	BackfillTable = "csmh_sync_backfill"
+)
+
+// ErrNone means no checkpoint exists yet: a first start.
+var ErrNone = errors.New("no checkpoint yet")
+
+// ErrMismatch means the checkpoint belongs to another migration (other tables or flavor).
+var ErrMismatch = errors.New("checkpoint belongs to another migration")
+
+// Execer is what the store needs from a *sql.DB, *sql.Conn or *sql.Tx.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// State is the whole checkpoint.
+type State struct {
+	FormatVersion int
+	SourceTable   string
+	TargetTable   string
+	Flavor        string // mysql or mariadb
+	SourceServer  string // server_uuid (MySQL) or server_id (MariaDB) of the source at first start
+	GTID          string // every source transaction in this set is applied
+	IDBoundary    uint64 // copied ids must stay below: CSMHE's first app-written id at first start
+	Applied       Counters
+	LastEventAt   time.Time // source commit time of the last applied transaction
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	Segments      []Segment
+}
+
+// Counters count what the stream applied.
+type Counters struct {
+	Transactions, Inserts, Updates, Deletes uint64
+}
+
+// Segment is one backfill worker's id range.
+type Segment struct {
+	ID        int
+	Start     uint64 // inclusive
+	End       uint64 // inclusive
+	Next      uint64 // every id below Next (within the segment) is copied
+	Rows      uint64
+	Done      bool
+	UpdatedAt time.Time
+}
+
+// Remaining is the number of ids of the segment not yet copied.
+func (s Segment) Remaining() uint64 {
+	if s.Done || s.Next > s.End {
+		return 0
+	}
+	return s.End - s.Next + 1
+}
+
+// Store reads and writes the checkpoint tables.
+type Store struct {
+	db     *sql.DB
+	schema string
+	state  string
+	fill   string
+}
+
+// New returns a store for the checkpoint tables in schema (the target table's schema).
+func New(db *sql.DB, schema string) *Store {
+	return &Store{db: db, schema: schema,
+		state: table.QuoteIdent(schema) + "." + table.QuoteIdent(StateTable),
+		fill:  table.QuoteIdent(schema) + "." + table.QuoteIdent(BackfillTable)}
+}
+
+// Ensure creates the checkpoint tables if needed.
+func (s *Store) Ensure(ctx context.Context) error {
+	stmts := []string{
+		`CREATE TABLE IF NOT EXISTS ` + s.state + ` (
+  id tinyint unsigned NOT NULL,
+  format_version int NOT NULL,
+  source_table varchar(192) NOT NULL,
+  target_table varchar(192) NOT NULL,
+  flavor varchar(16) NOT NULL,
+  source_server varchar(64) NOT NULL,
+  gtid_set text NOT NULL,
+  id_boundary bigint unsigned NOT NULL,
+  applied_transactions bigint unsigned NOT NULL DEFAULT 0,
+  applied_inserts bigint unsigned NOT NULL DEFAULT 0,
+  applied_updates bigint unsigned NOT NULL DEFAULT 0,
+  applied_deletes bigint unsigned NOT NULL DEFAULT 0,
+  last_event_at datetime(6) NULL,
+  created_at datetime(6) NOT NULL,
+  updated_at datetime(6) NOT NULL,
+  PRIMARY KEY (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='csmh-sync checkpoint: stream position'`,
+		`CREATE TABLE IF NOT EXISTS ` + s.fill + ` (
+  segment int unsigned NOT NULL,
+  start_id bigint unsigned NOT NULL,
+  end_id bigint unsigned NOT NULL,
+  next_id bigint unsigned NOT NULL,
+  rows_copied bigint unsigned NOT NULL DEFAULT 0,
+  done tinyint NOT NULL DEFAULT 0,
+  updated_at datetime(6) NOT NULL,
+  PRIMARY KEY (segment)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='csmh-sync checkpoint: backfill progress'`,
+	}
+	for _, q := range stmts {
+		if _, err := s.db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("create checkpoint table in %s (needs CREATE on it): %w", s.schema, err)
+		}
+	}
+	return nil
+}
+
+// Load reads the checkpoint. It returns ErrNone when there is none (including when the tables do not
+// exist yet, so read-only commands such as status never create anything).
+func (s *Store) Load(ctx context.Context) (*State, error) {
+	st := &State{}
+	var lastRaw, created, updated sql.NullString
+	err := s.db.QueryRowContext(ctx, `SELECT format_version, source_table, target_table, flavor, source_server,
+		gtid_set, id_boundary, applied_transactions, applied_inserts, applied_updates, applied_deletes,
+		DATE_FORMAT(last_event_at, '%Y-%m-%d %H:%i:%s.%f'), DATE_FORMAT(created_at, '%Y-%m-%d %H:%i:%s.%f'),
+		DATE_FORMAT(updated_at, '%Y-%m-%d %H:%i:%s.%f') FROM `+s.state+` WHERE id = 1`).Scan(
+		&st.FormatVersion, &st.SourceTable, &st.TargetTable, &st.Flavor, &st.SourceServer, &st.GTID, &st.IDBoundary,
+		&st.Applied.Transactions, &st.Applied.Inserts, &st.Applied.Updates, &st.Applied.Deletes,
+		&lastRaw, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) || isNoTable(err) {
+		return nil, ErrNone
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint: %w", err)
+	}
+	if st.FormatVersion > FormatVersion {
+		return nil, fmt.Errorf("%w: checkpoint format %d was written by a newer csmh-sync (this one reads %d): upgrade csmh-sync",
+			ErrMismatch, st.FormatVersion, FormatVersion)
+	}
+	st.LastEventAt = parseTime(lastRaw.String)
+	st.CreatedAt = parseTime(created.String)
+	st.UpdatedAt = parseTime(updated.String)
+	st.Segments, err = s.segments(ctx)
+	return st, err
+}
+
+func (s *Store) segments(ctx context.Context) ([]Segment, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT segment, start_id, end_id, next_id, rows_copied, done,
+		DATE_FORMAT(updated_at, '%Y-%m-%d %H:%i:%s.%f') FROM `+s.fill+` ORDER BY segment`)
+	if isNoTable(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read backfill checkpoint: %w", err)
+	}
+	defer rows.Close()
+	var out []Segment
+	for rows.Next() {
+		var g Segment
+		var upd string
+		if err := rows.Scan(&g.ID, &g.Start, &g.End, &g.Next, &g.Rows, &g.Done, &upd); err != nil {
+			return nil, err
+		}
+		g.UpdatedAt = parseTime(upd)
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}
+
+// Init writes the first checkpoint unless one exists, and returns the one in force. A checkpoint of another
+// migration (other tables or flavor) is an ErrMismatch: it is never overwritten.
+func (s *Store) Init(ctx context.Context, first State) (*State, error) {
+	now := time.Now().UTC()
+	_, err := s.db.ExecContext(ctx, `INSERT IGNORE INTO `+s.state+` (id, format_version, source_table, target_table,
+		flavor, source_server, gtid_set, id_boundary, created_at, updated_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		FormatVersion, first.SourceTable, first.TargetTable, first.Flavor, first.SourceServer, first.GTID,
+		first.IDBoundary, now, now)
+	if err != nil {
+		return nil, fmt.Errorf("write first checkpoint: %w", err)
+	}
+	st, err := s.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st.SourceTable != first.SourceTable || st.TargetTable != first.TargetTable || st.Flavor != first.Flavor {
+		return nil, fmt.Errorf("%w: it migrates %s (%s) → %s, not %s (%s) → %s: use the same tables, or drop %s.%s and %s.%s to start over",
+			ErrMismatch, st.SourceTable, st.Flavor, st.TargetTable, first.SourceTable, first.Flavor, first.TargetTable,
+			s.schema, StateTable, s.schema, BackfillTable)
+	}
+	return st, nil
+}
+
+// StreamProgress is what one applied batch adds to the checkpoint.
+type StreamProgress struct {
+	GTID        string
+	Added       Counters
+	LastEventAt time.Time
+}
+
+// SaveStream records the stream position inside the caller's transaction, the one that applied the rows.
+func (s *Store) SaveStream(ctx context.Context, tx Execer, p StreamProgress) error {
+	var last any
+	if !p.LastEventAt.IsZero() {
+		last = p.LastEventAt.UTC()
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE `+s.state+` SET gtid_set = ?,
+		applied_transactions = applied_transactions + ?, applied_inserts = applied_inserts + ?,
+		applied_updates = applied_updates + ?, applied_deletes = applied_deletes + ?,
+		last_event_at = COALESCE(?, last_event_at), updated_at = ? WHERE id = 1`,
+		p.GTID, p.Added.Transactions, p.Added.Inserts, p.Added.Updates, p.Added.Deletes, last, time.Now().UTC())
+	if err != nil {
+		return fmt.Errorf("save stream checkpoint: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("save stream checkpoint: %w (the state row is gone)", ErrNone)
+	}
+	return nil
+}
+
+// PlanSegments writes the backfill plan if none exists and returns the plan in force: a restart always
+// continues the plan (and the id range) captured at the first start.
+func (s *Store) PlanSegments(ctx context.Context, plan []Segment) ([]Segment, error) {
+	have, err := s.segments(ctx)
+	if err != nil || len(have) > 0 {
+		return have, err
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	now := time.Now().UTC()
+	for _, g := range plan {
+		if _, err := tx.ExecContext(ctx, `INSERT IGNORE INTO `+s.fill+` (segment, start_id, end_id, next_id, rows_copied, done, updated_at)
+			VALUES (?, ?, ?, ?, 0, ?, ?)`, g.ID, g.Start, g.End, g.Next, g.Done, now); err != nil {
+			return nil, fmt.Errorf("write backfill plan: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("write backfill plan: %w", err)
+	}
+	return s.segments(ctx)
+}
+
+// SaveSegment records a segment's progress inside the caller's transaction, the one that wrote the rows.
+func (s *Store) SaveSegment(ctx context.Context, tx Execer, g Segment) error {
+	_, err := tx.ExecContext(ctx, `UPDATE `+s.fill+` SET next_id = ?, rows_copied = ?, done = ?, updated_at = ? WHERE segment = ?`,
+		g.Next, g.Rows, g.Done, time.Now().UTC(), g.ID)
+	if err != nil {
+		return fmt.Errorf("save backfill checkpoint: %w", err)
+	}
+	return nil
+}
+
+// Quoted returns the quoted names of the state and backfill tables, for callers that join them into SQL.
+func (s *Store) Quoted() (state, backfill string) { return s.state, s.fill }
+
+func parseTime(s string) time.Time {
+	if s == "" {
+		return time.Time{}
+	}
+	t, err := time.ParseInLocation("2006-01-02 15:04:05.000000", s, time.UTC)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+func isNoTable(err error) bool { return containsCode(err, 1146) }

@@ -1,0 +1,259 @@
+package dbconn
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Flavor is the server family; it decides GTID syntax and a few variable names.
+type Flavor string
+
+// The flavors csmh-sync understands. The strings match go-mysql's flavor names.
+const (
+	MariaDB Flavor = "mariadb"
+	MySQL   Flavor = "mysql"
+)
+
+// Version is a parsed server version.
+type Version struct {
+	Flavor              Flavor
+	Major, Minor, Patch int
+	Raw                 string
+}
+
+// AtLeast reports whether v ≥ major.minor.
+func (v Version) AtLeast(major, minor int) bool {
+	return v.Major > major || (v.Major == major && v.Minor >= minor)
+}
+
+func (v Version) String() string {
+	return fmt.Sprintf("%s %d.%d.%d", v.Flavor, v.Major, v.Minor, v.Patch)
+}
+
+var versionRE = regexp.MustCompile(`^(\d+)\.(\d+)\.(\d+)`)
+
+// ParseVersion reads @@version (and @@version_comment, which on some builds is the only place that says
+// MariaDB). Examples: "10.11.19-MariaDB-0+deb12u1-log", "5.5.5-10.6.12-MariaDB" (the 5.5.5- prefix some
+// proxies add), "8.0.35", "5.7.44-log", "8.0.mysql_aurora.3.04.0" (Aurora), "8.0.28-0ubuntu0.20.04.3".
+func ParseVersion(version, comment string) (Version, error) {
+	v := Version{Raw: version, Flavor: MySQL}
+	s := version
+	if strings.Contains(strings.ToLower(version+" "+comment), "mariadb") {
+		v.Flavor = MariaDB
+		s = strings.TrimPrefix(s, "5.5.5-")
+	}
+	m := versionRE.FindStringSubmatch(s)
+	if m == nil {
+		// Aurora MySQL reports "8.0.mysql_aurora.3.04.0": major.minor are still leading.
+		parts := strings.SplitN(s, ".", 3)
+		if len(parts) >= 2 {
+			maj, err1 := strconv.Atoi(parts[0])
+			min, err2 := strconv.Atoi(parts[1])
+			if err1 == nil && err2 == nil {
+				v.Major, v.Minor = maj, min
+				return v, nil
+			}
+		}
+		return v, fmt.Errorf("cannot parse server version %q", version)
+	}
+	v.Major, _ = strconv.Atoi(m[1])
+	v.Minor, _ = strconv.Atoi(m[2])
+	v.Patch, _ = strconv.Atoi(m[3])
+	return v, nil
+}
+
+// ServerInfo is what csmh-sync needs to know about a server before it reads its binlog.
+type ServerInfo struct {
+	Version        Version
+	ServerID       uint32
+	ServerUUID     string // MySQL only
+	LogBin         bool
+	BinlogFormat   string
+	BinlogRowImage string
+	GTIDMode       string // MySQL: OFF/ON/...; MariaDB: always "ON" (GTIDs are always written)
+	GTIDStrictMode bool   // MariaDB
+	ReadOnly       bool
+}
+
+// Inspect reads the server's identity and binlog settings.
+func Inspect(ctx context.Context, db *sql.DB) (ServerInfo, error) {
+	var si ServerInfo
+	var version, comment string
+	if err := db.QueryRowContext(ctx, "SELECT @@version, @@version_comment").Scan(&version, &comment); err != nil {
+		return si, fmt.Errorf("read server version: %w", err)
+	}
+	v, err := ParseVersion(version, comment)
+	if err != nil {
+		return si, err
+	}
+	si.Version = v
+	vars, err := Variables(ctx, db, "server_id", "log_bin", "binlog_format", "binlog_row_image", "read_only",
+		"gtid_mode", "gtid_strict_mode", "server_uuid")
+	if err != nil {
+		return si, err
+	}
+	id, _ := strconv.ParseUint(vars["server_id"], 10, 32)
+	si.ServerID = uint32(id)
+	si.LogBin = isOn(vars["log_bin"])
+	si.BinlogFormat = strings.ToUpper(vars["binlog_format"])
+	si.BinlogRowImage = strings.ToUpper(vars["binlog_row_image"])
+	si.ReadOnly = isOn(vars["read_only"])
+	si.ServerUUID = vars["server_uuid"]
+	if v.Flavor == MariaDB {
+		si.GTIDMode = "ON"
+		si.GTIDStrictMode = isOn(vars["gtid_strict_mode"])
+	} else {
+		si.GTIDMode = strings.ToUpper(vars["gtid_mode"])
+	}
+	return si, nil
+}
+
+func isOn(s string) bool {
+	switch strings.ToUpper(s) {
+	case "1", "ON", "YES", "TRUE":
+		return true
+	}
+	return false
+}
+
+// Variables reads global variables by name; missing ones are absent from the map.
+func Variables(ctx context.Context, db *sql.DB, names ...string) (map[string]string, error) {
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = "'" + n + "'"
+	}
+	rows, err := db.QueryContext(ctx, "SHOW GLOBAL VARIABLES WHERE Variable_name IN ("+strings.Join(quoted, ",")+")")
+	if err != nil {
+		return nil, fmt.Errorf("read server variables: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]string, len(names))
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, err
+		}
+		out[strings.ToLower(k)] = v
+	}
+	return out, rows.Err()
+}
+
+// Status reads one global status counter (e.g. Threads_running).
+func Status(ctx context.Context, db *sql.DB, name string) (int64, error) {
+	var k string
+	var v int64
+	err := db.QueryRowContext(ctx, "SHOW GLOBAL STATUS LIKE '"+name+"'").Scan(&k, &v)
+	if err != nil {
+		return 0, fmt.Errorf("read status %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// ExecutedGTID returns the set of transactions the server has written to its binlog:
+// @@gtid_binlog_pos on MariaDB, @@gtid_executed on MySQL.
+func ExecutedGTID(ctx context.Context, db *sql.DB, f Flavor) (string, error) {
+	q := "SELECT @@GLOBAL.gtid_executed"
+	if f == MariaDB {
+		q = "SELECT @@GLOBAL.gtid_binlog_pos"
+	}
+	var s string
+	if err := db.QueryRowContext(ctx, q).Scan(&s); err != nil {
+		return "", fmt.Errorf("read executed GTIDs: %w", err)
+	}
+	return strings.Join(strings.Fields(s), ""), nil
+}
+
+// PurgedGTID returns the transactions no longer in the server's binlog. On MySQL that is @@gtid_purged.
+// MariaDB has no such variable: the Gtid_list event at the head of the oldest binlog file lists, per
+// domain, the last transaction written before that file, i.e. what a reader can no longer fetch.
+func PurgedGTID(ctx context.Context, db *sql.DB, f Flavor) (string, error) {
+	if f == MySQL {
+		var s string
+		if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_purged").Scan(&s); err != nil {
+			return "", fmt.Errorf("read purged GTIDs: %w", err)
+		}
+		return strings.Join(strings.Fields(s), ""), nil
+	}
+	first, err := OldestBinlog(ctx, db)
+	if err != nil {
+		return "", err
+	}
+	rows, err := db.QueryContext(ctx, "SHOW BINLOG EVENTS IN '"+strings.ReplaceAll(first, "'", "")+"' LIMIT 4")
+	if err != nil {
+		return "", fmt.Errorf("read the oldest binlog's Gtid_list: %w", err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	for rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return "", err
+		}
+		// Columns: Log_name, Pos, Event_type, Server_id, End_log_pos, Info.
+		if len(vals) >= 6 && vals[2].String == "Gtid_list" {
+			return ParseGtidListInfo(vals[5].String), nil
+		}
+	}
+	return "", rows.Err()
+}
+
+// ParseGtidListInfo turns SHOW BINLOG EVENTS' Info of a Gtid_list event, "[0-1-100,1-2-7]", into "0-1-100,1-2-7".
+func ParseGtidListInfo(info string) string {
+	s := strings.TrimSpace(info)
+	s = strings.TrimPrefix(s, "[")
+	s = strings.TrimSuffix(s, "]")
+	return strings.Join(strings.Fields(s), "")
+}
+
+// OldestBinlog returns the name of the first file of SHOW BINARY LOGS.
+func OldestBinlog(ctx context.Context, db *sql.DB) (string, error) {
+	rows, err := db.QueryContext(ctx, "SHOW BINARY LOGS")
+	if err != nil {
+		return "", fmt.Errorf("list binary logs (needs BINLOG MONITOR / REPLICATION CLIENT): %w", err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	if rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return "", err
+		}
+		return vals[0].String, nil
+	}
+	if err := rows.Err(); err != nil {
+		return "", err
+	}
+	return "", fmt.Errorf("the server lists no binary logs: is log_bin on?")
+}
+
+// BinlogRetention returns how long the server keeps binlogs (0 = until purged by hand).
+// MariaDB ≥10.6 and MySQL 8 use binlog_expire_logs_seconds; older servers expire_logs_days.
+func BinlogRetention(ctx context.Context, db *sql.DB) (seconds int64, err error) {
+	vars, err := Variables(ctx, db, "binlog_expire_logs_seconds", "expire_logs_days")
+	if err != nil {
+		return 0, err
+	}
+	if s, ok := vars["binlog_expire_logs_seconds"]; ok {
+		if n, _ := strconv.ParseFloat(s, 64); n > 0 {
+			return int64(n), nil
+		}
+	}
+	if d, ok := vars["expire_logs_days"]; ok {
+		if n, _ := strconv.ParseFloat(d, 64); n > 0 {
+			return int64(n * 86400), nil
+		}
+	}
+	return 0, nil
+}

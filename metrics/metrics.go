@@ -1,0 +1,81 @@
+// Package metrics defines csmh-sync's Prometheus collectors. Nothing registers globally: the daemon builds
+// one Metrics on its own registry and tests build theirs on prometheus.NewRegistry().
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/csmh-sync/csmh-sync/internal/buildinfo"
+)
+
+// Metrics holds every collector. A nil *Metrics is not valid; use New or Discard.
+type Metrics struct {
+	// Replication.
+	Lag               prometheus.Gauge
+	TxBehind          prometheus.Gauge
+	AppliedRows       *prometheus.CounterVec // op = insert|update|delete
+	AppliedTx         prometheus.Counter
+	SourceWrites      prometheus.Counter
+	Connected         prometheus.Gauge
+	CheckpointAge     prometheus.Gauge
+	RetentionHeadroom prometheus.Gauge
+	SourceIDUsed      prometheus.Gauge
+	IDRunway          prometheus.Gauge
+
+	// Backfill.
+	RowsCopied    prometheus.Counter
+	BytesCopied   prometheus.Counter
+	Progress      prometheus.Gauge
+	ETA           prometheus.Gauge
+	ThrottledSecs prometheus.Counter
+	Paused        prometheus.Gauge
+	BackfillDone  prometheus.Gauge
+
+	// Verify.
+	VerifyChunks *prometheus.CounterVec // result = equal|different
+}
+
+// New creates the collectors and registers them (and the Go/process collectors) on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	g := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	}
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	m := &Metrics{
+		Lag:               g("csmh_sync_replication_lag_seconds", "Age of the oldest source change not yet applied to the target; 0 when caught up (proven by a heartbeat)."),
+		TxBehind:          g("csmh_sync_replication_transactions_behind", "Source transactions executed but not yet in the checkpoint."),
+		AppliedRows:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "csmh_sync_replication_applied_rows_total", Help: "Row changes applied to the target, by operation."}, []string{"op"}),
+		AppliedTx:         c("csmh_sync_replication_applied_transactions_total", "Source transactions applied (or skipped as not touching the table) and checkpointed."),
+		SourceWrites:      c("csmh_sync_source_writes_total", "Source transactions seen in the binlog, any table."),
+		Connected:         g("csmh_sync_replication_connected", "1 while the binlog stream is connected."),
+		CheckpointAge:     g("csmh_sync_checkpoint_age_seconds", "Seconds since the stream checkpoint last advanced."),
+		RetentionHeadroom: g("csmh_sync_binlog_retention_headroom_seconds", "Seconds until the binlog holding the checkpoint could be purged by the source's expiry setting (+Inf when it never expires)."),
+		SourceIDUsed:      g("csmh_sync_source_id_used_ratio", "Source AUTO_INCREMENT / 2147483647: how much of CSMH's signed int id space is used."),
+		IDRunway:          g("csmh_sync_id_runway_ids", "Ids left before copied source ids reach the first app-written id in the target."),
+		RowsCopied:        c("csmh_sync_backfill_rows_copied_total", "Rows copied by the backfill."),
+		BytesCopied:       c("csmh_sync_backfill_bytes_copied_total", "Approximate bytes of row data copied by the backfill."),
+		Progress:          g("csmh_sync_backfill_progress_ratio", "Fraction of the backfill id range copied, 0 to 1."),
+		ETA:               g("csmh_sync_backfill_eta_seconds", "Estimated seconds until the backfill finishes at the recent rate."),
+		ThrottledSecs:     c("csmh_sync_backfill_throttled_seconds_total", "Seconds the backfill waited because of throttling (rate limit, load, replica lag)."),
+		Paused:            g("csmh_sync_backfill_paused", "1 while the backfill is paused by an operator (POST /pause)."),
+		BackfillDone:      g("csmh_sync_backfill_done", "1 when the backfill has copied its whole range."),
+		VerifyChunks:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "csmh_sync_verify_chunks_total", Help: "Verify chunks checked, by result."}, []string{"result"}),
+	}
+	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "csmh_sync_build_info", Help: "Build information; always 1.",
+		ConstLabels: prometheus.Labels{"version": buildinfo.Version, "goversion": buildinfo.GoVersion()}})
+	info.Set(1)
+	for _, op := range []string{"insert", "update", "delete"} {
+		m.AppliedRows.WithLabelValues(op)
+	}
+	reg.MustRegister(m.Lag, m.TxBehind, m.AppliedRows, m.AppliedTx, m.SourceWrites, m.Connected, m.CheckpointAge,
+		m.RetentionHeadroom, m.SourceIDUsed, m.IDRunway, m.RowsCopied, m.BytesCopied, m.Progress, m.ETA,
+		m.ThrottledSecs, m.Paused, m.BackfillDone, m.VerifyChunks, info,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Discard returns collectors registered nowhere, for one-shot commands and tests that do not scrape.
+func Discard() *Metrics { return New(prometheus.NewRegistry()) }
