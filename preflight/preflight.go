@@ -1,0 +1,261 @@
+// Package preflight answers "can the migration run?" without writing anything: both servers reachable
+// within a timeout, binlog and GTID settings, privileges, both tables present with columns that map by name
+// without loss, and enough id space between the ids csmh-sync copies and the ids the app writes to CSMHE.
+package preflight
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/csmh-sync/csmh-sync/dbconn"
+	"github.com/csmh-sync/csmh-sync/table"
+)
+
+// Config is what preflight checks.
+type Config struct {
+	Source, Target           dbconn.Endpoint
+	SourceTable, TargetTable table.Name
+	ServerID                 uint32        // the binlog client id csmh-sync will use
+	Timeout                  time.Duration // per connection attempt; default 5s
+}
+
+// Level of a finding.
+type Level string
+
+// Levels, in increasing severity.
+const (
+	OK   Level = "ok"
+	Warn Level = "warn"
+	Fail Level = "FAIL"
+)
+
+// Finding is one line of the report.
+type Finding struct {
+	Level Level  `json:"level"`
+	Check string `json:"check"`
+	Msg   string `json:"message"`
+}
+
+// Report is the outcome of all checks.
+type Report struct {
+	Findings []Finding `json:"findings"`
+	// RunwayIDs is how many ids the source can still allocate before reaching the first app-written id in the
+	// target; RunwayHours the same at the source's recent write rate (0 if unknown).
+	RunwayIDs   int64   `json:"runway_ids"`
+	RunwayHours float64 `json:"runway_hours"`
+}
+
+// Failed reports whether any check failed.
+func (r *Report) Failed() bool {
+	for _, f := range r.Findings {
+		if f.Level == Fail {
+			return true
+		}
+	}
+	return false
+}
+
+// Print writes one line per finding.
+func (r *Report) Print(w io.Writer) {
+	for _, f := range r.Findings {
+		fmt.Fprintf(w, "%-4s  %-12s %s\n", f.Level, f.Check, f.Msg)
+	}
+}
+
+func (r *Report) add(l Level, check, format string, a ...any) {
+	r.Findings = append(r.Findings, Finding{Level: l, Check: check, Msg: fmt.Sprintf(format, a...)})
+}
+
+// Checker runs the checks.
+type Checker struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New validates the configuration.
+func New(log *slog.Logger, cfg Config) (*Checker, error) {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.SourceTable.Table == "" || cfg.TargetTable.Table == "" {
+		return nil, errors.New("preflight: source and target tables are required")
+	}
+	return &Checker{cfg: cfg, log: log}, nil
+}
+
+// Run performs every check it can; a failed connection skips the checks that need it. The error is only for
+// the checker's own failures: findings carry the verdict.
+func (c *Checker) Run(ctx context.Context) *Report {
+	r := &Report{}
+	src, srcCfg := c.open(ctx, r, c.cfg.Source)
+	dst, _ := c.open(ctx, r, c.cfg.Target)
+	if src != nil {
+		defer src.Close()
+	}
+	if dst != nil {
+		defer dst.Close()
+	}
+	var srcInfo dbconn.ServerInfo
+	if src != nil {
+		srcInfo = c.checkSourceServer(ctx, r, src)
+		c.checkSourceGrants(ctx, r, src, srcInfo, srcCfg)
+	}
+	if dst != nil {
+		c.checkTargetGrants(ctx, r, dst)
+	}
+	var st, tt *table.Table
+	if src != nil {
+		st = c.loadTable(ctx, r, src, "source", c.cfg.SourceTable, "--source-table")
+	}
+	if dst != nil {
+		tt = c.loadTable(ctx, r, dst, "target", c.cfg.TargetTable, "--target-table")
+	}
+	if st != nil && tt != nil {
+		c.checkColumns(r, st, tt)
+		c.checkIDSpace(ctx, r, src, dst, st, tt)
+	}
+	return r
+}
+
+func (c *Checker) open(ctx context.Context, r *Report, e dbconn.Endpoint) (*sql.DB, *mysql.Config) {
+	db, cfg, err := dbconn.Open(ctx, e, dbconn.Options{DialTimeout: c.cfg.Timeout, MaxOpenConns: 2})
+	if err != nil {
+		r.add(Fail, e.Role, "cannot connect: %v", err)
+		return nil, nil
+	}
+	r.add(OK, e.Role, "connected to %s", cfg.Addr)
+	return db, cfg
+}
+
+func (c *Checker) checkSourceServer(ctx context.Context, r *Report, db *sql.DB) dbconn.ServerInfo {
+	si, err := dbconn.Inspect(ctx, db)
+	if err != nil {
+		r.add(Fail, "source", "cannot read server settings: %v", err)
+		return si
+	}
+	v := si.Version
+	switch {
+	case v.Flavor == dbconn.MariaDB && !v.AtLeast(10, 2):
+		r.add(Warn, "version", "%s: MariaDB before 10.2 is untested", v)
+	case v.Flavor == dbconn.MySQL && !v.AtLeast(5, 7):
+		r.add(Fail, "version", "%s: MySQL before 5.7 lacks the GTID features csmh-sync needs: upgrade the source", v)
+	default:
+		r.add(OK, "version", "source is %s (%s)", v, v.Raw)
+	}
+	if !si.LogBin {
+		r.add(Fail, "binlog", "binary logging is off on the source: start it with log_bin (and binlog_format=ROW, binlog_row_image=FULL)")
+		return si
+	}
+	if si.BinlogFormat != "ROW" {
+		r.add(Fail, "binlog", "binlog_format is %s: set binlog_format=ROW on the source (SET GLOBAL binlog_format='ROW' and in the config file)", si.BinlogFormat)
+	}
+	if si.BinlogRowImage != "" && si.BinlogRowImage != "FULL" {
+		r.add(Fail, "binlog", "binlog_row_image is %s: set binlog_row_image=FULL on the source so updates carry every column", si.BinlogRowImage)
+	}
+	if si.BinlogFormat == "ROW" && (si.BinlogRowImage == "" || si.BinlogRowImage == "FULL") {
+		r.add(OK, "binlog", "binlog on, ROW, FULL row image")
+	}
+	if v.Flavor == dbconn.MySQL && si.GTIDMode != "ON" {
+		r.add(Fail, "gtid", "gtid_mode is %s: enable GTIDs on the source (gtid_mode=ON, enforce_gtid_consistency=ON)", si.GTIDMode)
+	} else {
+		r.add(OK, "gtid", "GTIDs available")
+	}
+	if c.cfg.ServerID != 0 && c.cfg.ServerID == si.ServerID {
+		r.add(Fail, "server-id", "--server-id %d equals the source's server_id: choose an id no server or replica uses", c.cfg.ServerID)
+	}
+	if ret, err := dbconn.BinlogRetention(ctx, db); err == nil && ret > 0 && ret < 3*86400 {
+		r.add(Warn, "retention", "the source keeps binlogs %s: a stop longer than that forces a new copy; consider 3 days or more", time.Duration(ret)*time.Second)
+	}
+	return si
+}
+
+func (c *Checker) loadTable(ctx context.Context, r *Report, db *sql.DB, role string, n table.Name, flag string) *table.Table {
+	t, err := table.Load(ctx, db, n)
+	if errors.Is(err, table.ErrNotFound) {
+		r.add(Fail, role+"-table", "%s does not exist on the %s (or the user cannot see it): check %s and the grants", n, role, flag)
+		return nil
+	}
+	if err != nil {
+		r.add(Fail, role+"-table", "%v", err)
+		return nil
+	}
+	if err := t.CheckKey(); err != nil {
+		r.add(Fail, role+"-table", "%v", err)
+		return nil
+	}
+	r.add(OK, role+"-table", "%s exists (%d columns)", n, len(t.Columns))
+	return t
+}
+
+func (c *Checker) checkColumns(r *Report, st, tt *table.Table) {
+	errs, warns := table.Compare(st, tt)
+	for _, p := range errs {
+		r.add(Fail, "columns", "%s", p)
+	}
+	for _, p := range warns {
+		r.add(Warn, "columns", "%s", p)
+	}
+	if len(errs) == 0 {
+		r.add(OK, "columns", "every source column maps by name to the target without loss")
+	}
+}
+
+// checkIDSpace makes sure copied ids can never land on ids the app writes into CSMHE.
+func (c *Checker) checkIDSpace(ctx context.Context, r *Report, src, dst *sql.DB, st, tt *table.Table) {
+	var srcMax sql.NullInt64
+	if err := src.QueryRowContext(ctx, "SELECT MAX(id) FROM "+st.Name.Quoted()).Scan(&srcMax); err != nil {
+		r.add(Fail, "id-space", "read the source's max id: %v", err)
+		return
+	}
+	srcNext := max(st.AutoIncrement, uint64(srcMax.Int64)+1)
+	var appMin sql.NullInt64
+	if err := dst.QueryRowContext(ctx, "SELECT MIN(id) FROM "+tt.Name.Quoted()+" WHERE id > ?", srcMax.Int64).Scan(&appMin); err != nil {
+		r.add(Fail, "id-space", "read the target's first app-written id: %v", err)
+		return
+	}
+	boundary := tt.AutoIncrement
+	what := fmt.Sprintf("target AUTO_INCREMENT %d", tt.AutoIncrement)
+	if appMin.Valid && uint64(appMin.Int64) < boundary {
+		boundary = uint64(appMin.Int64)
+		what = fmt.Sprintf("first app-written target id %d", appMin.Int64)
+	}
+	if boundary <= srcNext {
+		r.add(Fail, "id-space", "%s is not above the source's next id %d: raise it (ALTER TABLE %s AUTO_INCREMENT = %d, i.e. max(id) + STUDENTMODULEHISTORYEXTENDED_OFFSET)",
+			what, srcNext, tt.Name, srcNext+10000)
+		return
+	}
+	r.RunwayIDs = int64(boundary - srcNext)
+	rate := writeRate(ctx, src, st, srcMax.Int64)
+	if rate > 0 {
+		r.RunwayHours = float64(r.RunwayIDs) / rate / 3600
+		r.add(OK, "id-space", "runway %d ids (%.1f h at the source's recent %.1f rows/s) before copied ids reach the %s", r.RunwayIDs, r.RunwayHours, rate, what)
+	} else {
+		r.add(OK, "id-space", "runway %d ids before copied ids reach the %s (source write rate unknown)", r.RunwayIDs, what)
+	}
+	if r.RunwayIDs < 100000 {
+		r.add(Warn, "id-space", "runway is under 100,000 ids: raise the target AUTO_INCREMENT before the migration window")
+	}
+}
+
+// writeRate estimates the source's inserts per second from the `created` times of its last 10,000 ids,
+// a cheap primary-key range read.
+func writeRate(ctx context.Context, db *sql.DB, st *table.Table, maxID int64) float64 {
+	if st.Column("created") == nil || maxID <= 0 {
+		return 0
+	}
+	var n int64
+	var span sql.NullFloat64
+	err := db.QueryRowContext(ctx, "SELECT COUNT(*), TIMESTAMPDIFF(MICROSECOND, MIN(created), MAX(created)) / 1e6 FROM "+
+		st.Name.Quoted()+" WHERE id > ?", maxID-10000).Scan(&n, &span)
+	if err != nil || !span.Valid || span.Float64 <= 0 {
+		return 0
+	}
+	return float64(n) / span.Float64
+}
