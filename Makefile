@@ -1,0 +1,53 @@
+# csmh-sync: `make test` and `make demo` set up everything they need on a fresh Debian machine (as root).
+GO       ?= go
+PKGS     := ./...
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X github.com/csmh-sync/csmh-sync/internal/buildinfo.Version=$(VERSION)
+RULES    := docker/prometheus/csmh-sync-rules.yml
+RULETEST := docker/prometheus/csmh-sync-rules.test.yml
+
+.PHONY: all build deps vet test test-go test-rules bench demo clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/csmh-sync ./cmd/csmh-sync
+
+# deps installs what the tests need from Debian's packages when it is missing: mariadbd and promtool.
+deps:
+	@missing=""; \
+	command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing="$$missing mariadb-server"; \
+	command -v mariadb-install-db >/dev/null 2>&1 || missing="$$missing mariadb-server"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "missing:$$missing — install it with: sudo apt-get install$$missing"; exit 1; \
+	  fi; \
+	fi
+
+vet:
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+
+test: deps vet test-rules test-go
+
+test-go:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+test-rules:
+	promtool check rules $(RULES)
+	promtool test rules $(RULETEST)
+
+# bench runs alone: it measures csmh-sync against baselines in the same run and prints ratios.
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./test/bench/
+
+demo: deps build
+	$(GO) run ./test/integration/demo
+
+clean:
+	rm -rf bin .demo
