@@ -41,7 +41,9 @@ type Common struct {
 }
 
 // Validate parses the table names and checks the DSNs without connecting.
-func (c *Common) Validate() error {
+func (c *Common) Validate() error { return c.validate(true) }
+
+func (c *Common) validate(needSource bool) error {
 	var err error
 	if c.SourceTable, err = table.ParseName(c.SourceTableName); err != nil {
 		return fmt.Errorf("%w: --source-table: %v", ErrUsage, err)
@@ -50,8 +52,10 @@ func (c *Common) Validate() error {
 		return fmt.Errorf("%w: --target-table: %v", ErrUsage, err)
 	}
 	c.Source.Role, c.Target.Role = "source", "target"
-	if _, err := c.Source.Config(); err != nil {
-		return err
+	if needSource {
+		if _, err := c.Source.Config(); err != nil {
+			return err
+		}
 	}
 	if _, err := c.Target.Config(); err != nil {
 		return err

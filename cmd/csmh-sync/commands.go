@@ -24,3 +24,10 @@ func buildPreflight(fs *pflag.FlagSet, lf *logFlags, env *environ) command {
 	fs.BoolVar(&p.JSON, "json", false, "print the findings as JSON")
 	return withLog{p, func() { p.Out, p.Log = env.stdout, env.log }}
 }
+
+func buildStatus(fs *pflag.FlagSet, lf *logFlags, env *environ) command {
+	s := &runner.Status{}
+	commonFlags(fs, &s.Common, lf)
+	fs.BoolVar(&s.JSON, "json", false, "print the status as JSON")
+	return withLog{s, func() { s.Out, s.Log = env.stdout, env.log }}
+}

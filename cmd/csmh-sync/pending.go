@@ -19,5 +19,4 @@ func (p pending) Run(context.Context) (int, error) {
 func buildRun(fs *pflag.FlagSet, lf *logFlags, env *environ) command      { return pending{"run"} }
 func buildBackfill(fs *pflag.FlagSet, lf *logFlags, env *environ) command { return pending{"backfill"} }
 func buildVerify(fs *pflag.FlagSet, lf *logFlags, env *environ) command   { return pending{"verify"} }
-func buildStatus(fs *pflag.FlagSet, lf *logFlags, env *environ) command   { return pending{"status"} }
 func buildCutover(fs *pflag.FlagSet, lf *logFlags, env *environ) command  { return pending{"cutover"} }

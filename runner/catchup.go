@@ -1,0 +1,47 @@
+package runner
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/csmh-sync/csmh-sync/checkpoint"
+	"github.com/csmh-sync/csmh-sync/dbconn"
+	"github.com/csmh-sync/csmh-sync/gtid"
+)
+
+// catchUp returns once the checkpoint in the target contains every transaction the source had executed when
+// catchUp was called: the barrier cutover and verify stand on. The stream itself is applied by a running
+// `csmh-sync run`; this only watches the checkpoint it commits.
+func catchUp(ctx context.Context, src *sql.DB, store *checkpoint.Store, flavor string, poll time.Duration) (*gtid.Set, error) {
+	execStr, err := dbconn.ExecutedGTID(ctx, src, dbconn.Flavor(flavor))
+	if err != nil {
+		return nil, err
+	}
+	want, err := gtid.Parse(flavor, execStr)
+	if err != nil {
+		return nil, err
+	}
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	var have *gtid.Set
+	for {
+		st, err := store.Load(ctx)
+		if err != nil {
+			return want, err
+		}
+		if have, err = gtid.Parse(flavor, st.GTID); err != nil {
+			return want, err
+		}
+		if have.Contains(want) {
+			return want, nil
+		}
+		select {
+		case <-ctx.Done():
+			return want, fmt.Errorf("the target has not applied the source's position %s (checkpoint %s, %d transactions behind): is 'csmh-sync run' running and connected? %w",
+				want, have, have.Behind(want), ctx.Err())
+		case <-t.C:
+		}
+	}
+}

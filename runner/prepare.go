@@ -1,0 +1,161 @@
+package runner
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+
+	"github.com/csmh-sync/csmh-sync/checkpoint"
+	"github.com/csmh-sync/csmh-sync/dbconn"
+	"github.com/csmh-sync/csmh-sync/gtid"
+	"github.com/csmh-sync/csmh-sync/table"
+)
+
+// ErrResume means the checkpoint cannot be resumed against this source.
+var ErrResume = errors.New("cannot resume")
+
+// prepared is everything a migration command needs once the servers and the checkpoint agree.
+type prepared struct {
+	info     dbconn.ServerInfo
+	flavor   string
+	src, dst *table.Table
+	store    *checkpoint.Store
+	state    *checkpoint.State
+	pos      *gtid.Set
+}
+
+// prepare validates both tables, creates or loads the checkpoint and checks that the source can still serve
+// the checkpoint's position (purged ⊆ checkpoint ⊆ executed). On a first start it captures the source's GTID
+// position BEFORE any backfill read, which is what makes the backfill/stream race safe.
+func prepare(ctx context.Context, log *slog.Logger, c *Common, k *conns) (*prepared, error) {
+	p := &prepared{}
+	var err error
+	if p.info, err = dbconn.Inspect(ctx, k.src); err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	p.flavor = string(p.info.Version.Flavor)
+	if !p.info.LogBin || p.info.BinlogFormat != "ROW" || (p.info.BinlogRowImage != "" && p.info.BinlogRowImage != "FULL") {
+		return nil, fmt.Errorf("source binlog is not usable (log_bin=%v, binlog_format=%s, binlog_row_image=%s): run 'csmh-sync preflight' and fix what it reports",
+			p.info.LogBin, p.info.BinlogFormat, p.info.BinlogRowImage)
+	}
+	if p.src, err = table.Load(ctx, k.src, c.SourceTable); err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	if p.dst, err = table.Load(ctx, k.dst, c.TargetTable); err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	for _, t := range []*table.Table{p.src, p.dst} {
+		if err := t.CheckKey(); err != nil {
+			return nil, err
+		}
+	}
+	if errs, _ := table.Compare(p.src, p.dst); len(errs) > 0 {
+		return nil, fmt.Errorf("%s: run 'csmh-sync preflight' for the full list", errs[0])
+	}
+	p.store = checkpoint.New(k.dst, c.TargetTable.Schema)
+	st, err := p.store.Load(ctx)
+	switch {
+	case errors.Is(err, checkpoint.ErrNone):
+		if err := p.store.Ensure(ctx); err != nil {
+			return nil, err
+		}
+		executed, err := dbconn.ExecutedGTID(ctx, k.src, p.info.Version.Flavor)
+		if err != nil {
+			return nil, err
+		}
+		boundary, err := idBoundary(ctx, k.src, k.dst, p.src, p.dst)
+		if err != nil {
+			return nil, err
+		}
+		first := checkpoint.State{SourceTable: c.SourceTable.String(), TargetTable: c.TargetTable.String(),
+			Flavor: p.flavor, SourceServer: sourceIdentity(p.info), GTID: executed, IDBoundary: boundary}
+		if st, err = p.store.Init(ctx, first); err != nil {
+			return nil, err
+		}
+		log.Info("first start: stream position captured before the backfill", "gtid", st.GTID, "id_boundary", st.IDBoundary)
+	case err != nil:
+		return nil, err
+	default:
+		if err := p.store.Ensure(ctx); err != nil { // a newer release may add tables
+			return nil, err
+		}
+		if st.SourceTable != c.SourceTable.String() || st.TargetTable != c.TargetTable.String() || st.Flavor != p.flavor {
+			return nil, fmt.Errorf("%w: the checkpoint in %s migrates %s (%s) → %s; this run asks for %s (%s) → %s: use the same tables and source",
+				checkpoint.ErrMismatch, c.TargetTable.Schema, st.SourceTable, st.Flavor, st.TargetTable, c.SourceTable, p.flavor, c.TargetTable)
+		}
+		if id := sourceIdentity(p.info); st.SourceServer != id {
+			log.Warn("the source server changed since the first start (failover?); resuming by GTID", "was", st.SourceServer, "now", id)
+		}
+		log.Info("resuming from checkpoint", "gtid", st.GTID, "applied_transactions", st.Applied.Transactions)
+	}
+	p.state = st
+	if p.pos, err = gtid.Parse(p.flavor, st.GTID); err != nil {
+		return nil, fmt.Errorf("%w: checkpoint position: %v", ErrResume, err)
+	}
+	if err := checkResumable(ctx, k.src, p.info.Version.Flavor, p.pos); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// checkResumable enforces purged ⊆ checkpoint ⊆ executed.
+func checkResumable(ctx context.Context, db *sql.DB, f dbconn.Flavor, pos *gtid.Set) error {
+	execStr, err := dbconn.ExecutedGTID(ctx, db, f)
+	if err != nil {
+		return err
+	}
+	executed, err := gtid.Parse(string(f), execStr)
+	if err != nil {
+		return err
+	}
+	if !executed.Contains(pos) {
+		return fmt.Errorf("%w: the checkpoint (%s) holds transactions the source never executed (%s): this is another server or a restored backup; point --source-dsn at the right server, or start over by dropping the csmh_sync_* tables in the target schema",
+			ErrResume, pos, executed)
+	}
+	purgedStr, err := dbconn.PurgedGTID(ctx, db, f)
+	if err != nil {
+		return err
+	}
+	purged, err := gtid.Parse(string(f), purgedStr)
+	if err != nil {
+		return err
+	}
+	if !pos.Contains(purged) {
+		return fmt.Errorf("%w: the source has purged binlogs the checkpoint needs (checkpoint %s, purged %s): the missing changes cannot be replayed; start over (drop the csmh_sync_* tables in the target schema and empty the target's copied range), and raise binlog retention",
+			ErrResume, pos, purged)
+	}
+	return nil
+}
+
+func sourceIdentity(si dbconn.ServerInfo) string {
+	if si.ServerUUID != "" {
+		return si.ServerUUID
+	}
+	return "server_id=" + strconv.FormatUint(uint64(si.ServerID), 10)
+}
+
+// idBoundary is the first id the app may write to the target: the smallest target id above the source's max,
+// or else the target's AUTO_INCREMENT. Copied ids must stay below it.
+func idBoundary(ctx context.Context, src, dst *sql.DB, st, tt *table.Table) (uint64, error) {
+	var srcMax sql.NullInt64
+	if err := src.QueryRowContext(ctx, "SELECT MAX(id) FROM "+st.Name.Quoted()).Scan(&srcMax); err != nil {
+		return 0, fmt.Errorf("read source max id: %w", err)
+	}
+	srcNext := max(st.AutoIncrement, uint64(srcMax.Int64)+1)
+	boundary := tt.AutoIncrement
+	var appMin sql.NullInt64
+	if err := dst.QueryRowContext(ctx, "SELECT MIN(id) FROM "+tt.Name.Quoted()+" WHERE id > ?", srcMax.Int64).Scan(&appMin); err != nil {
+		return 0, fmt.Errorf("read target ids: %w", err)
+	}
+	if appMin.Valid && uint64(appMin.Int64) < boundary {
+		boundary = uint64(appMin.Int64)
+	}
+	if boundary <= srcNext {
+		return 0, fmt.Errorf("the target's first app id %d is not above the source's next id %d: raise the target AUTO_INCREMENT (ALTER TABLE %s AUTO_INCREMENT = %d); see 'csmh-sync preflight'",
+			boundary, srcNext, tt.Name, srcNext+10000)
+	}
+	return boundary, nil
+}
