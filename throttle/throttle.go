@@ -1,0 +1,124 @@
+// Package throttle holds the backfill back while production needs the servers: it waits while the source's
+// Threads_running is above a limit or a replica lags too far, and stops the copy at a critical load (the
+// max-load / critical-load pair of pt-online-schema-change).
+package throttle
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/csmh-sync/csmh-sync/dbconn"
+)
+
+// ErrCriticalLoad stops the copy: the source is overloaded.
+var ErrCriticalLoad = errors.New("source load is critical")
+
+// Config sets the limits; zero disables a check.
+type Config struct {
+	MaxThreadsRunning      int64
+	CriticalThreadsRunning int64
+	MaxReplicaLag          time.Duration
+	Interval               time.Duration // poll interval while throttled; default 1s
+}
+
+// Throttler implements backfill.Throttler.
+type Throttler struct {
+	src, replica *sql.DB
+	cfg          Config
+}
+
+// New validates the limits. replica may be nil.
+func New(src, replica *sql.DB, cfg Config) (*Throttler, error) {
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.MaxThreadsRunning < 0 || cfg.CriticalThreadsRunning < 0 {
+		return nil, errors.New("throttle: thread limits must not be negative")
+	}
+	if replica != nil && cfg.MaxReplicaLag <= 0 {
+		cfg.MaxReplicaLag = 10 * time.Second
+	}
+	return &Throttler{src: src, replica: replica, cfg: cfg}, nil
+}
+
+// Wait returns once the load is acceptable, with the time spent waiting.
+func (t *Throttler) Wait(ctx context.Context) (time.Duration, error) {
+	start := time.Now()
+	for {
+		busy, err := t.busy(ctx)
+		if err != nil {
+			return time.Since(start), err
+		}
+		if !busy {
+			return time.Since(start), nil
+		}
+		timer := time.NewTimer(t.cfg.Interval)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return time.Since(start), ctx.Err()
+		case <-timer.C:
+		}
+	}
+}
+
+func (t *Throttler) busy(ctx context.Context) (bool, error) {
+	if t.cfg.MaxThreadsRunning > 0 || t.cfg.CriticalThreadsRunning > 0 {
+		n, err := dbconn.Status(ctx, t.src, "Threads_running")
+		if err != nil {
+			return false, err
+		}
+		if t.cfg.CriticalThreadsRunning > 0 && n > t.cfg.CriticalThreadsRunning {
+			return false, fmt.Errorf("%w: Threads_running %d > --critical-threads-running %d: the copy stopped; restart it when the load is lower",
+				ErrCriticalLoad, n, t.cfg.CriticalThreadsRunning)
+		}
+		if t.cfg.MaxThreadsRunning > 0 && n > t.cfg.MaxThreadsRunning {
+			return true, nil
+		}
+	}
+	if t.replica != nil {
+		lag, err := ReplicaLag(ctx, t.replica)
+		if err != nil {
+			return false, err
+		}
+		if lag < 0 || lag > t.cfg.MaxReplicaLag {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// ReplicaLag reads Seconds_Behind_Master (or _Source); -1 when replication is stopped.
+func ReplicaLag(ctx context.Context, db *sql.DB) (time.Duration, error) {
+	rows, err := db.QueryContext(ctx, "SHOW SLAVE STATUS")
+	if err != nil {
+		return 0, fmt.Errorf("read replica status: %w", err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	if !rows.Next() {
+		return 0, errors.New("the --replica-dsn server is not a replica")
+	}
+	vals := make([]sql.NullString, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		return 0, err
+	}
+	for i, c := range cols {
+		if c == "Seconds_Behind_Master" || c == "Seconds_Behind_Source" {
+			if !vals[i].Valid {
+				return -1, nil
+			}
+			n, _ := strconv.ParseInt(vals[i].String, 10, 64)
+			return time.Duration(n) * time.Second, nil
+		}
+	}
+	return 0, errors.New("replica status has no Seconds_Behind_Master")
+}
