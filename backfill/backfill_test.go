@@ -40,10 +40,10 @@ func open(t *testing.T, s *harness.Server) *sql.DB {
 }
 
 type env struct {
-	src, dst     *sql.DB
-	srcS, dstS   *harness.Server
-	store        *checkpoint.Store
-	gen          harness.GenResult
+	src, dst   *sql.DB
+	srcS, dstS *harness.Server
+	store      *checkpoint.Store
+	gen        harness.GenResult
 }
 
 func setup(t *testing.T, sameServer bool, gen harness.GenOptions) *env {

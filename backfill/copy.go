@@ -3,18 +3,14 @@ package backfill
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
-
 	"github.com/csmh-sync/csmh-sync/checkpoint"
+	"github.com/csmh-sync/csmh-sync/dbconn"
 )
 
 type chunkResult struct {
@@ -165,28 +161,12 @@ func sameServer(ctx context.Context, src, dst *sql.DB) (bool, error) {
 	return a == c, nil
 }
 
-// transient reports errors worth retrying: lock-wait timeouts and deadlocks (production won the lock), and lost
-// connections (a server restart or failover).
-func transient(err error) bool {
-	var me *mysql.MySQLError
-	if errors.As(err, &me) {
-		switch me.Number {
-		case 1205, 1213, 1927, 2006, 2013, 1053, 1317:
-			return true
-		}
-		return false
-	}
-	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) || errors.Is(err, io.EOF) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "connection refused") ||
-		strings.Contains(err.Error(), "broken pipe") || strings.Contains(err.Error(), "connection reset")
-}
-
 // retry runs f until it succeeds, fails for good, or 10 transient failures in a row have passed.
 func retry(ctx context.Context, log *slog.Logger, f func() error) error {
 	delay := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := f()
-		if err == nil || ctx.Err() != nil || !transient(err) || attempt >= 10 {
+		if err == nil || ctx.Err() != nil || !dbconn.IsTransient(err) || attempt >= 10 {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

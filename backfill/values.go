@@ -3,6 +3,8 @@ package backfill
 import (
 	"database/sql"
 	"strings"
+
+	"github.com/csmh-sync/csmh-sync/internal/sqllit"
 )
 
 type valueKind int
@@ -34,40 +36,8 @@ func appendRow(sb *strings.Builder, vals []sql.RawBytes, kinds []valueKind) {
 		case kinds[i] == kindNumber:
 			sb.Write(v)
 		default:
-			appendQuoted(sb, v)
+			sqllit.Quote(sb, v)
 		}
 	}
 	sb.WriteByte(')')
-}
-
-// appendQuoted writes a string literal escaped for any sql_mode without NO_BACKSLASH_ESCAPES (csmh-sync pins
-// its sessions' sql_mode). Bytes are copied as they are: no charset conversion, binary-safe.
-func appendQuoted(sb *strings.Builder, v []byte) {
-	sb.Grow(len(v) + 2)
-	sb.WriteByte('\'')
-	start := 0
-	for i, c := range v {
-		var esc string
-		switch c {
-		case 0:
-			esc = `\0`
-		case '\n':
-			esc = `\n`
-		case '\r':
-			esc = `\r`
-		case '\\':
-			esc = `\\`
-		case '\'':
-			esc = `\'`
-		case 0x1a:
-			esc = `\Z`
-		default:
-			continue
-		}
-		sb.Write(v[start:i])
-		sb.WriteString(esc)
-		start = i + 1
-	}
-	sb.Write(v[start:])
-	sb.WriteByte('\'')
 }

@@ -3,10 +3,15 @@ package dbconn
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/go-sql-driver/mysql"
 )
 
 // Flavor is the server family; it decides GTID syntax and a few variable names.
@@ -256,4 +261,25 @@ func BinlogRetention(ctx context.Context, db *sql.DB) (seconds int64, err error)
 		}
 	}
 	return 0, nil
+}
+
+// IsTransient reports errors worth retrying after a pause: lock-wait timeouts and deadlocks (production won
+// the lock), and lost connections (a server restart or failover). Anything else is definitive.
+func IsTransient(err error) bool {
+	if err == nil {
+		return false
+	}
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		switch me.Number {
+		case 1205, 1213, 1927, 2006, 2013, 1053, 1317, 1040:
+			return true
+		}
+		return false
+	}
+	msg := err.Error()
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(msg, "connection refused") ||
+		strings.Contains(msg, "broken pipe") || strings.Contains(msg, "connection reset") ||
+		strings.Contains(msg, "i/o timeout") || strings.Contains(msg, "EOF")
 }

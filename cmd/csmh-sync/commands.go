@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -30,4 +31,37 @@ func buildStatus(fs *pflag.FlagSet, lf *logFlags, env *environ) command {
 	commonFlags(fs, &s.Common, lf)
 	fs.BoolVar(&s.JSON, "json", false, "print the status as JSON")
 	return withLog{s, func() { s.Out, s.Log = env.stdout, env.log }}
+}
+
+func runFlags(fs *pflag.FlagSet, r *runner.Run, lf *logFlags) {
+	commonFlags(fs, &r.Common, lf)
+	b := &r.Backfill
+	fs.Uint64Var(&b.StartID, "start-id", 0, "first id to copy (default: the source's smallest id at the first start)")
+	fs.Uint64Var(&b.EndID, "end-id", 0, "last id to copy (default: the source's largest id at the first start)")
+	fs.IntVar(&b.Workers, "workers", 4, "parallel backfill workers on disjoint id segments (fixed at the first start)")
+	fs.Int64Var(&b.ChunkBytes, "chunk-bytes", 8<<20, "memory budget of one backfill chunk, bytes")
+	fs.DurationVar(&b.ChunkTime, "chunk-time", 500*time.Millisecond, "target duration of one backfill chunk")
+	fs.Float64Var(&b.MaxRowsPerSecond, "max-rows-per-second", 0, "backfill rate limit (0 = none)")
+	fs.Int64Var(&b.MaxThreadsRunning, "max-threads-running", 0, "pause the backfill while the source's Threads_running is above this (0 = off)")
+	fs.Int64Var(&b.CriticalThreadsRunning, "critical-threads-running", 0, "stop the backfill when the source's Threads_running is above this (0 = off)")
+	fs.StringVar(&b.Replica.DSN, "replica-dsn", "", "a replica of the source whose lag throttles the backfill")
+	fs.StringVar(&b.Replica.PasswordFile, "replica-password-file", "", "file holding the replica password")
+	fs.DurationVar(&b.MaxReplicaLag, "max-replica-lag", 10*time.Second, "pause the backfill while the replica lags more than this")
+	fs.DurationVar(&b.ProgressEvery, "progress-every", 10*time.Second, "progress log interval when stdout is not a terminal")
+}
+
+func buildRun(fs *pflag.FlagSet, lf *logFlags, env *environ) command {
+	r := &runner.Run{}
+	runFlags(fs, r, lf)
+	fs.IntVar(&r.Stream.BatchRows, "batch-rows", 2000, "row changes applied per target transaction")
+	fs.DurationVar(&r.Stream.BatchDelay, "batch-delay", 50*time.Millisecond, "how long a batch waits for more changes")
+	fs.DurationVar(&r.Stream.Heartbeat, "heartbeat", time.Second, "binlog heartbeat period")
+	fs.DurationVar(&r.ReadyMaxLag, "ready-max-lag", 5*time.Second, "/readyz fails while the lag is above this")
+	return withLog{r, func() { r.Log, r.Out, r.TTY = env.log, env.stdout, env.tty }}
+}
+
+func buildBackfill(fs *pflag.FlagSet, lf *logFlags, env *environ) command {
+	r := &runner.Run{BackfillOnly: true}
+	runFlags(fs, r, lf)
+	return withLog{r, func() { r.Log, r.Out, r.TTY = env.log, env.stdout, env.tty }}
 }

@@ -16,7 +16,5 @@ func (p pending) Run(context.Context) (int, error) {
 	return runner.ExitError, errors.New(p.name + " is not implemented yet")
 }
 
-func buildRun(fs *pflag.FlagSet, lf *logFlags, env *environ) command      { return pending{"run"} }
-func buildBackfill(fs *pflag.FlagSet, lf *logFlags, env *environ) command { return pending{"backfill"} }
-func buildVerify(fs *pflag.FlagSet, lf *logFlags, env *environ) command   { return pending{"verify"} }
-func buildCutover(fs *pflag.FlagSet, lf *logFlags, env *environ) command  { return pending{"cutover"} }
+func buildVerify(fs *pflag.FlagSet, lf *logFlags, env *environ) command  { return pending{"verify"} }
+func buildCutover(fs *pflag.FlagSet, lf *logFlags, env *environ) command { return pending{"cutover"} }

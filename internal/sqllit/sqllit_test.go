@@ -1,0 +1,29 @@
+package sqllit
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestValue(t *testing.T) {
+	for _, c := range []struct {
+		in   any
+		want string
+	}{
+		{nil, "NULL"}, {int32(-5), "-5"}, {uint64(18446744073709551615), "18446744073709551615"},
+		{0.1, "0.1"}, {1e-7, "1e-07"}, {2.0 / 3.0, "0.6666666666666666"}, {"it's", `'it\'s'`},
+		{[]byte("a\\b\n\x00\x1a"), `'a\\b\n\0\Z'`}, {"😀", "'😀'"},
+	} {
+		var sb strings.Builder
+		if !Value(&sb, c.in) {
+			t.Fatalf("%T not handled", c.in)
+		}
+		if sb.String() != c.want {
+			t.Errorf("Value(%#v) = %s, want %s", c.in, sb.String(), c.want)
+		}
+	}
+	var sb strings.Builder
+	if Value(&sb, struct{}{}) {
+		t.Fatal("unknown type accepted")
+	}
+}

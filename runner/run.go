@@ -1,0 +1,238 @@
+package runner
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/csmh-sync/csmh-sync/backfill"
+	"github.com/csmh-sync/csmh-sync/dbconn"
+	"github.com/csmh-sync/csmh-sync/metrics"
+	"github.com/csmh-sync/csmh-sync/replication"
+	"github.com/csmh-sync/csmh-sync/throttle"
+)
+
+// BackfillOptions are the backfill's flags.
+type BackfillOptions struct {
+	StartID, EndID         uint64
+	Workers                int
+	ChunkBytes             int64
+	ChunkTime              time.Duration
+	MaxRowsPerSecond       float64
+	MaxThreadsRunning      int64
+	CriticalThreadsRunning int64
+	Replica                dbconn.Endpoint
+	MaxReplicaLag          time.Duration
+	ProgressEvery          time.Duration
+}
+
+// StreamOptions are the binlog stream's flags.
+type StreamOptions struct {
+	BatchRows  int
+	BatchDelay time.Duration
+	Heartbeat  time.Duration
+}
+
+// Run is `csmh-sync run` (the daemon) and, with BackfillOnly, `csmh-sync backfill`.
+type Run struct {
+	Common
+	Backfill     BackfillOptions
+	Stream       StreamOptions
+	ReadyMaxLag  time.Duration
+	BackfillOnly bool // copy the range and exit; no stream
+
+	Log *slog.Logger
+	Out io.Writer // progress display
+	TTY bool      // Out is a terminal: redraw a progress bar instead of logging lines
+
+	// Hooks for fault-injection tests; nil in production.
+	BackfillHooks backfill.Hooks
+	StreamHooks   replication.Hooks
+}
+
+// Validate checks the flags.
+func (r *Run) Validate() error {
+	if err := r.Common.Validate(); err != nil {
+		return err
+	}
+	b := &r.Backfill
+	if b.EndID != 0 && b.StartID > b.EndID {
+		return fmt.Errorf("%w: --start-id %d is above --end-id %d", ErrUsage, b.StartID, b.EndID)
+	}
+	if b.Workers < 0 || b.Workers > 64 {
+		return fmt.Errorf("%w: --workers %d: use 1 to 64", ErrUsage, b.Workers)
+	}
+	if b.MaxRowsPerSecond < 0 {
+		return fmt.Errorf("%w: --max-rows-per-second must not be negative", ErrUsage)
+	}
+	if b.CriticalThreadsRunning > 0 && b.MaxThreadsRunning > b.CriticalThreadsRunning {
+		return fmt.Errorf("%w: --max-threads-running %d is above --critical-threads-running %d", ErrUsage, b.MaxThreadsRunning, b.CriticalThreadsRunning)
+	}
+	if b.Replica.DSN != "" {
+		b.Replica.Role = "replica"
+		if _, err := b.Replica.Config(); err != nil {
+			return err
+		}
+	}
+	if !r.BackfillOnly && r.ServerID == 0 {
+		return fmt.Errorf("%w: --server-id must not be 0", ErrUsage)
+	}
+	if r.ReadyMaxLag <= 0 {
+		r.ReadyMaxLag = 5 * time.Second
+	}
+	if b.ProgressEvery <= 0 {
+		b.ProgressEvery = 10 * time.Second
+	}
+	return nil
+}
+
+// Run executes the migration until ctx ends (daemon) or the backfill is done (BackfillOnly).
+func (r *Run) Run(ctx context.Context) (int, error) {
+	log := r.Log
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	workers := max(r.Backfill.Workers, 1)
+	k, err := r.open(ctx, 2*workers+4)
+	if err != nil {
+		return ExitError, err
+	}
+	defer k.Close()
+	p, err := prepare(ctx, log, &r.Common, k)
+	if err != nil {
+		return ExitError, err
+	}
+	var replica *sql.DB
+	if r.Backfill.Replica.DSN != "" {
+		if replica, _, err = dbconn.Open(ctx, r.Backfill.Replica, dbconn.Options{DialTimeout: r.ConnectTimeout, MaxOpenConns: 2}); err != nil {
+			return ExitError, err
+		}
+		defer replica.Close()
+	}
+	var thr backfill.Throttler
+	if r.Backfill.MaxThreadsRunning > 0 || r.Backfill.CriticalThreadsRunning > 0 || replica != nil {
+		t, err := throttle.New(k.src, replica, throttle.Config{MaxThreadsRunning: r.Backfill.MaxThreadsRunning,
+			CriticalThreadsRunning: r.Backfill.CriticalThreadsRunning, MaxReplicaLag: r.Backfill.MaxReplicaLag})
+		if err != nil {
+			return ExitError, fmt.Errorf("%w: %v", ErrUsage, err)
+		}
+		thr = t
+	}
+	bf, err := backfill.New(k.src, k.dst, p.store, m, log, backfill.Config{
+		SourceTable: r.SourceTable, TargetTable: r.TargetTable, StartID: r.Backfill.StartID, EndID: r.Backfill.EndID,
+		IDBoundary: p.state.IDBoundary, Workers: r.Backfill.Workers, ChunkBytes: r.Backfill.ChunkBytes,
+		ChunkTime: r.Backfill.ChunkTime, MaxRowsPerSecond: r.Backfill.MaxRowsPerSecond, Throttle: thr, Hooks: r.BackfillHooks})
+	if err != nil {
+		return ExitError, err
+	}
+	var rep *replication.Replicator
+	if !r.BackfillOnly {
+		rep, err = replication.New(k.src, k.dst, p.store, m, log, replication.Config{Source: k.srcCfg, ServerID: r.ServerID,
+			Flavor: p.flavor, SourceTable: r.SourceTable, TargetTable: r.TargetTable, BatchRows: r.Stream.BatchRows,
+			BatchDelay: r.Stream.BatchDelay, Heartbeat: r.Stream.Heartbeat, IDBoundary: p.state.IDBoundary, Hooks: r.StreamHooks})
+		if err != nil {
+			return ExitError, err
+		}
+	}
+	probe := &probe{bf: bf, rep: rep, maxLag: r.ReadyMaxLag}
+	stopHTTP, err := serveHTTP(ctx, log, r.MetricsAddr, reg, probe)
+	if err != nil {
+		return ExitError, err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	if rep != nil {
+		g.Go(func() error { return rep.Run(gctx, p.pos) })
+	}
+	bfDone := make(chan struct{})
+	g.Go(func() error {
+		defer close(bfDone)
+		err := bf.Run(gctx)
+		if err != nil {
+			return err
+		}
+		pr := bf.Progress()
+		log.Info("backfill complete", "rows", pr.Copied)
+		return nil
+	})
+	g.Go(func() error {
+		rctx, cancel := context.WithCancel(gctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-bfDone:
+				cancel()
+			case <-rctx.Done():
+			}
+		}()
+		backfill.NewReporter(r.Out, r.TTY, log, r.Backfill.ProgressEvery).Run(rctx, bf.Progress)
+		return nil
+	})
+	if rep != nil {
+		g.Go(func() error { logStream(gctx, log, rep, 30*time.Second); return nil })
+	}
+	err = g.Wait()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		log.Info("stopped on signal; checkpoint committed")
+		err = nil
+	}
+	if herr := stopHTTP(); herr != nil {
+		log.Warn("metrics listener shutdown", "err", herr)
+	}
+	if err != nil {
+		return ExitError, err
+	}
+	return ExitOK, nil
+}
+
+// logStream logs the stream's state periodically so a log reader sees the daemon is current.
+func logStream(ctx context.Context, log *slog.Logger, rep *replication.Replicator, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			log.Info("stream", "connected", rep.Connected(), "lag", rep.Lag().Round(time.Millisecond), "gtid", rep.Position().String())
+		}
+	}
+}
+
+type probe struct {
+	bf     *backfill.Backfill
+	rep    *replication.Replicator
+	maxLag time.Duration
+}
+
+func (p *probe) Alive() (bool, string) {
+	if p.rep != nil && !p.rep.Connected() {
+		return false, "binlog stream not connected"
+	}
+	return true, "ok"
+}
+
+func (p *probe) Ready() (bool, string) {
+	if pr := p.bf.Progress(); !pr.Done {
+		return false, fmt.Sprintf("backfill not done (%.1f%%)", 100*pr.Ratio())
+	}
+	if p.rep == nil {
+		return true, "backfill done"
+	}
+	if !p.rep.Connected() {
+		return false, "binlog stream not connected"
+	}
+	if lag := p.rep.Lag(); lag > p.maxLag {
+		return false, fmt.Sprintf("replication lag %s above %s", lag.Round(time.Millisecond), p.maxLag)
+	}
+	return true, "ready: backfill done, stream caught up"
+}
+
+func (p *probe) Pause()  { p.bf.Pause() }
+func (p *probe) Resume() { p.bf.Resume() }
