@@ -233,7 +233,7 @@ func (c *Checker) checkIDSpace(ctx context.Context, r *Report, src, dst *sql.DB,
 	}
 	r.RunwayIDs = int64(boundary - srcNext)
 	rate := writeRate(ctx, src, st, srcMax.Int64)
-	if rate > 0 {
+	if rate >= 0.01 {
 		r.RunwayHours = float64(r.RunwayIDs) / rate / 3600
 		r.add(OK, "id-space", "runway %d ids (%.1f h at the source's recent %.1f rows/s) before copied ids reach the %s", r.RunwayIDs, r.RunwayHours, rate, what)
 	} else {
