@@ -1,0 +1,105 @@
+package integration
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/csmh-sync/csmh-sync/test/integration/harness"
+)
+
+// ALTER TABLE on the source table stops run with a clear message after checkpointing what came before it.
+func TestRunStopsOnSourceDDL(t *testing.T) {
+	ctx := context.Background()
+	p := newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 1_000_000})
+	src, _ := p.src.Open("")
+	dst, _ := p.dst.Open("")
+	defer src.Close()
+	defer dst.Close()
+	if _, err := harness.GenerateCSMH(ctx, src, harness.SourceTable, harness.GenOptions{Rows: 2000, Seed: 31}); err != nil {
+		t.Fatal(err)
+	}
+	d := startRun(t, p)
+	harness.Eventually(t, time.Minute, "backfill done", func() (bool, error) {
+		var pending int
+		err := dst.QueryRow("SELECT COUNT(*) FROM edxapp_csmh.csmh_sync_backfill WHERE done = 0").Scan(&pending)
+		return err == nil && pending == 0, nil
+	})
+	sqlExec(t, p.src, "INSERT INTO "+harness.SourceTable+" (created, student_module_id) VALUES (NOW(6), 7)")
+	var before string
+	if err := src.QueryRow("SELECT @@gtid_binlog_pos").Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+	sqlExec(t, p.src, "ALTER TABLE "+harness.SourceTable+" ADD COLUMN extra int NULL")
+	select {
+	case err := <-d.done:
+		d.done <- err
+		if err == nil || !strings.Contains(d.out.String(), "source table changed by DDL") {
+			t.Fatalf("run exited with %v; want a DDL stop:\n%s", err, d.out.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("run did not stop after ALTER TABLE")
+	}
+	var pos string
+	if err := dst.QueryRow("SELECT gtid_set FROM edxapp_csmh.csmh_sync_state").Scan(&pos); err != nil || pos != before {
+		t.Fatalf("checkpoint %q (%v), want the transaction before the ALTER, %q", pos, err, before)
+	}
+}
+
+// A checkpoint whose binlog was purged makes run exit non-zero with the remediation, never skip.
+func TestRunRefusesPurgedBinlog(t *testing.T) {
+	ctx := context.Background()
+	p := newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 1_000_000})
+	src, _ := p.src.Open("")
+	defer src.Close()
+	if _, err := harness.GenerateCSMH(ctx, src, harness.SourceTable, harness.GenOptions{Rows: 1000, Seed: 32}); err != nil {
+		t.Fatal(err)
+	}
+	r := csmh(t, time.Minute, nil, append([]string{"backfill"}, p.args()...)...)
+	if r.code != 0 {
+		t.Fatalf("backfill exit %d:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// More writes, then the source purges every binlog the checkpoint's position needs.
+	sqlExec(t, p.src, "INSERT INTO "+harness.SourceTable+" (created, student_module_id) VALUES (NOW(6), 8)")
+	sqlExec(t, p.src, "FLUSH BINARY LOGS")
+	var last string
+	if err := src.QueryRow("SELECT @@gtid_binlog_pos").Scan(&last); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := src.Query("SHOW BINARY LOGS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var newest string
+	for rows.Next() {
+		var name string
+		var size any
+		cols, _ := rows.Columns()
+		vals := []any{&name, &size}
+		if len(cols) == 3 {
+			var enc any
+			vals = append(vals, &enc)
+		}
+		_ = rows.Scan(vals...)
+		newest = name
+	}
+	rows.Close()
+	// MariaDB keeps a binlog until its crash-recovery checkpoint has moved on: purge until it is really gone.
+	harness.Eventually(t, 30*time.Second, "binlogs purged", func() (bool, error) {
+		if _, err := src.Exec("PURGE BINARY LOGS TO '" + newest + "'"); err != nil {
+			return false, err
+		}
+		var first string
+		var size, enc any
+		err := src.QueryRow("SHOW BINARY LOGS").Scan(&first, &size)
+		if err != nil {
+			err = src.QueryRow("SHOW BINARY LOGS").Scan(&first, &size, &enc)
+		}
+		return first == newest, err
+	})
+	r = csmh(t, time.Minute, nil, append([]string{"run"}, p.args()...)...)
+	if r.code != 2 || !strings.Contains(r.stderr, "purged binlogs the checkpoint needs") || !strings.Contains(r.stderr, "start over") {
+		t.Fatalf("exit %d; want 2 with the remediation:\n%s", r.code, r.stderr)
+	}
+}
