@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/csmh-sync/csmh-sync/internal/sqllit"
 )
 
 // Row is one CSMH row.
@@ -177,27 +179,7 @@ func Quote(s sql.NullString) string {
 		return "NULL"
 	}
 	var b strings.Builder
-	b.Grow(len(s.String) + 2)
-	b.WriteByte('\'')
-	for i := 0; i < len(s.String); i++ {
-		switch c := s.String[i]; c {
-		case 0:
-			b.WriteString(`\0`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\r':
-			b.WriteString(`\r`)
-		case '\\':
-			b.WriteString(`\\`)
-		case '\'':
-			b.WriteString(`\'`)
-		case 0x1a:
-			b.WriteString(`\Z`)
-		default:
-			b.WriteByte(c)
-		}
-	}
-	b.WriteByte('\'')
+	sqllit.Quote(&b, []byte(s.String))
 	return b.String()
 }
 
