@@ -7,310 +7,306 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-mysql-org/go-mysql/replication"
-
 	"github.com/csmh-sync/csmh-sync/checkpoint"
 	"github.com/csmh-sync/csmh-sync/gtid"
 	"github.com/csmh-sync/csmh-sync/internal/sqllit"
 	"github.com/csmh-sync/csmh-sync/table"
 )
 
-type opKind uint8
-
 const (
-	opUpsert opKind = iota
-	opDelete
+	// stmtBudget bounds one multi-row statement; a single larger row gets a statement of its own.
+	stmtBudget = 4 << 20
+	// batchBytes bounds the row data one target transaction holds in memory.
+	batchBytes = 64 << 20
+	// maxDeleteIDs bounds one DELETE … IN list.
+	maxDeleteIDs = 5000
+	// positionEvery is how long a position-only batch (transactions of other tables) may wait: an idle
+	// source table still gets its checkpoint advanced about once a second, never once per transaction.
+	positionEvery = time.Second
+	// flushTimeout bounds one target transaction. A flush runs to completion even when the run is being
+	// stopped, so a stop commits the transactions already received instead of throwing them away.
+	flushTimeout = 30 * time.Second
 )
-
-// op is one row change, reduced to what the target needs: the full row for an upsert, the id for a delete.
-type op struct {
-	kind opKind
-	id   uint64
-	row  []any // source column order
-}
-
-// txn is one complete source transaction.
-type txn struct {
-	gtid     string
-	ops      []op
-	counts   checkpoint.Counters
-	commitTS time.Time
-}
 
 // batch collects complete source transactions for one target transaction.
 type batch struct {
 	pos     *gtid.Set // position after the last transaction added
-	txs     []*txn
+	txs     []*txn    // transactions with row changes
 	rows    int
-	started time.Time
-	dirty   bool // position advanced since the last commit
+	bytes   int
+	count   int       // every transaction added, with or without rows
+	opened  time.Time // when the first transaction since the last commit arrived
+	rowsAt  time.Time // when the first one with rows arrived
+	lastSeq uint64
+	lastTS  time.Time
 }
 
 func newBatch(pos *gtid.Set) *batch { return &batch{pos: pos.Clone()} }
 
-func (b *batch) add(t *txn) {
-	if !b.dirty {
-		b.started = time.Now()
+func (b *batch) add(t *txn) error {
+	if b.count == 0 {
+		b.opened = time.Now()
 	}
-	_ = b.pos.Add(t.gtid)
-	b.dirty = true
+	if err := b.pos.Add(t.gtid); err != nil {
+		return err
+	}
+	b.count++
+	b.lastSeq, b.lastTS = t.seq, t.commitTS
 	if len(t.ops) > 0 {
+		if len(b.txs) == 0 {
+			b.rowsAt = time.Now()
+		}
 		b.txs = append(b.txs, t)
 		b.rows += len(t.ops)
+		b.bytes += t.bytes
 	}
+	return nil
 }
 
-func (b *batch) pending() bool { return b.dirty }
+func (b *batch) pending() bool { return b.count > 0 }
 
-// deadline: a batch with rows waits BatchDelay for more; position-only batches (other tables' writes) are
-// committed at most once a second, enough to keep the checkpoint current on a busy but unrelated source.
+// deadline: rows wait at most BatchDelay for company; a position-only batch waits up to positionEvery.
 func (b *batch) deadline(delay time.Duration) time.Time {
-	if b.rows == 0 {
-		return b.started.Add(time.Second)
+	d := b.opened.Add(positionEvery)
+	if len(b.txs) > 0 {
+		if r := b.rowsAt.Add(delay); r.Before(d) {
+			d = r
+		}
 	}
-	return b.started.Add(delay)
+	return d
 }
 
-func (b *batch) full(maxRows int) bool { return b.rows >= maxRows }
-
-func (b *batch) oldest() time.Time {
-	if len(b.txs) == 0 {
-		return time.Time{}
-	}
-	return b.txs[0].commitTS
+func (b *batch) reset() {
+	b.txs, b.rows, b.bytes, b.count = b.txs[:0], 0, 0, 0
 }
 
-// applier writes batches to the target.
+// applier writes batches to the target: rows and checkpoint in one transaction.
 type applier struct {
-	r            *Replicator
-	srcCols      []string
-	idIdx        int
-	insertHead   string
-	upsertTail   string
-	deleteInsert bool // the target has another unique key: never let ON DUPLICATE KEY UPDATE hit it
-	maxStmt      int
+	r      *Replicator
+	target string
+	cols   []string // source column names, in op.row order
+	intro  []string // charset introducer per column ("" for UTF-8 and non-strings)
+	// insertHead and upsertTail frame a multi-row upsert.
+	insertHead, upsertTail string
+	// deleteInsert: the target has a unique key besides the primary key. ON DUPLICATE KEY UPDATE would then
+	// silently update whichever row holds the other key; DELETE by id + plain INSERT fails loudly instead.
+	deleteInsert bool
 }
 
 func newApplier(r *Replicator, src, dst *table.Table) (*applier, error) {
-	a := &applier{r: r, idIdx: -1, maxStmt: 4 << 20, deleteInsert: len(dst.UniqueKeys) > 0}
+	a := &applier{r: r, target: r.cfg.TargetTable.Quoted(), deleteInsert: len(dst.UniqueKeys) > 0}
 	var cols, upd []string
-	for i, c := range src.Columns {
+	for _, c := range src.Columns {
 		if dst.Column(c.Name) == nil {
-			return nil, fmt.Errorf("%w: target has no column %s", ErrSchema, c.Name)
+			return nil, fmt.Errorf("%w: the target %s has no column %s: run preflight, adapt the target, then start again",
+				ErrSchema, dst.Name, c.Name)
 		}
-		a.srcCols = append(a.srcCols, c.Name)
+		a.cols = append(a.cols, c.Name)
+		a.intro = append(a.intro, introducer(c.Charset))
 		q := table.QuoteIdent(c.Name)
 		cols = append(cols, q)
-		if strings.EqualFold(c.Name, table.IDColumn) {
-			a.idIdx = i
-		} else {
+		if !strings.EqualFold(c.Name, table.IDColumn) {
 			upd = append(upd, q+"=VALUES("+q+")")
 		}
 	}
-	if a.idIdx < 0 {
-		return nil, fmt.Errorf("%w: source has no id column", ErrSchema)
-	}
-	a.insertHead = "INSERT INTO " + r.cfg.TargetTable.Quoted() + " (" + strings.Join(cols, ",") + ") VALUES "
+	a.insertHead = "INSERT INTO " + a.target + " (" + strings.Join(cols, ",") + ") VALUES "
 	a.upsertTail = " ON DUPLICATE KEY UPDATE " + strings.Join(upd, ",")
 	return a, nil
 }
 
-// collect turns a rows event of the source table into ops of the current transaction.
-func (a *applier) collect(t *txn, _ replication.EventType, e *replication.RowsEvent) error {
-	for _, row := range e.Rows {
-		if len(row) != len(a.srcCols) {
-			return fmt.Errorf("%w: a row has %d columns, the table %d: the table was altered; run preflight and start again",
-				ErrSchema, len(row), len(a.srcCols))
-		}
+// introducer returns the charset introducer that makes the server read a string literal's bytes in the
+// source column's charset. Binlog values are the column's raw bytes; UTF-8 ones are valid as they are on
+// our utf8mb4 connection.
+func introducer(charset string) string {
+	switch strings.ToLower(charset) {
+	case "", "utf8", "utf8mb3", "utf8mb4":
+		return ""
 	}
-	switch e.Type() {
-	case replication.EnumRowsEventTypeInsert:
-		for _, row := range e.Rows {
-			if err := a.add(t, opUpsert, row); err != nil {
-				return err
-			}
-			t.counts.Inserts++
-		}
-	case replication.EnumRowsEventTypeUpdate:
-		for i := 0; i+1 < len(e.Rows); i += 2 {
-			before, after := e.Rows[i], e.Rows[i+1]
-			bid, _ := toID(before[a.idIdx])
-			aid, _ := toID(after[a.idIdx])
-			if bid != aid {
-				t.ops = append(t.ops, op{kind: opDelete, id: bid})
-			}
-			if err := a.add(t, opUpsert, after); err != nil {
-				return err
-			}
-			t.counts.Updates++
-		}
-	case replication.EnumRowsEventTypeDelete:
-		for _, row := range e.Rows {
-			if err := a.add(t, opDelete, row); err != nil {
-				return err
-			}
-			t.counts.Deletes++
-		}
-	}
-	return nil
+	return "_" + strings.ToLower(charset)
 }
 
-func (a *applier) add(t *txn, k opKind, row []any) error {
-	id, ok := toID(row[a.idIdx])
-	if !ok {
-		return fmt.Errorf("%w: id value %v (%T)", ErrSchema, row[a.idIdx], row[a.idIdx])
+// run consumes transactions until in is closed, committing a batch when it is full or old enough, and the
+// rest when in closes. It returns early only on a target error.
+func (a *applier) run(ctx context.Context, in <-chan *txn) error {
+	b := newBatch(a.r.Position())
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		var due <-chan time.Time
+		if b.pending() {
+			timer.Reset(max(time.Until(b.deadline(a.r.cfg.BatchDelay)), 0))
+			due = timer.C
+		}
+		select {
+		case t, ok := <-in:
+			if !ok {
+				return a.flush(ctx, b)
+			}
+			if err := b.add(t); err != nil {
+				return fmt.Errorf("%w: %v", ErrUnsupported, err)
+			}
+			if b.rows >= a.r.cfg.BatchRows || b.bytes >= batchBytes {
+				if err := a.flush(ctx, b); err != nil {
+					return err
+				}
+			}
+		case <-due:
+			if err := a.flush(ctx, b); err != nil {
+				return err
+			}
+		}
 	}
-	if b := a.r.cfg.IDBoundary; b > 0 && id >= b && k == opUpsert {
-		return fmt.Errorf("%w: source row id %d is at or above %d, where the app writes its own rows into the target: stopped instead of overwriting; raise the target AUTO_INCREMENT far above the source's, then start again",
-			ErrIDCollision, id, b)
-	}
-	o := op{kind: k, id: id}
-	if k == opUpsert {
-		o.row = row
-	}
-	t.ops = append(t.ops, o)
-	return nil
-}
-
-func toID(v any) (uint64, bool) {
-	switch x := v.(type) {
-	case int32:
-		return uint64(uint32(x)), x >= 0
-	case int64:
-		return uint64(x), x >= 0
-	case uint32:
-		return uint64(x), true
-	case uint64:
-		return x, true
-	case int8, int16, uint8, uint16, int:
-		n, err := strconv.ParseUint(fmt.Sprint(x), 10, 64)
-		return n, err == nil
-	}
-	return 0, false
 }
 
 // flush applies the batch's transactions and its position in ONE target transaction.
 func (a *applier) flush(ctx context.Context, b *batch) error {
-	if !b.dirty {
+	if !b.pending() {
 		return nil
 	}
-	tx, err := a.r.dst.BeginTx(ctx, nil)
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+	defer cancel()
+	tx, err := a.r.dst.BeginTx(fctx, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("apply to target: begin: %w", err)
 	}
 	defer tx.Rollback()
-	var sum checkpoint.Counters
-	var last time.Time
-	var sb strings.Builder
-	var ups, dels int
-	var delIDs []uint64
-	exec := func() error {
-		if sb.Len() == 0 {
-			return nil
-		}
-		if ups > 0 && !a.deleteInsert {
-			sb.WriteString(a.upsertTail)
-		}
-		_, err := tx.ExecContext(ctx, sb.String())
-		sb.Reset()
-		ups, dels = 0, 0
+	w := &stmtWriter{a: a, exec: func(q string) error {
+		_, err := tx.ExecContext(fctx, q)
 		return err
-	}
-	deleteIDs := func(ids []uint64) error {
-		sb.WriteString("DELETE FROM " + a.r.cfg.TargetTable.Quoted() + " WHERE id IN (")
-		for i, id := range ids {
-			if i > 0 {
-				sb.WriteByte(',')
-			}
-			sb.WriteString(strconv.FormatUint(id, 10))
-		}
-		sb.WriteByte(')')
-		dels = len(ids)
-		return exec()
-	}
+	}}
+	var sum checkpoint.Counters
 	for _, t := range b.txs {
 		for _, o := range t.ops {
-			switch o.kind {
-			case opDelete:
-				if ups > 0 {
-					if err := exec(); err != nil {
-						return err
-					}
-				}
-				delIDs = append(delIDs, o.id)
-				if len(delIDs) >= 1000 {
-					if err := deleteIDs(delIDs); err != nil {
-						return err
-					}
-					delIDs = delIDs[:0]
-				}
-			case opUpsert:
-				if len(delIDs) > 0 {
-					if err := deleteIDs(delIDs); err != nil {
-						return err
-					}
-					delIDs = delIDs[:0]
-				}
-				if a.deleteInsert {
-					if err := deleteIDs([]uint64{o.id}); err != nil {
-						return err
-					}
-				}
-				if ups == 0 {
-					sb.WriteString(a.insertHead)
-				} else {
-					sb.WriteByte(',')
-				}
-				sb.WriteByte('(')
-				for i, v := range o.row {
-					if i > 0 {
-						sb.WriteByte(',')
-					}
-					if !sqllit.Value(&sb, v) {
-						return fmt.Errorf("%w: column %s has an unsupported value type %T", ErrSchema, a.srcCols[i], v)
-					}
-				}
-				sb.WriteByte(')')
-				ups++
-				if sb.Len() >= a.maxStmt || a.deleteInsert {
-					if err := exec(); err != nil {
-						return err
-					}
-				}
+			if err := w.add(o); err != nil {
+				return fmt.Errorf("apply to target (batch ending at %s): %w", b.pos, err)
 			}
 		}
-		sum.Transactions++
 		sum.Inserts += t.counts.Inserts
 		sum.Updates += t.counts.Updates
 		sum.Deletes += t.counts.Deletes
-		last = t.commitTS
 	}
-	if len(delIDs) > 0 {
-		if err := deleteIDs(delIDs); err != nil {
-			return err
-		}
+	if err := w.finish(); err != nil {
+		return fmt.Errorf("apply to target (batch ending at %s): %w", b.pos, err)
 	}
-	if err := exec(); err != nil {
-		return err
-	}
-	_ = dels
-	if err := a.r.store.SaveStream(ctx, tx, checkpoint.StreamProgress{GTID: b.pos.String(), Added: sum, LastEventAt: last}); err != nil {
+	sum.Transactions = uint64(b.count)
+	if err := a.r.store.SaveStream(fctx, tx, checkpoint.StreamProgress{GTID: b.pos.String(), Added: sum, LastEventAt: b.lastTS}); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
-		return err
+		return fmt.Errorf("apply to target: commit: %w", err)
 	}
-	a.r.committed(b.pos, last)
+	a.r.committed(b.pos, b.lastSeq, b.lastTS)
 	m := a.r.m
 	m.AppliedTx.Add(float64(sum.Transactions))
 	m.AppliedRows.WithLabelValues("insert").Add(float64(sum.Inserts))
 	m.AppliedRows.WithLabelValues("update").Add(float64(sum.Updates))
 	m.AppliedRows.WithLabelValues("delete").Add(float64(sum.Deletes))
-	m.CheckpointAge.Set(0)
-	b.txs, b.rows, b.dirty = b.txs[:0], 0, false
-	a.r.updateLag(b)
+	b.reset()
 	if h := a.r.cfg.Hooks.AfterBatchApplied; h != nil {
 		h(b.pos.String())
 	}
 	return nil
+}
+
+// stmtWriter turns a sequence of ops into as few statements as order allows: a run of upserts becomes one
+// multi-row INSERT, a run of deletes one DELETE … IN, each bounded by stmtBudget.
+type stmtWriter struct {
+	a    *applier
+	exec func(string) error
+	kind opKind
+	sb   strings.Builder
+	ids  []uint64            // ids of the current run
+	seen map[uint64]struct{} // ids of the current upsert run (deleteInsert mode)
+}
+
+func (w *stmtWriter) add(o op) error {
+	if len(w.ids) > 0 && w.kind != o.kind {
+		if err := w.finish(); err != nil {
+			return err
+		}
+	}
+	w.kind = o.kind
+	if o.kind == opDelete {
+		w.ids = append(w.ids, o.id)
+		if len(w.ids) >= maxDeleteIDs {
+			return w.finish()
+		}
+		return nil
+	}
+	if w.a.deleteInsert {
+		// One INSERT cannot hold the same id twice without ON DUPLICATE KEY UPDATE: start a new run.
+		if _, dup := w.seen[o.id]; dup {
+			if err := w.finish(); err != nil {
+				return err
+			}
+		}
+		if w.seen == nil {
+			w.seen = map[uint64]struct{}{}
+		}
+		w.seen[o.id] = struct{}{}
+	}
+	if len(w.ids) == 0 {
+		w.sb.WriteString(w.a.insertHead)
+	} else {
+		w.sb.WriteByte(',')
+	}
+	w.ids = append(w.ids, o.id)
+	w.sb.WriteByte('(')
+	for i, v := range o.row {
+		if i > 0 {
+			w.sb.WriteByte(',')
+		}
+		if w.a.intro[i] != "" {
+			switch v.(type) {
+			case string, []byte:
+				w.sb.WriteString(w.a.intro[i])
+			}
+		}
+		if !sqllit.Value(&w.sb, v) {
+			return fmt.Errorf("%w: column %s has a value of unsupported type %T", ErrSchema, w.a.cols[i], v)
+		}
+	}
+	w.sb.WriteByte(')')
+	if w.sb.Len() >= stmtBudget {
+		return w.finish()
+	}
+	return nil
+}
+
+// finish executes the current run.
+func (w *stmtWriter) finish() error {
+	if len(w.ids) == 0 {
+		return nil
+	}
+	defer func() {
+		w.sb.Reset()
+		w.ids = w.ids[:0]
+		clear(w.seen)
+	}()
+	if w.kind == opDelete || w.a.deleteInsert {
+		if err := w.exec(w.deleteStmt()); err != nil {
+			return err
+		}
+		if w.kind == opDelete {
+			return nil
+		}
+	} else {
+		w.sb.WriteString(w.a.upsertTail)
+	}
+	return w.exec(w.sb.String())
+}
+
+func (w *stmtWriter) deleteStmt() string {
+	var d strings.Builder
+	d.Grow(len(w.ids)*11 + 64)
+	d.WriteString("DELETE FROM " + w.a.target + " WHERE " + table.QuoteIdent(table.IDColumn) + " IN (")
+	var buf [20]byte
+	for i, id := range w.ids {
+		if i > 0 {
+			d.WriteByte(',')
+		}
+		d.Write(strconv.AppendUint(buf[:0], id, 10))
+	}
+	d.WriteByte(')')
+	return d.String()
 }

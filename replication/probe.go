@@ -7,34 +7,68 @@ import (
 	"math"
 	"time"
 
+	"github.com/csmh-sync/csmh-sync/checkpoint"
 	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/gtid"
+	"github.com/csmh-sync/csmh-sync/table"
 )
 
-// checkPurged refuses to stream from a position whose binlogs the source no longer has.
-func (r *Replicator) checkPurged(ctx context.Context, pos *gtid.Set) error {
-	s, err := dbconn.PurgedGTID(ctx, r.src, dbconn.Flavor(r.cfg.Flavor))
+const (
+	probeEvery   = time.Second      // transactions behind, lag, checkpoint age, retention headroom
+	idProbeEvery = 10 * time.Second // source AUTO_INCREMENT: an information_schema read, kept rare
+)
+
+// purgedRemedy is what the operator must do when the binlog the position needs is gone.
+func (r *Replicator) purgedRemedy() string {
+	s := table.QuoteIdent(r.cfg.TargetTable.Schema)
+	return fmt.Sprintf("the copy cannot be completed from the binlog; start over: drop %s.%s and %s.%s and TRUNCATE %s, then run again, and raise the source's binlog retention",
+		s, checkpoint.StateTable, s, checkpoint.BackfillTable, r.cfg.TargetTable.Quoted())
+}
+
+// checkPosition enforces purged ⊆ pos ⊆ executed on the source before streaming from pos: never start
+// from a position whose binlogs are gone (the server would skip ahead silently on some versions), nor from
+// one the source never reached (another server, or a source restored from a backup).
+func (r *Replicator) checkPosition(ctx context.Context, pos *gtid.Set) error {
+	f := dbconn.Flavor(r.cfg.Flavor)
+	ps, err := dbconn.PurgedGTID(ctx, r.src, f)
 	if err != nil {
 		return err
 	}
-	purged, err := gtid.Parse(r.cfg.Flavor, s)
+	purged, err := gtid.Parse(r.cfg.Flavor, ps)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: purged GTIDs of the source: %v", ErrUnsupported, err)
 	}
 	if !pos.Contains(purged) {
-		return fmt.Errorf("%w: the checkpoint %s needs binlogs the source purged (purged up to %s): start over — drop the csmh_sync_* tables in the target schema and empty the target's copied range — then run again, and raise binlog retention",
-			ErrPurged, pos, purged)
+		return fmt.Errorf("%w: the source has purged binlogs the checkpoint needs (checkpoint %s, purged %s): %s",
+			ErrPurged, pos, purged, r.purgedRemedy())
+	}
+	es, err := dbconn.ExecutedGTID(ctx, r.src, f)
+	if err != nil {
+		return err
+	}
+	executed, err := gtid.Parse(r.cfg.Flavor, es)
+	if err != nil {
+		return fmt.Errorf("%w: executed GTIDs of the source: %v", ErrUnsupported, err)
+	}
+	if !executed.Contains(pos) {
+		return fmt.Errorf("%w: the checkpoint %s holds transactions the source (executed %s) never wrote: is this the source the copy started from? point csmh-sync at it, or start over",
+			ErrDiverged, pos, executed)
 	}
 	return nil
 }
 
-// probe refreshes the gauges that need a query: transactions behind, checkpoint age, binlog retention headroom,
-// the source's id usage and the runway to app-written ids.
+// probe refreshes the gauges that need a query or a clock, until ctx ends. Failures only leave gauges stale:
+// the stream itself reports connection trouble.
 func (r *Replicator) probe(ctx context.Context) {
-	t := time.NewTicker(2 * time.Second)
+	t := time.NewTicker(probeEvery)
 	defer t.Stop()
+	var lastIDs time.Time
 	for {
-		r.probeOnce(ctx)
+		r.probeStream(ctx)
+		if time.Since(lastIDs) >= idProbeEvery {
+			r.probeIDs(ctx)
+			lastIDs = time.Now()
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -43,47 +77,63 @@ func (r *Replicator) probe(ctx context.Context) {
 	}
 }
 
-func (r *Replicator) probeOnce(ctx context.Context) {
+// probeStream sets transactions behind, lag, checkpoint age and binlog retention headroom.
+func (r *Replicator) probeStream(ctx context.Context) {
+	r.m.Lag.Set(r.Lag().Seconds())
+	pos := r.Position()
+	if pos == nil {
+		return
+	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	f := dbconn.Flavor(r.cfg.Flavor)
-	pos := r.Position()
-	if s, err := dbconn.ExecutedGTID(pctx, r.src, f); err == nil && pos != nil {
-		if exec, err := gtid.Parse(r.cfg.Flavor, s); err == nil {
-			behind := pos.Behind(exec)
-			r.m.TxBehind.Set(float64(behind))
-			r.mu.Lock()
-			age := time.Since(r.advanced)
-			last := r.lastEvent
-			r.mu.Unlock()
-			if behind == 0 {
-				age = 0
-			}
-			r.m.CheckpointAge.Set(age.Seconds())
-			if behind == 0 && time.Since(time.Unix(0, r.lastContact.Load())) < 2*r.cfg.Heartbeat+time.Second {
-				r.lagNanos.Store(0)
-				r.m.Lag.Set(0)
-			}
-			if ret, err := dbconn.BinlogRetention(pctx, r.src); err == nil {
-				if ret == 0 {
-					r.m.RetentionHeadroom.Set(math.Inf(1))
-				} else {
-					ref := last
-					if ref.IsZero() || behind == 0 {
-						ref = time.Now()
-					}
-					r.m.RetentionHeadroom.Set(float64(ret) - time.Since(ref).Seconds())
-				}
-			}
-		}
+	es, err := dbconn.ExecutedGTID(pctx, r.src, dbconn.Flavor(r.cfg.Flavor))
+	if err != nil {
+		return
 	}
+	executed, err := gtid.Parse(r.cfg.Flavor, es)
+	if err != nil {
+		return
+	}
+	behind := pos.Behind(executed)
+	r.m.TxBehind.Set(float64(max(behind, 0)))
+	r.mu.Lock()
+	advancedAt, lastEvent := r.advancedAt, r.lastEvent
+	r.mu.Unlock()
+	// The checkpoint is only "old" when the source has written something newer than it.
+	age := time.Duration(0)
+	if behind > 0 {
+		age = time.Since(advancedAt)
+	}
+	r.m.CheckpointAge.Set(age.Seconds())
+	ret, err := dbconn.BinlogRetention(pctx, r.src)
+	if err != nil {
+		return
+	}
+	if ret == 0 {
+		r.m.RetentionHeadroom.Set(math.Inf(1))
+		return
+	}
+	// The binlog holding the checkpoint was written around the last applied transaction's commit; caught up,
+	// the next needed event is the source's next write, which has the whole retention ahead of it.
+	ref := lastEvent
+	if behind == 0 || ref.IsZero() {
+		ref = time.Now()
+	}
+	r.m.RetentionHeadroom.Set(float64(ret) - time.Since(ref).Seconds())
+}
+
+// probeIDs sets how much of the source's id space is used and the runway to the app's ids in the target.
+func (r *Replicator) probeIDs(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	var ai sql.NullInt64
 	err := r.src.QueryRowContext(pctx, "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
 		r.cfg.SourceTable.Schema, r.cfg.SourceTable.Table).Scan(&ai)
-	if err == nil && ai.Valid {
-		r.m.SourceIDUsed.Set(float64(ai.Int64) / math.MaxInt32)
-		if r.cfg.IDBoundary > 0 {
-			r.m.IDRunway.Set(float64(int64(r.cfg.IDBoundary) - ai.Int64))
-		}
+	if err != nil || !ai.Valid {
+		return
+	}
+	r.m.SourceIDUsed.Set(float64(ai.Int64) / math.MaxInt32)
+	if r.cfg.IDBoundary > 0 {
+		r.m.IDRunway.Set(float64(r.cfg.IDBoundary) - float64(ai.Int64))
 	}
 }

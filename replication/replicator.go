@@ -1,6 +1,3 @@
-// Package replication tails the source's binlog and applies the source table's inserts, updates and deletes to
-// the target. Whole source transactions flow from the streamer to the applier; several are applied in ONE target
-// transaction that also writes the new GTID position, so each is applied exactly once across crashes.
 package replication
 
 import (
@@ -10,10 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/csmh-sync/csmh-sync/checkpoint"
@@ -23,100 +22,149 @@ import (
 	"github.com/csmh-sync/csmh-sync/table"
 )
 
-// Definitive stops. Each is wrapped with what the operator should do.
+// Definitive stops. Each is returned wrapped in a message that says what the operator should do; Run
+// commits everything before the offending transaction first.
 var (
-	ErrPurged      = errors.New("binlog purged")
-	ErrDDL         = errors.New("source table changed by DDL")
+	// ErrPurged: the source no longer has binlogs the position needs.
+	ErrPurged = errors.New("binlog purged")
+	// ErrDDL: DDL changed (or removed) the source table.
+	ErrDDL = errors.New("source table changed by DDL")
+	// ErrIDCollision: the source wrote an id at or above the boundary where the app writes into the target.
 	ErrIDCollision = errors.New("id collision with app-written rows")
-	ErrSchema      = errors.New("binlog rows do not match the table definition")
+	// ErrSchema: binlog rows do not fit the table definitions the stream started with.
+	ErrSchema = errors.New("binlog rows do not match the table definition")
+	// ErrDiverged: the position holds transactions the source never executed (another server, or a source
+	// restored from a backup).
+	ErrDiverged = errors.New("position not on the source")
+	// ErrUnsupported: the binlog holds a change to the source table that cannot be replayed exactly
+	// (a statement-format write, an XA transaction).
+	ErrUnsupported = errors.New("unsupported change to the source table")
 )
+
+// PositionStore is what the stream needs from the checkpoint: saving the position inside the transaction
+// that applied the rows. *checkpoint.Store implements it.
+type PositionStore interface {
+	SaveStream(ctx context.Context, tx checkpoint.Execer, p checkpoint.StreamProgress) error
+}
+
+var _ PositionStore = (*checkpoint.Store)(nil)
 
 // Hooks are named fault-injection points; nil in production.
 type Hooks struct {
-	AfterBatchApplied func(pos string) // after a target transaction committed
+	// AfterBatchApplied runs after a target transaction committed, with the position it saved.
+	AfterBatchApplied func(pos string)
 }
 
 // Config tunes the stream.
 type Config struct {
-	Source      *mysql.Config
-	ServerID    uint32
-	Flavor      string
+	Source      *mysql.Config // the source's connection settings; the binlog connection uses its address and credentials
+	ServerID    uint32        // binlog client server id; must differ from every server's id
+	Flavor      string        // "mariadb" or "mysql"
 	SourceTable table.Name
 	TargetTable table.Name
-	BatchRows   int           // row changes per target transaction (default 2000)
-	BatchDelay  time.Duration // how long a batch waits for more (default 50 ms)
+	BatchRows   int           // max row changes per target transaction (default 2000)
+	BatchDelay  time.Duration // how long a batch with rows waits for more (default 50 ms)
 	Heartbeat   time.Duration // binlog heartbeat period (default 1 s)
-	IDBoundary  uint64
-	Hooks       Hooks
+	IDBoundary  uint64        // source ids must stay below it; 0 = no guard
+	// AcceptDDL is the GTID of one DDL transaction on the source table that the operator has reviewed and
+	// adapted the target to (ErrDDL names it). The stream applies past it instead of stopping again, when it
+	// is the first transaction after the checkpoint. Empty in normal operation.
+	AcceptDDL string
+	Hooks     Hooks
 }
 
-// Replicator streams and applies until stopped.
+// Replicator streams the source's binlog and applies the source table's changes to the target.
+// Lifecycle: New, then one Run at a time; Position, WaitFor, Connected and Lag may be called concurrently.
 type Replicator struct {
 	src, dst *sql.DB
-	store    *checkpoint.Store
+	store    PositionStore
 	m        *metrics.Metrics
 	log      *slog.Logger
+	baseLog  *slog.Logger
 	cfg      Config
 
-	mu        sync.Mutex
-	pos       *gtid.Set // last committed position
-	advanced  time.Time // when pos last advanced
-	lastEvent time.Time // source commit time of the last applied transaction
+	mu         sync.Mutex
+	pos        *gtid.Set // last committed position
+	advancedAt time.Time // when pos last advanced
+	lastEvent  time.Time // source commit time of the last committed transaction
+	pending    []pendingTxn
+	changed    chan struct{} // closed and replaced whenever pos advances
 
+	seq         atomic.Uint64 // numbers received transactions
 	connected   atomic.Bool
-	lagNanos    atomic.Int64
 	lastContact atomic.Int64 // unix nanos of the last event or heartbeat
 }
 
-// New validates the configuration.
-func New(src, dst *sql.DB, store *checkpoint.Store, m *metrics.Metrics, log *slog.Logger, cfg Config) (*Replicator, error) {
-	if cfg.Source == nil {
-		return nil, errors.New("replication: source connection config is required")
-	}
-	if cfg.ServerID == 0 {
-		return nil, errors.New("replication: server id must not be 0")
-	}
-	if cfg.Flavor != "mysql" && cfg.Flavor != "mariadb" {
-		return nil, fmt.Errorf("replication: flavor %q: want mysql or mariadb", cfg.Flavor)
-	}
-	if cfg.BatchRows <= 0 {
-		cfg.BatchRows = 2000
-	}
-	if cfg.BatchDelay <= 0 {
-		cfg.BatchDelay = 50 * time.Millisecond
-	}
-	if cfg.Heartbeat <= 0 {
-		cfg.Heartbeat = time.Second
-	}
-	return &Replicator{src: src, dst: dst, store: store, m: m, log: log.With("component", "replication"), cfg: cfg}, nil
+// pendingTxn is a received transaction not yet committed to the target.
+type pendingTxn struct {
+	seq      uint64
+	commitTS time.Time
 }
 
-// Run streams from start until ctx ends (nil, after the current batch is committed) or a definitive error.
-// Transient failures of either server reconnect with backoff from the last committed position.
+// New validates the configuration and fills defaults.
+func New(srcDB, dstDB *sql.DB, store *checkpoint.Store, m *metrics.Metrics, log *slog.Logger, cfg Config) (*Replicator, error) {
+	switch {
+	case srcDB == nil || dstDB == nil || store == nil || m == nil || log == nil:
+		return nil, errors.New("replication: source, target, checkpoint store, metrics and logger are required")
+	case cfg.Source == nil || cfg.Source.Addr == "":
+		return nil, errors.New("replication: the source's connection config (address, user) is required")
+	case cfg.ServerID == 0:
+		return nil, errors.New("replication: server id must not be 0 (and must differ from every server's id)")
+	case cfg.Flavor != "mysql" && cfg.Flavor != "mariadb":
+		return nil, fmt.Errorf("replication: flavor %q: want mysql or mariadb", cfg.Flavor)
+	case cfg.SourceTable.Table == "" || cfg.TargetTable.Table == "":
+		return nil, errors.New("replication: source and target tables are required")
+	case cfg.BatchRows < 0 || cfg.BatchDelay < 0 || cfg.Heartbeat < 0:
+		return nil, errors.New("replication: batch rows, batch delay and heartbeat must not be negative")
+	}
+	if cfg.BatchRows == 0 {
+		cfg.BatchRows = 2000
+	}
+	if cfg.BatchDelay == 0 {
+		cfg.BatchDelay = 50 * time.Millisecond
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = time.Second
+	}
+	return &Replicator{src: srcDB, dst: dstDB, store: store, m: m, log: log.With("component", "replication"), baseLog: log,
+		cfg: cfg, changed: make(chan struct{})}, nil
+}
+
+// Run streams from start until ctx ends — then it returns nil, after committing the transactions already
+// received — or a definitive error. Lost connections and transient target errors reconnect with backoff
+// (100 ms doubling to 10 s, jittered) from the last committed position.
 func (r *Replicator) Run(ctx context.Context, start *gtid.Set) error {
+	if start == nil || start.Flavor() != r.cfg.Flavor {
+		return fmt.Errorf("replication: start position must be a %s GTID set", r.cfg.Flavor)
+	}
 	r.mu.Lock()
-	r.pos, r.advanced = start.Clone(), time.Now()
+	r.pos, r.advancedAt = start.Clone(), time.Now()
 	r.mu.Unlock()
+
 	probeCtx, stopProbes := context.WithCancel(ctx)
-	defer stopProbes()
-	go r.probe(probeCtx)
+	var probes sync.WaitGroup
+	probes.Go(func() { r.probe(probeCtx) })
+	defer func() { stopProbes(); probes.Wait() }()
+
 	delay := 100 * time.Millisecond
 	for {
-		began := time.Now()
-		err := r.session(ctx, r.Position())
-		r.connected.Store(false)
-		r.m.Connected.Set(0)
-		if ctx.Err() != nil {
+		began, from := time.Now(), r.Position()
+		err := r.session(ctx)
+		r.setConnected(false)
+		r.dropPending()
+		if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 			return nil
 		}
-		if err == nil || !retryable(err) {
+		if !retryable(err) {
 			return err
 		}
-		if time.Since(began) > time.Minute {
+		// A session that ran a while or made progress proves the servers healthy: start backing off anew.
+		if time.Since(began) > time.Minute || r.Position().String() != from.String() {
 			delay = 100 * time.Millisecond
 		}
-		wait := delay + time.Duration(rand.Int64N(int64(delay)))
-		r.log.Warn("stream interrupted; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		wait := delay/2 + rand.N(delay)
+		r.log.Warn("stream interrupted; reconnecting from the last committed position", "err", err,
+			"in", wait.Round(time.Millisecond), "from", r.Position().String())
 		select {
 		case <-ctx.Done():
 			return nil
@@ -126,18 +174,43 @@ func (r *Replicator) Run(ctx context.Context, start *gtid.Set) error {
 	}
 }
 
+// retryable reports whether Run should reconnect after err rather than return it.
 func retryable(err error) bool {
-	if errors.Is(err, ErrPurged) || errors.Is(err, ErrDDL) || errors.Is(err, ErrIDCollision) || errors.Is(err, ErrSchema) {
-		return false
+	if err == nil {
+		return true // the stream ended without a reason, e.g. the server closed it: reconnect
+	}
+	for _, s := range []error{ErrPurged, ErrDDL, ErrIDCollision, ErrSchema, ErrDiverged, ErrUnsupported, checkpoint.ErrNone, checkpoint.ErrMismatch} {
+		if errors.Is(err, s) {
+			return false
+		}
 	}
 	var me *mysql.MySQLError
-	if errors.As(err, &me) && !dbconn.IsTransient(err) {
-		return false
+	if errors.As(err, &me) {
+		return dbconn.IsTransient(err)
 	}
+	var ge *gomysql.MyError
+	if errors.As(err, &ge) {
+		return dbconn.IsTransient(&mysql.MySQLError{Number: ge.Code, Message: ge.Message})
+	}
+	// Anything without a server error code is the network or a server going away: worth another try.
 	return true
 }
 
-// Position returns the last committed position.
+// classify maps errors of the binlog connection: 1236 (the server cannot send the binlog from the requested
+// position) becomes ErrPurged with the remediation. Everything else is returned as it is.
+func (r *Replicator) classify(err error) error {
+	var ge *gomysql.MyError
+	if errors.As(err, &ge) && ge.Code == gomysql.ER_MASTER_FATAL_ERROR_READING_BINLOG {
+		return fmt.Errorf("%w: the source has purged binlogs the checkpoint needs, or cannot send them (error 1236: %s): %s",
+			ErrPurged, ge.Message, r.purgedRemedy())
+	}
+	if err != nil && strings.Contains(err.Error(), "ERROR 1236") {
+		return fmt.Errorf("%w: the source has purged binlogs the checkpoint needs, or cannot send them (%v): %s", ErrPurged, err, r.purgedRemedy())
+	}
+	return err
+}
+
+// Position returns the last committed position (a copy), or nil before Run.
 func (r *Replicator) Position() *gtid.Set {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -147,18 +220,20 @@ func (r *Replicator) Position() *gtid.Set {
 	return r.pos.Clone()
 }
 
-// WaitFor blocks until the committed position contains target.
+// WaitFor blocks until the committed position contains target, or ctx ends.
 func (r *Replicator) WaitFor(ctx context.Context, target *gtid.Set) error {
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
 	for {
-		if p := r.Position(); p != nil && p.Contains(target) {
+		r.mu.Lock()
+		done := r.pos != nil && r.pos.Contains(target)
+		changed := r.changed
+		r.mu.Unlock()
+		if done {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for %s (at %s): %w", target, r.Position(), ctx.Err())
-		case <-t.C:
+			return fmt.Errorf("wait for position %s (committed: %s): %w", target, r.Position(), ctx.Err())
+		case <-changed:
 		}
 	}
 }
@@ -166,15 +241,75 @@ func (r *Replicator) WaitFor(ctx context.Context, target *gtid.Set) error {
 // Connected reports whether the binlog stream is up.
 func (r *Replicator) Connected() bool { return r.connected.Load() }
 
-// Lag is the age of the oldest change received but not applied; 0 when caught up.
-func (r *Replicator) Lag() time.Duration { return time.Duration(r.lagNanos.Load()) }
-
-func (r *Replicator) committed(pos *gtid.Set, lastEvent time.Time) {
+// Lag is the age of the oldest transaction received but not yet applied. It is 0 when nothing is pending
+// and the source proved itself alive (an event or heartbeat) within two heartbeat periods; with nothing
+// pending and no recent word from the source it is the time since the last one, a lower bound.
+func (r *Replicator) Lag() time.Duration {
 	r.mu.Lock()
-	r.pos = pos.Clone()
-	r.advanced = time.Now()
-	if !lastEvent.IsZero() {
-		r.lastEvent = lastEvent
+	var oldest time.Time
+	if len(r.pending) > 0 {
+		oldest = r.pending[0].commitTS
 	}
 	r.mu.Unlock()
+	now := time.Now()
+	if !oldest.IsZero() {
+		return max(now.Sub(oldest), 0)
+	}
+	last := r.lastContact.Load()
+	if last == 0 {
+		return 0
+	}
+	if since := now.Sub(time.Unix(0, last)); since > 2*r.cfg.Heartbeat {
+		return since
+	}
+	return 0
+}
+
+// received records a complete transaction handed to the applier.
+func (r *Replicator) received(t *txn) {
+	r.mu.Lock()
+	r.pending = append(r.pending, pendingTxn{seq: t.seq, commitTS: t.commitTS})
+	r.mu.Unlock()
+	r.m.SourceWrites.Inc()
+}
+
+// committed records a batch the target committed.
+func (r *Replicator) committed(pos *gtid.Set, lastSeq uint64, lastTS time.Time) {
+	r.mu.Lock()
+	r.pos = pos.Clone()
+	r.advancedAt = time.Now()
+	if !lastTS.IsZero() {
+		r.lastEvent = lastTS
+	}
+	i := 0
+	for i < len(r.pending) && r.pending[i].seq <= lastSeq {
+		i++
+	}
+	r.pending = append(r.pending[:0], r.pending[i:]...)
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+	r.m.Lag.Set(r.Lag().Seconds())
+	r.m.CheckpointAge.Set(0)
+}
+
+// dropPending forgets received transactions a stopped session did not commit; they will be read again.
+func (r *Replicator) dropPending() {
+	r.mu.Lock()
+	r.pending = r.pending[:0]
+	r.mu.Unlock()
+}
+
+func (r *Replicator) touch() { r.lastContact.Store(time.Now().UnixNano()) }
+
+func (r *Replicator) setConnected(up bool) {
+	if r.connected.Swap(up) == up {
+		return
+	}
+	if up {
+		r.m.Connected.Set(1)
+		r.log.Info("binlog stream connected", "from", r.Position().String())
+	} else {
+		r.m.Connected.Set(0)
+	}
 }

@@ -57,8 +57,8 @@ func (g *LoadGen) Stats() LoadStats {
 
 // LastError is the most recent statement error, if any.
 func (g *LoadGen) LastError() error {
-	if e, ok := g.lastErr.Load().(error); ok {
-		return e
+	if e, ok := g.lastErr.Load().(errBox); ok {
+		return e.err
 	}
 	return nil
 }
@@ -75,7 +75,7 @@ func (g *LoadGen) Run(ctx context.Context) error {
 			for range ticks {
 				if err := g.one(ctx, r); err != nil && ctx.Err() == nil {
 					g.errs.Add(1)
-					g.lastErr.Store(err)
+					g.lastErr.Store(errBox{err}) // boxed: atomic.Value needs one concrete type
 				}
 			}
 		}(w)
@@ -167,3 +167,6 @@ func (g *LoadGen) pick(ctx context.Context, r *rand.Rand) (int64, error) {
 	}
 	return id, nil
 }
+
+// errBox gives every stored error the same concrete type.
+type errBox struct{ err error }

@@ -1,0 +1,310 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/replication"
+
+	"github.com/csmh-sync/csmh-sync/table"
+)
+
+// txnQueue is how many complete source transactions may wait between the streamer and the applier. It
+// bounds memory and lets the streamer read ahead while the applier commits.
+const txnQueue = 64
+
+// session is one binlog connection: it streams from the last committed position until an error or the end
+// of ctx. The streamer goroutine assembles transactions; the applier (this goroutine) commits them. When the
+// stream ends for any reason, the transactions already received are committed before session returns.
+func (r *Replicator) session(ctx context.Context) error {
+	pos := r.Position()
+	src, err := table.Load(ctx, r.src, r.cfg.SourceTable)
+	if err != nil {
+		return schemaErr("source", err)
+	}
+	dst, err := table.Load(ctx, r.dst, r.cfg.TargetTable)
+	if err != nil {
+		return schemaErr("target", err)
+	}
+	dec, err := newRowDecoder(src, r.cfg.IDBoundary)
+	if err != nil {
+		return err
+	}
+	ap, err := newApplier(r, src, dst)
+	if err != nil {
+		return err
+	}
+	if err := r.checkPosition(ctx, pos); err != nil {
+		return err
+	}
+	syncer := replication.NewBinlogSyncer(r.syncerConfig())
+	defer syncer.Close()
+	stream, err := syncer.StartSyncGTID(pos.GoMySQL())
+	if err != nil {
+		return fmt.Errorf("start binlog stream from %s: %w", pos, r.classify(err))
+	}
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch := make(chan *txn, txnQueue)
+	st := &streamer{r: r, dec: dec, out: ch}
+	var streamErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(ch)
+		streamErr = st.run(sctx, stream)
+	}()
+	applyErr := ap.run(ctx, ch)
+	cancel()
+	for range ch { // unblock the streamer if the applier stopped first
+	}
+	<-done
+	if applyErr != nil {
+		return applyErr
+	}
+	return streamErr
+}
+
+func schemaErr(role string, err error) error {
+	if errors.Is(err, table.ErrNotFound) {
+		return fmt.Errorf("%w: %s table: %v", ErrSchema, role, err)
+	}
+	return err
+}
+
+// streamer turns binlog events into complete source transactions.
+type streamer struct {
+	r   *Replicator
+	dec *rowDecoder
+	out chan<- *txn
+
+	cur    *txn // the transaction being read; nil between transactions
+	handed int  // transactions handed to the applier in this session
+	began  bool // cur opened with BEGIN / XA START: it ends at COMMIT, ROLLBACK or XID
+}
+
+func (s *streamer) run(ctx context.Context, stream *replication.BinlogStreamer) error {
+	for {
+		ev, err := stream.GetEvent(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("read binlog: %w", s.r.classify(err))
+		}
+		s.r.touch()
+		s.r.setConnected(true)
+		if err := s.handle(ctx, ev); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *streamer) handle(ctx context.Context, ev *replication.BinlogEvent) error {
+	switch e := ev.Event.(type) {
+	case *replication.MariadbGTIDEvent:
+		if err := s.endDangling(ctx, ev); err != nil {
+			return err
+		}
+		s.open(fmt.Sprintf("%d-%d-%d", e.GTID.DomainID, e.GTID.ServerID, e.GTID.SequenceNumber))
+		// A standalone transaction (DDL, mostly) is a single Query event without BEGIN/COMMIT.
+		s.began = !e.IsStandalone() && !e.IsDDL()
+	case *replication.GTIDEvent:
+		if err := s.endDangling(ctx, ev); err != nil {
+			return err
+		}
+		s.open(mysqlGTID(e.SID, e.Tag, e.GNO))
+	case *replication.QueryEvent:
+		return s.query(ctx, ev, e)
+	case *replication.RowsEvent:
+		if e.Table == nil || !s.isSource(e.Table) {
+			return nil
+		}
+		if s.cur == nil {
+			return fmt.Errorf("%w: a rows event of the source table outside a GTID transaction", ErrUnsupported)
+		}
+		return s.dec.decode(s.cur, e)
+	case *replication.XIDEvent:
+		return s.end(ctx, ev)
+	case *replication.TransactionPayloadEvent:
+		// MySQL binlog_transaction_compression: the whole transaction travels inside one event.
+		for _, inner := range e.Events {
+			if err := s.handle(ctx, inner); err != nil {
+				return err
+			}
+		}
+	default:
+		if ev.Header.EventType == replication.XA_PREPARE_LOG_EVENT && s.cur != nil {
+			if len(s.cur.ops) > 0 {
+				return fmt.Errorf("%w: XA transaction %s changes the source table; XA transactions are not replayed: apply it by hand or start over", ErrUnsupported, s.cur.gtid)
+			}
+			return s.end(ctx, ev)
+		}
+	}
+	return nil
+}
+
+func (s *streamer) open(gtid string) {
+	s.cur = &txn{gtid: gtid}
+	s.began = false
+}
+
+// endDangling closes a transaction whose terminator was not recognised when the next one starts: all of its
+// events have been read, so its position is safe to take.
+func (s *streamer) endDangling(ctx context.Context, ev *replication.BinlogEvent) error {
+	if s.cur == nil {
+		return nil
+	}
+	return s.end(ctx, ev)
+}
+
+func (s *streamer) query(ctx context.Context, ev *replication.BinlogEvent, e *replication.QueryEvent) error {
+	q := strings.TrimSpace(string(e.Query))
+	head := strings.ToUpper(q[:min(len(q), 20)])
+	switch {
+	case head == "BEGIN" || strings.HasPrefix(head, "START TRANSACTION"):
+		s.began = true
+		return nil
+	case strings.HasPrefix(head, "XA START"):
+		s.began = true
+		return nil
+	case head == "COMMIT" || head == "ROLLBACK":
+		// A ROLLBACK reaches the binlog only for transactions that also changed non-transactional tables,
+		// whose changes stay; the source table's (InnoDB) rows are never in one.
+		return s.end(ctx, ev)
+	case strings.HasPrefix(head, "SAVEPOINT"), strings.HasPrefix(head, "ROLLBACK TO"),
+		strings.HasPrefix(head, "RELEASE SAVEPOINT"), strings.HasPrefix(head, "XA END"):
+		return nil
+	}
+	schema := string(e.Schema)
+	if ddlTouches(q, schema, s.r.cfg.SourceTable) {
+		gtid := "?"
+		if s.cur != nil {
+			gtid = s.cur.gtid
+		}
+		// A DDL the operator reviewed (Config.AcceptDDL) is passed when it is the first transaction read
+		// since connecting: the table definitions were then loaded after it ran, so they describe the rows
+		// that follow it, and no row before it is decoded with them.
+		if a := s.r.cfg.AcceptDDL; a != "" && a == gtid && s.handed == 0 && !s.began {
+			s.r.log.Warn("applying past DDL of the source table, as configured", "gtid", gtid, "statement", fmt.Sprintf("%.300s", q))
+			return s.end(ctx, ev)
+		}
+		// The transactions before it are already queued: the applier commits them, then Run returns.
+		return fmt.Errorf("%w (`%.300s`, transaction %s): the stream stopped after the transaction before it; re-run preflight, adapt the target, then restart",
+			ErrDDL, q, gtid)
+	}
+	if statementWrite(q, schema, s.r.cfg.SourceTable) {
+		return fmt.Errorf("%w: a statement-format write to the source table (`%.300s`): its rows are not in the binlog; keep binlog_format=ROW for every session, then start over",
+			ErrUnsupported, q)
+	}
+	if s.cur == nil || s.began {
+		return nil // a statement inside a transaction (another table), or one outside any GTID
+	}
+	return s.end(ctx, ev) // a standalone statement: DDL of another table, GRANT, …
+}
+
+// end hands the current transaction to the applier. Its commit time is the header timestamp of the event
+// that ends it.
+func (s *streamer) end(ctx context.Context, ev *replication.BinlogEvent) error {
+	t := s.cur
+	if t == nil {
+		return nil
+	}
+	s.cur = nil
+	if ts := ev.Header.Timestamp; ts > 0 {
+		t.commitTS = time.Unix(int64(ts), 0)
+	} else {
+		t.commitTS = time.Now()
+	}
+	t.seq = s.r.seq.Add(1)
+	s.handed++
+	s.r.received(t)
+	select {
+	case s.out <- t:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *streamer) isSource(t *replication.TableMapEvent) bool {
+	return string(t.Schema) == s.r.cfg.SourceTable.Schema && string(t.Table) == s.r.cfg.SourceTable.Table
+}
+
+func mysqlGTID(sid []byte, tag string, gno int64) string {
+	u := fmt.Sprintf("%x", sid)
+	if len(sid) == 16 {
+		u = fmt.Sprintf("%x-%x-%x-%x-%x", sid[0:4], sid[4:6], sid[6:8], sid[8:10], sid[10:16])
+	}
+	if tag != "" {
+		return u + ":" + tag + ":" + strconv.FormatInt(gno, 10)
+	}
+	return u + ":" + strconv.FormatInt(gno, 10)
+}
+
+// syncerConfig pins how binlog values are decoded: temporal values as UTC strings, doubles as float64 (the
+// exact stored bits; the applier prints the shortest text that reads back as the same double), decimals as
+// strings. Rows events of other tables are never decoded.
+func (r *Replicator) syncerConfig() replication.BinlogSyncerConfig {
+	src := r.cfg.Source
+	host, portStr, err := net.SplitHostPort(src.Addr)
+	if err != nil {
+		host, portStr = src.Addr, "3306"
+	}
+	port, _ := strconv.ParseUint(portStr, 10, 16)
+	network, addr := src.Net, src.Addr
+	if network == "" {
+		network = "tcp"
+	}
+	schema, tbl := r.cfg.SourceTable.Schema, r.cfg.SourceTable.Table
+	return replication.BinlogSyncerConfig{
+		ServerID: r.cfg.ServerID, Flavor: r.cfg.Flavor,
+		Host: host, Port: uint16(port), User: src.User, Password: src.Passwd, TLSConfig: src.TLS,
+		// Dial what the source DSN names, unix sockets included, bounded by its dial timeout.
+		Dialer: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			d := net.Dialer{Timeout: max(src.Timeout, 5*time.Second)}
+			return d.DialContext(ctx, network, addr)
+		},
+		Logger:                   slog.New(minLevel{r.baseLog.With("component", "binlog-syncer").Handler(), slog.LevelWarn}),
+		HeartbeatPeriod:          r.cfg.Heartbeat,
+		ReadTimeout:              3*r.cfg.Heartbeat + 5*time.Second,
+		ParseTime:                false,
+		TimestampStringLocation:  time.UTC,
+		UseDecimal:               false,
+		UseFloatWithTrailingZero: false,
+		DisableRetrySync:         true, // reconnecting is Run's job: from the committed position, with backoff
+		EventCacheCount:          128,  // bounds memory: events of up to max_allowed_packet each wait here
+		RowsEventDecodeFunc: func(e *replication.RowsEvent, data []byte) error {
+			pos, err := e.DecodeHeader(data)
+			if err != nil {
+				return err
+			}
+			if e.Table == nil || string(e.Table.Schema) != schema || string(e.Table.Table) != tbl {
+				return nil
+			}
+			return e.DecodeData(pos, data)
+		},
+	}
+}
+
+// minLevel drops go-mysql's chatty Info logs (it logs its whole config on every connect).
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(a), h.min}
+}
+func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.min} }

@@ -1,0 +1,162 @@
+package replication
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/replication"
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/csmh-sync/csmh-sync/table"
+)
+
+func TestRetryable(t *testing.T) {
+	r := &Replicator{cfg: Config{TargetTable: table.Name{Schema: "edxapp_csmh", Table: "t"}}}
+	for _, c := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"lost connection", fmt.Errorf("read binlog: %w", io.EOF), true},
+		{"bad conn", driver.ErrBadConn, true},
+		{"deadlock", fmt.Errorf("apply: %w", &mysql.MySQLError{Number: 1213}), true},
+		{"lock wait", &mysql.MySQLError{Number: 1205}, true},
+		{"server shutdown on the dump connection", &gomysql.MyError{Code: 1053, Message: "shutdown"}, true},
+		{"duplicate key on another unique key", &mysql.MySQLError{Number: 1062}, false},
+		{"data too long", fmt.Errorf("apply: %w", &mysql.MySQLError{Number: 1406}), false},
+		{"no replication privilege", &gomysql.MyError{Code: 1227}, false},
+		{"ddl", fmt.Errorf("%w (`ALTER`)", ErrDDL), false},
+		{"id collision", ErrIDCollision, false},
+		{"purged, classified", r.classify(&gomysql.MyError{Code: 1236, Message: "Could not find GTID state requested by slave in any binlog files"}), false},
+	} {
+		if got := retryable(c.err); got != c.want {
+			t.Errorf("%s: retryable(%v) = %v, want %v", c.name, c.err, got, c.want)
+		}
+	}
+	err := r.classify(fmt.Errorf("wrapped: %w", &gomysql.MyError{Code: 1236, Message: "binlogs purged"}))
+	if !errors.Is(err, ErrPurged) || !strings.Contains(err.Error(), "start over") || !strings.Contains(err.Error(), "`edxapp_csmh`.csmh_sync_state") {
+		t.Fatalf("classify(1236) = %v", err)
+	}
+	if err := r.classify(context.Canceled); !errors.Is(err, context.Canceled) {
+		t.Fatalf("classify changed an unrelated error: %v", err)
+	}
+}
+
+func testTable() *table.Table {
+	return &table.Table{Name: table.Name{Schema: "edxapp", Table: "h"}, Columns: []table.Column{
+		{Name: "id", DataType: "int"}, {Name: "state", DataType: "longtext", Charset: "utf8mb4"},
+		{Name: "grade", DataType: "double"}, {Name: "n", DataType: "int", Unsigned: true},
+	}}
+}
+
+// Column positions map by the names the table-map event carries (binlog_row_metadata=FULL), else by position.
+func TestRowDecoderMapsByName(t *testing.T) {
+	d, err := newRowDecoder(testTable(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := &replication.TableMapEvent{ColumnCount: 4, ColumnName: [][]byte{[]byte("n"), []byte("grade"), []byte("ID"), []byte("state")}}
+	perm, err := d.mapping(named)
+	if err != nil || fmt.Sprint(perm) != "[3 2 0 1]" {
+		t.Fatalf("perm %v (%v)", perm, err)
+	}
+	plain := &replication.TableMapEvent{ColumnCount: 4}
+	if perm, err := d.mapping(plain); err != nil || fmt.Sprint(perm) != "[0 1 2 3]" {
+		t.Fatalf("perm %v (%v)", perm, err)
+	}
+	if _, err := d.mapping(&replication.TableMapEvent{ColumnCount: 5}); !errors.Is(err, ErrSchema) {
+		t.Fatalf("a column more: %v", err)
+	}
+	if _, err := d.mapping(&replication.TableMapEvent{ColumnCount: 4, ColumnName: [][]byte{[]byte("id"), []byte("x"), []byte("grade"), []byte("n")}}); !errors.Is(err, ErrSchema) {
+		t.Fatalf("unknown column: %v", err)
+	}
+	if v := unsign(table.Column{DataType: "int", Unsigned: true}, int32(-1)); v != uint64(4294967295) {
+		t.Fatalf("unsign int32(-1) = %v", v)
+	}
+	if v := unsign(table.Column{DataType: "mediumint", Unsigned: true}, int32(-1)); v != uint64(16777215) {
+		t.Fatalf("unsign mediumint -1 = %v", v)
+	}
+}
+
+// The applier merges runs of the same kind, keeps their order, and in delete+insert mode never puts one id
+// twice into one INSERT.
+func TestStatementWriter(t *testing.T) {
+	src := testTable()
+	r := &Replicator{cfg: Config{TargetTable: table.Name{Schema: "t", Table: "x"}}}
+	for _, c := range []struct {
+		name         string
+		deleteInsert bool
+		ops          []op
+		want         []string
+	}{
+		{"runs", false, []op{
+			{kind: opUpsert, id: 1, row: []any{int32(1), "a", 0.1, nil}},
+			{kind: opUpsert, id: 2, row: []any{int32(2), []byte("b'c"), 1e-7, uint64(5)}},
+			{kind: opDelete, id: 3}, {kind: opDelete, id: 4},
+			{kind: opUpsert, id: 1, row: []any{int32(1), nil, 0.333333333333, nil}},
+		}, []string{
+			"INSERT INTO `t`.`x` (`id`,`state`,`grade`,`n`) VALUES (1,'a',0.1,NULL),(2,'b\\'c',1e-07,5) ON DUPLICATE KEY UPDATE `state`=VALUES(`state`),`grade`=VALUES(`grade`),`n`=VALUES(`n`)",
+			"DELETE FROM `t`.`x` WHERE `id` IN (3,4)",
+			"INSERT INTO `t`.`x` (`id`,`state`,`grade`,`n`) VALUES (1,NULL,0.333333333333,NULL) ON DUPLICATE KEY UPDATE `state`=VALUES(`state`),`grade`=VALUES(`grade`),`n`=VALUES(`n`)",
+		}},
+		{"delete+insert", true, []op{
+			{kind: opUpsert, id: 1, row: []any{int32(1), "a", nil, nil}},
+			{kind: opUpsert, id: 2, row: []any{int32(2), "b", nil, nil}},
+			{kind: opUpsert, id: 1, row: []any{int32(1), "c", nil, nil}},
+		}, []string{
+			"DELETE FROM `t`.`x` WHERE `id` IN (1,2)",
+			"INSERT INTO `t`.`x` (`id`,`state`,`grade`,`n`) VALUES (1,'a',NULL,NULL),(2,'b',NULL,NULL)",
+			"DELETE FROM `t`.`x` WHERE `id` IN (1)",
+			"INSERT INTO `t`.`x` (`id`,`state`,`grade`,`n`) VALUES (1,'c',NULL,NULL)",
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dst := testTable()
+			if c.deleteInsert {
+				dst.UniqueKeys = map[string][]string{"u": {"n"}}
+			}
+			a, err := newApplier(r, src, dst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			w := &stmtWriter{a: a, exec: func(q string) error { got = append(got, q); return nil }}
+			for _, o := range c.ops {
+				if err := w.add(o); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.finish(); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(got, "\n") != strings.Join(c.want, "\n") {
+				t.Fatalf("statements:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(c.want, "\n"))
+			}
+		})
+	}
+	// A run larger than the statement budget is split; a latin1 column gets an introducer.
+	dst := testTable()
+	src2 := testTable()
+	src2.Columns[1].Charset = "latin1"
+	a, _ := newApplier(r, src2, dst)
+	var got []string
+	w := &stmtWriter{a: a, exec: func(q string) error { got = append(got, q); return nil }}
+	big := strings.Repeat("x", stmtBudget/3)
+	for i := 1; i <= 4; i++ {
+		if err := w.add(op{kind: opUpsert, id: uint64(i), row: []any{int32(i), big, nil, nil}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.finish(); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || !strings.Contains(got[0], ",_latin1'xxx") {
+		t.Fatalf("%d statements; want 2 with the introducer", len(got))
+	}
+}
