@@ -38,6 +38,7 @@ type StreamOptions struct {
 	BatchRows  int
 	BatchDelay time.Duration
 	Heartbeat  time.Duration
+	AcceptDDL  string // GTID of one source DDL the operator has adapted the target to
 }
 
 // Run is `csmh-sync run` (the daemon) and, with BackfillOnly, `csmh-sync backfill`.
@@ -135,7 +136,7 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	if !r.BackfillOnly {
 		rep, err = replication.New(k.src, k.dst, p.store, m, log, replication.Config{Source: k.srcCfg, ServerID: r.ServerID,
 			Flavor: p.flavor, SourceTable: r.SourceTable, TargetTable: r.TargetTable, BatchRows: r.Stream.BatchRows,
-			BatchDelay: r.Stream.BatchDelay, Heartbeat: r.Stream.Heartbeat, IDBoundary: p.state.IDBoundary, Hooks: r.StreamHooks})
+			BatchDelay: r.Stream.BatchDelay, Heartbeat: r.Stream.Heartbeat, IDBoundary: p.state.IDBoundary, AcceptDDL: r.Stream.AcceptDDL, Hooks: r.StreamHooks})
 		if err != nil {
 			return ExitError, err
 		}

@@ -56,6 +56,7 @@ func buildRun(fs *pflag.FlagSet, lf *logFlags, env *environ) command {
 	fs.IntVar(&r.Stream.BatchRows, "batch-rows", 2000, "row changes applied per target transaction")
 	fs.DurationVar(&r.Stream.BatchDelay, "batch-delay", 50*time.Millisecond, "how long a batch waits for more changes")
 	fs.DurationVar(&r.Stream.Heartbeat, "heartbeat", time.Second, "binlog heartbeat period")
+	fs.StringVar(&r.Stream.AcceptDDL, "accept-ddl", "", "GTID of the source DDL the stream stopped at, once the target is adapted to it")
 	fs.DurationVar(&r.ReadyMaxLag, "ready-max-lag", 5*time.Second, "/readyz fails while the lag is above this")
 	return withLog{r, func() { r.Log, r.Out, r.TTY = env.log, env.stdout, env.tty }}
 }
