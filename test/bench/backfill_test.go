@@ -1,0 +1,114 @@
+package bench
+
+import (
+	"database/sql"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/csmh-sync/csmh-sync/test/integration/harness"
+)
+
+const (
+	srcT = harness.SourceTable
+	dstT = harness.TargetTable
+	cols = "id, version, created, state, grade, max_grade, student_module_id"
+)
+
+// BenchmarkBackfill copies the same ≥1M generated rows five ways and prints each beside the ceiling (the best of
+// a single-statement and a chunked same-server INSERT … SELECT) and the old 10,000-id loop without its sleeps.
+func BenchmarkBackfill(b *testing.B) {
+	n := rowsEnv()
+	src := start(b, harness.Options{})
+	dst := start(b, harness.Options{})
+	ctx, cancel := ctxT(time.Hour)
+	defer cancel()
+	if err := src.LoadEdxSchemaWith(ctx, harness.SchemaOptions{TargetAutoIncrement: 1 << 40}); err != nil {
+		b.Fatal(err)
+	}
+	if err := dst.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipSource: true, TargetAutoIncrement: 1 << 40}); err != nil {
+		b.Fatal(err)
+	}
+	sdb, _ := src.Open("")
+	ddb, _ := dst.Open("")
+	defer sdb.Close()
+	defer ddb.Close()
+	gen, err := harness.GenerateCSMH(ctx, sdb, srcT, harness.GenOptions{Rows: n, Seed: 7})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var dataBytes float64
+	if err := sdb.QueryRow("SELECT SUM(IFNULL(LENGTH(state),0) + IFNULL(LENGTH(version),0) + 40) FROM " + srcT).Scan(&dataBytes); err != nil {
+		b.Fatal(err)
+	}
+	reset := func(db *sql.DB) {
+		mustExec(b, db, "TRUNCATE TABLE "+dstT)
+		mustExec(b, db, "ALTER TABLE "+dstT+" AUTO_INCREMENT = 1099511627776") // app ids far above the copied range
+		mustExec(b, db, "DROP TABLE IF EXISTS edxapp_csmh.csmh_sync_state, edxapp_csmh.csmh_sync_backfill")
+	}
+	chunked := func(step int64) func() error {
+		return func() error {
+			for lo := gen.MinID; lo <= gen.MaxID; lo += step {
+				if _, err := sdb.Exec("INSERT INTO "+dstT+" ("+cols+") SELECT "+cols+" FROM "+srcT+" WHERE id BETWEEN ? AND ?", lo, lo+step-1); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	type result struct {
+		name string
+		took time.Duration
+		rss  float64
+	}
+	var res []result
+	measure := func(name string, db *sql.DB, f func() error) {
+		reset(db)
+		took, err := timeIt(f)
+		if err != nil {
+			b.Fatalf("%s: %v", name, err)
+		}
+		if got := count(b, db, dstT); got != gen.Rows {
+			b.Fatalf("%s copied %d rows, want %d", name, got, gen.Rows)
+		}
+		res = append(res, result{name: name, took: took})
+	}
+	measure("single INSERT…SELECT (same server)", sdb, func() error {
+		_, err := sdb.Exec("INSERT INTO " + dstT + " (" + cols + ") SELECT " + cols + " FROM " + srcT)
+		return err
+	})
+	measure("chunked INSERT…SELECT, 50k ids (same server)", sdb, chunked(50_000))
+	measure("old loop: 10k ids, no sleep (same server)", sdb, chunked(10_000))
+	var rssSame, rssCross float64
+	measure("csmh-sync backfill, same server", sdb, func() error {
+		_, rssSame = runBinary(b, "backfill", "--source-dsn", src.DSN(""), "--target-dsn", src.DSN(""), "--metrics-addr", "", "--log-level", "warn")
+		return nil
+	})
+	res[len(res)-1].rss = rssSame
+	measure("csmh-sync backfill, cross server", ddb, func() error {
+		args := append([]string{"backfill", "--source-dsn", src.DSN(""), "--target-dsn", dst.DSN(""), "--metrics-addr", "", "--log-level", "warn"}, extraArgs()...)
+		_, rssCross = runBinary(b, args...)
+		return nil
+	})
+	res[len(res)-1].rss = rssCross
+
+	ceiling := res[0].took
+	if res[1].took < ceiling {
+		ceiling = res[1].took
+	}
+	rate := func(d time.Duration) float64 { return float64(gen.Rows) / d.Seconds() }
+	fmt.Printf("\nBackfill of %d rows (%.0f MB of row data), ceiling = best same-server INSERT…SELECT = %.0f rows/s\n",
+		gen.Rows, dataBytes/1e6, rate(ceiling))
+	fmt.Printf("%-48s %10s %8s %9s %9s\n", "path", "rows/s", "MB/s", "×ceiling", "peak RSS")
+	for _, r := range res {
+		rss := ""
+		if r.rss > 0 {
+			rss = fmt.Sprintf("%.0f MiB", r.rss)
+		}
+		fmt.Printf("%-48s %10.0f %8.1f %9.2f %9s\n", r.name, rate(r.took), dataBytes/1e6/r.took.Seconds(), ceiling.Seconds()/r.took.Seconds(), rss)
+	}
+	b.ReportMetric(ceiling.Seconds()/res[3].took.Seconds(), "same-server×ceiling")
+	b.ReportMetric(ceiling.Seconds()/res[4].took.Seconds(), "cross-server×ceiling")
+	b.ReportMetric(rate(res[4].took), "cross-rows/s")
+	b.ReportMetric(rssCross, "cross-peak-MiB")
+}

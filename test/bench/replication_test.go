@@ -1,0 +1,239 @@
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/csmh-sync/csmh-sync/checkpoint"
+	"github.com/csmh-sync/csmh-sync/dbconn"
+	"github.com/csmh-sync/csmh-sync/gtid"
+	"github.com/csmh-sync/csmh-sync/metrics"
+	"github.com/csmh-sync/csmh-sync/replication"
+	"github.com/csmh-sync/csmh-sync/table"
+	"github.com/csmh-sync/csmh-sync/test/integration/harness"
+)
+
+// replicator starts csmh-sync's stream in-process from pos and returns it with a stop function.
+func replicator(b *testing.B, src, dst *harness.Server, pos string) (*replication.Replicator, func()) {
+	b.Helper()
+	ctx := context.Background()
+	sdb, scfg, err := dbconn.Open(ctx, dbconn.Endpoint{Role: "source", DSN: src.DSN("")}, dbconn.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ddb, _, err := dbconn.Open(ctx, dbconn.Endpoint{Role: "target", DSN: dst.DSN("")}, dbconn.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	store := checkpoint.New(ddb, "edxapp_csmh")
+	if err := store.Ensure(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := store.Init(ctx, checkpoint.State{SourceTable: srcT, TargetTable: dstT, Flavor: "mariadb", GTID: pos}); err != nil {
+		b.Fatal(err)
+	}
+	sn, _ := table.ParseName(srcT)
+	tn, _ := table.ParseName(dstT)
+	r, err := replication.New(sdb, ddb, store, metrics.Discard(), slog.New(slog.DiscardHandler), replication.Config{
+		Source: scfg, ServerID: 4242, Flavor: "mariadb", SourceTable: sn, TargetTable: tn})
+	if err != nil {
+		b.Fatal(err)
+	}
+	start, _ := gtid.Parse("mariadb", pos)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx, start) }()
+	return r, func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("replicator: %v", err)
+		}
+		sdb.Close()
+		ddb.Close()
+	}
+}
+
+func executed(b *testing.B, db *sql.DB) *gtid.Set {
+	b.Helper()
+	var s string
+	if err := db.QueryRow("SELECT @@gtid_binlog_pos").Scan(&s); err != nil {
+		b.Fatal(err)
+	}
+	g, err := gtid.Parse("mariadb", s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return g
+}
+
+// BenchmarkReplicationApply applies a binlog of ≥1M row changes with csmh-sync and, in the same run, replays the
+// same binlog files with `mariadb-binlog | mariadb`, the server's own apply path.
+func BenchmarkReplicationApply(b *testing.B) {
+	n := rowsEnv()
+	src := start(b, harness.Options{})
+	replay := start(b, harness.Options{BinlogOff: true, ExtraArgs: []string{"--gtid-strict-mode=0"}})
+	dst := start(b, harness.Options{BinlogOff: true})
+	ctx, cancel := ctxT(time.Hour)
+	defer cancel()
+	for _, c := range []struct {
+		s *harness.Server
+		o harness.SchemaOptions
+	}{{src, harness.SchemaOptions{SkipTarget: true}}, {replay, harness.SchemaOptions{SkipTarget: true}}, {dst, harness.SchemaOptions{SkipSource: true}}} {
+		if err := c.s.LoadEdxSchemaWith(ctx, c.o); err != nil {
+			b.Fatal(err)
+		}
+	}
+	sdb, _ := src.Open("")
+	defer sdb.Close()
+	mustExec(b, sdb, "FLUSH BINARY LOGS")
+	var firstFile string
+	var pos int64
+	var g1, g2, g3 any
+	if err := sdb.QueryRow("SHOW MASTER STATUS").Scan(&firstFile, &pos, &g1, &g2); err != nil {
+		if err := sdb.QueryRow("SHOW MASTER STATUS").Scan(&firstFile, &pos, &g1, &g2, &g3); err != nil {
+			b.Fatal(err)
+		}
+	}
+	startPos := executed(b, sdb).String()
+	gen, err := harness.GenerateCSMH(ctx, sdb, srcT, harness.GenOptions{Rows: n, Seed: 9, BatchRows: 100, LargeStateEvery: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	mustExec(b, sdb, "FLUSH BINARY LOGS")
+	files, _ := filepath.Glob(filepath.Join(src.Dir, "data", "mysql-bin.[0-9]*"))
+	sort.Strings(files)
+	var use []string
+	for _, f := range files {
+		if filepath.Base(f) >= firstFile {
+			use = append(use, f)
+		}
+	}
+
+	// The server's own apply path.
+	replayTook, err := timeIt(func() error {
+		cmd := exec.Command("bash", "-o", "pipefail", "-c", fmt.Sprintf("mariadb-binlog --no-defaults %s | mariadb --no-defaults -h127.0.0.1 -P%d -uroot",
+			strings.Join(use, " "), replay.Port))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rdb, _ := replay.Open("")
+	defer rdb.Close()
+	if got := count(b, rdb, srcT); got != gen.Rows {
+		b.Fatalf("replay has %d rows, want %d", got, gen.Rows)
+	}
+
+	// csmh-sync.
+	want := executed(b, sdb)
+	var r *replication.Replicator
+	var stop func()
+	took, err := timeIt(func() error {
+		r, stop = replicator(b, src, dst, startPos)
+		wctx, c := context.WithTimeout(ctx, 30*time.Minute)
+		defer c()
+		return r.WaitFor(wctx, want)
+	})
+	stop()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ddb, _ := dst.Open("")
+	defer ddb.Close()
+	if got := count(b, ddb, dstT); got != gen.Rows {
+		b.Fatalf("csmh-sync applied %d rows, want %d", got, gen.Rows)
+	}
+	rate := func(d time.Duration) float64 { return float64(gen.Rows) / d.Seconds() }
+	fmt.Printf("\nApply of a binlog of %d row changes (%d transactions of 100 rows), targets without binlog\n", gen.Rows, gen.Rows/100)
+	fmt.Printf("%-40s %10s %8s\n", "path", "rows/s", "ratio")
+	fmt.Printf("%-40s %10.0f %8.2f\n", "mariadb-binlog | mariadb (baseline)", rate(replayTook), 1.0)
+	fmt.Printf("%-40s %10.0f %8.2f\n", "csmh-sync stream apply", rate(took), replayTook.Seconds()/took.Seconds())
+	b.ReportMetric(rate(took), "apply-rows/s")
+	b.ReportMetric(replayTook.Seconds()/took.Seconds(), "apply×replay")
+	_ = os.Getenv
+}
+
+// BenchmarkReplicationLag measures how long a row inserted on the source takes to appear on the target while a
+// load generator writes 2,000 single-row transactions per second from 16 connections.
+func BenchmarkReplicationLag(b *testing.B) {
+	src := start(b, harness.Options{})
+	dst := start(b, harness.Options{})
+	ctx, cancel := ctxT(10 * time.Minute)
+	defer cancel()
+	if err := src.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipTarget: true}); err != nil {
+		b.Fatal(err)
+	}
+	if err := dst.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipSource: true}); err != nil {
+		b.Fatal(err)
+	}
+	sdb, _ := src.Open("")
+	ddb, _ := dst.Open("")
+	defer sdb.Close()
+	defer ddb.Close()
+	_, stop := replicator(b, src, dst, executed(b, sdb).String())
+	defer stop()
+
+	var mu sync.Mutex
+	pending := map[int64]time.Time{}
+	var lags []time.Duration
+	load, err := harness.NewLoadGen(sdb, harness.LoadOptions{Table: srcT, RowsPerSecond: 2000, Conns: 16, InsertWeight: 1,
+		OnInsert: func(id int64, at time.Time) { mu.Lock(); pending[id] = at; mu.Unlock() }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	duration := 20 * time.Second
+	lctx, stopLoad := context.WithTimeout(ctx, duration)
+	defer stopLoad()
+	loadDone := make(chan error, 1)
+	go func() { loadDone <- load.Run(lctx) }()
+	// Poll the target's max id; a row counts as arrived when the applied max id reaches it (the applier commits
+	// in source commit order, so this is at most a few milliseconds early).
+	deadline := time.Now().Add(duration + 30*time.Second)
+	for time.Now().Before(deadline) {
+		var maxID sql.NullInt64
+		if err := ddb.QueryRow("SELECT MAX(id) FROM " + dstT).Scan(&maxID); err != nil {
+			b.Fatal(err)
+		}
+		now := time.Now()
+		mu.Lock()
+		for id, at := range pending {
+			if maxID.Valid && id <= maxID.Int64 {
+				lags = append(lags, now.Sub(at))
+				delete(pending, id)
+			}
+		}
+		left := len(pending)
+		mu.Unlock()
+		if lctx.Err() != nil && left == 0 {
+			break
+		}
+		time.Sleep(2 * time.Millisecond) // sampling interval of the measurement, not synchronisation
+	}
+	<-loadDone
+	st := load.Stats()
+	if len(lags) == 0 || st.Errors > 0 {
+		b.Fatalf("no lag samples or load errors: %+v %v", st, load.LastError())
+	}
+	sort.Slice(lags, func(i, j int) bool { return lags[i] < lags[j] })
+	p := func(q float64) time.Duration { return lags[int(q*float64(len(lags)-1))] }
+	rate := float64(st.Inserts) / duration.Seconds()
+	fmt.Printf("\nSteady lag at %.0f rows/s (target 2,000) from 16 connections, %d samples: p50 %s, p99 %s, max %s; p99 / 1 s target = %.3f\n",
+		rate, len(lags), p(0.5).Round(time.Millisecond), p(0.99).Round(time.Millisecond), lags[len(lags)-1].Round(time.Millisecond), p(0.99).Seconds())
+	b.ReportMetric(p(0.5).Seconds()*1000, "p50-ms")
+	b.ReportMetric(p(0.99).Seconds()*1000, "p99-ms")
+	b.ReportMetric(rate, "load-rows/s")
+}
