@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,7 +46,7 @@ func replicator(b *testing.B, src, dst *harness.Server, pos string) (*replicatio
 	sn, _ := table.ParseName(srcT)
 	tn, _ := table.ParseName(dstT)
 	r, err := replication.New(sdb, ddb, store, metrics.Discard(), slog.New(slog.DiscardHandler), replication.Config{
-		Source: scfg, ServerID: 4242, Flavor: "mariadb", SourceTable: sn, TargetTable: tn})
+		Source: scfg, ServerID: 4242, Flavor: "mariadb", SourceTable: sn, TargetTable: tn, BatchRows: batchRows()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -142,6 +143,8 @@ func BenchmarkReplicationApply(b *testing.B) {
 	want := executed(b, sdb)
 	var r *replication.Replicator
 	var stop func()
+	var ru0, ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	took, err := timeIt(func() error {
 		r, stop = replicator(b, src, dst, startPos)
 		wctx, c := context.WithTimeout(ctx, 30*time.Minute)
@@ -149,9 +152,12 @@ func BenchmarkReplicationApply(b *testing.B) {
 		return r.WaitFor(wctx, want)
 	})
 	stop()
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 	if err != nil {
 		b.Fatal(err)
 	}
+	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+	fmt.Printf("    csmh-sync apply: wall %s, cpu %s (%.0f%% of one core)\n", took.Round(time.Millisecond), cpu.Round(time.Millisecond), 100*cpu.Seconds()/took.Seconds())
 	ddb, _ := dst.Open("")
 	defer ddb.Close()
 	if got := count(b, ddb, dstT); got != gen.Rows {
@@ -236,4 +242,11 @@ func BenchmarkReplicationLag(b *testing.B) {
 	b.ReportMetric(p(0.5).Seconds()*1000, "p50-ms")
 	b.ReportMetric(p(0.99).Seconds()*1000, "p99-ms")
 	b.ReportMetric(rate, "load-rows/s")
+}
+
+// batchRows reads CSMH_BENCH_BATCH_ROWS for tuning experiments (0 = the default).
+func batchRows() int {
+	n := 0
+	fmt.Sscan(os.Getenv("CSMH_BENCH_BATCH_ROWS"), &n)
+	return n
 }
