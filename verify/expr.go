@@ -1,0 +1,216 @@
+package verify
+
+import (
+	"database/sql"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/csmh-sync/csmh-sync/table"
+)
+
+// side is one table as verify reads it: the SQL fragments that turn its rows into a canonical form that is
+// byte-identical on both sides whenever the values are equal, whatever the column order, integer width,
+// datetime precision or character set.
+type side struct {
+	role   string // "source" or "target"
+	db     *sql.DB
+	table  string // quoted name
+	id     string // quoted id column
+	hash   string // one short string per row: normalized small values, MD5 of long ones, NULL flags
+	fields string // select list of the full normalized values and the NULL flags, for rows mode
+}
+
+// columnPair is one compared column as each side defines it.
+type columnPair struct{ src, dst table.Column }
+
+// pairColumns matches the source columns to the target's by name, in name order so that both sides
+// concatenate in the same order. Target-only columns are returned separately: they are not compared
+// (copied rows leave them at their default).
+func pairColumns(src, dst *table.Table) (pairs []columnPair, targetOnly []string, err error) {
+	for _, sc := range src.Columns {
+		dc := dst.Column(sc.Name)
+		if dc == nil {
+			return nil, nil, fmt.Errorf("%w: %s has no column %s that %s has", ErrSchema, dst.Name, sc.Name, src.Name)
+		}
+		pairs = append(pairs, columnPair{sc, *dc})
+	}
+	for _, dc := range dst.Columns {
+		if src.Column(dc.Name) == nil {
+			targetOnly = append(targetOnly, dc.Name)
+		}
+	}
+	sort.Slice(pairs, func(i, j int) bool { return strings.ToLower(pairs[i].src.Name) < strings.ToLower(pairs[j].src.Name) })
+	return pairs, targetOnly, nil
+}
+
+// category groups column types by how their values are normalized.
+type category int
+
+const (
+	catInteger category = iota
+	catTemporal
+	catDate
+	catTime
+	catNumber
+	catText
+	catBinary
+	catOther
+)
+
+func categorize(c table.Column) category {
+	switch c.DataType {
+	case "tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year", "bit":
+		return catInteger
+	case "datetime", "timestamp":
+		return catTemporal
+	case "date":
+		return catDate
+	case "time":
+		return catTime
+	case "float", "double", "decimal", "real":
+		return catNumber
+	case "char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set", "json":
+		return catText
+	case "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob":
+		return catBinary
+	}
+	return catOther
+}
+
+// isUTF8 reports whether the charset stores characters as UTF-8 bytes: utf8mb3 and utf8mb4 encode every
+// character they share identically, so no conversion is needed to compare them byte for byte.
+func isUTF8(charset string) bool {
+	switch strings.ToLower(charset) {
+	case "utf8", "utf8mb3", "utf8mb4":
+		return true
+	}
+	return false
+}
+
+// normalize returns an expression for the column's value as text that is equal on both sides for equal
+// values. NULL stays NULL: callers add NULL flags.
+func normalize(c table.Column) string {
+	q := table.QuoteIdent(c.Name)
+	switch categorize(c) {
+	case catInteger:
+		return "CAST(" + q + " AS CHAR)"
+	case catTemporal:
+		// datetime and datetime(6) print alike: %f always has six digits.
+		return "DATE_FORMAT(" + q + ", '%Y-%m-%d %H:%i:%s.%f')"
+	case catDate:
+		return "DATE_FORMAT(" + q + ", '%Y-%m-%d')"
+	case catTime:
+		return "TIME_FORMAT(" + q + ", '%H:%i:%s.%f')"
+	case catNumber:
+		// The server prints a double with the fewest digits that read back as the same double.
+		return "CAST(" + q + " AS CHAR)"
+	case catText:
+		if isUTF8(c.Charset) {
+			return q
+		}
+		return "CONVERT(" + q + " USING utf8mb4)"
+	case catBinary:
+		return q
+	}
+	return "CAST(" + q + " AS CHAR)"
+}
+
+// hashValue is the column's part of the per-row hash input. Strings and anything else that is long or may
+// contain the separator enter as their MD5: the row string stays short (no max_allowed_packet overflow on
+// huge values) and unambiguous (no separator inside a field).
+func hashValue(c table.Column) string {
+	n := normalize(c)
+	switch categorize(c) {
+	case catInteger, catTemporal, catDate, catTime, catNumber:
+		return n
+	}
+	return "MD5(" + n + ")"
+}
+
+// nullFlags is a string of one 0/1 per column: it tells NULL from the empty string (and from any
+// placeholder) in the concatenations.
+func nullFlags(cols []table.Column) string {
+	parts := make([]string, len(cols))
+	for i, c := range cols {
+		parts[i] = "ISNULL(" + table.QuoteIdent(c.Name) + ")"
+	}
+	return "CONCAT(" + strings.Join(parts, ", ") + ")"
+}
+
+// hashExpr is the per-row string the checksums and the drill-down compare.
+func hashExpr(cols []table.Column) string {
+	parts := make([]string, 0, len(cols)+1)
+	for _, c := range cols {
+		parts = append(parts, "IFNULL("+hashValue(c)+", '')")
+	}
+	parts = append(parts, nullFlags(cols))
+	return "CONCAT_WS('#', " + strings.Join(parts, ", ") + ")"
+}
+
+// fieldList is the select list of full normalized values (rows mode), ending with the NULL flags.
+func fieldList(cols []table.Column) string {
+	parts := make([]string, 0, len(cols)+1)
+	for _, c := range cols {
+		parts = append(parts, "IFNULL("+normalize(c)+", '')")
+	}
+	parts = append(parts, nullFlags(cols))
+	return strings.Join(parts, ", ")
+}
+
+// newSides builds both sides' SQL from the column pairs.
+func newSides(src, dst *table.Table, srcDB, dstDB *sql.DB, pairs []columnPair) (*side, *side) {
+	mk := func(role string, t *table.Table, db *sql.DB, pick func(columnPair) table.Column) *side {
+		cols := make([]table.Column, len(pairs))
+		for i, p := range pairs {
+			cols[i] = pick(p)
+		}
+		return &side{role: role, db: db, table: t.Name.Quoted(), id: table.QuoteIdent(idName(t)),
+			hash: hashExpr(cols), fields: fieldList(cols)}
+	}
+	return mk("source", src, srcDB, func(p columnPair) table.Column { return p.src }),
+		mk("target", dst, dstDB, func(p columnPair) table.Column { return p.dst })
+}
+
+// idName is the table's own spelling of the id column.
+func idName(t *table.Table) string {
+	if c := t.Column(table.IDColumn); c != nil {
+		return c.Name
+	}
+	return table.IDColumn
+}
+
+// checksumSQL counts the rows of an id range and XORs a 64-bit hash of each (the first half of an MD5).
+// Measured on 100k CSMH rows: COUNT alone 8 ms, BIT_XOR(CRC32(row)) 300 ms, this 385 ms, CRC32 and MD5
+// together 650 ms (the row expression is evaluated once per aggregate): one 64-bit hash is the better trade.
+func (s *side) checksumSQL() string {
+	return "SELECT COUNT(*), COALESCE(BIT_XOR(CAST(CONV(SUBSTRING(MD5(" + s.hash + "), 1, 16), 16, 10) AS UNSIGNED)), 0) FROM " +
+		s.table + " WHERE " + s.id + " BETWEEN ? AND ?"
+}
+
+func (s *side) countSQL() string {
+	return "SELECT COUNT(*) FROM " + s.table + " WHERE " + s.id + " BETWEEN ? AND ?"
+}
+
+// hashRowsSQL lists (id, row hash input) in id order; where is a condition on the id.
+func (s *side) hashRowsSQL(where string) string {
+	return "SELECT CAST(" + s.id + " AS UNSIGNED), " + s.hash + " FROM " + s.table + " WHERE " + where + " ORDER BY " + s.id
+}
+
+// fullRowsSQL lists (id, normalized values…, NULL flags) in id order.
+func (s *side) fullRowsSQL(where string) string {
+	return "SELECT CAST(" + s.id + " AS UNSIGNED), " + s.fields + " FROM " + s.table + " WHERE " + where + " ORDER BY " + s.id
+}
+
+// inList renders ids as a SQL list; ids are integers, so no quoting is needed.
+func inList(ids []uint64) string {
+	b := make([]byte, 0, len(ids)*11)
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendUint(b, id, 10)
+	}
+	return string(b)
+}
