@@ -189,6 +189,17 @@ func (a *applier) flush(ctx context.Context, b *batch) error {
 		return fmt.Errorf("apply to target (batch ending at %s): %w", b.pos, err)
 	}
 	sum.Transactions = uint64(b.count)
+	if touched := a.r.cfg.Touched; touched != nil {
+		var ids []uint64
+		for _, t := range b.txs {
+			for _, o := range t.ops {
+				ids = append(ids, o.id)
+			}
+		}
+		if err := touched(fctx, tx, ids); err != nil {
+			return fmt.Errorf("apply to target: mark verified chunks touched: %w", err)
+		}
+	}
 	if err := a.r.store.SaveStream(fctx, tx, checkpoint.StreamProgress{GTID: b.pos.String(), Added: sum, LastEventAt: b.lastTS}); err != nil {
 		return err
 	}

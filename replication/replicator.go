@@ -70,7 +70,10 @@ type Config struct {
 	// adapted the target to (ErrDDL names it). The stream applies past it instead of stopping again, when it
 	// is the first transaction after the checkpoint. Empty in normal operation.
 	AcceptDDL string
-	Hooks     Hooks
+	// Touched, if set, is called inside each batch's target transaction with the ids the batch changed, so a
+	// verification ledger can tell which chunks replication has touched since they were verified.
+	Touched func(ctx context.Context, tx checkpoint.Execer, ids []uint64) error
+	Hooks   Hooks
 }
 
 // Replicator streams the source's binlog and applies the source table's changes to the target.

@@ -13,10 +13,12 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/csmh-sync/csmh-sync/backfill"
+	"github.com/csmh-sync/csmh-sync/checkpoint"
 	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/metrics"
 	"github.com/csmh-sync/csmh-sync/replication"
 	"github.com/csmh-sync/csmh-sync/throttle"
+	"github.com/csmh-sync/csmh-sync/verify"
 )
 
 // BackfillOptions are the backfill's flags.
@@ -134,9 +136,17 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	}
 	var rep *replication.Replicator
 	if !r.BackfillOnly {
+		// The verification ledger learns which chunks replication changes, so `verify --incremental` re-checks them.
+		if err := verify.EnsureLedger(ctx, k.dst, r.TargetTable.Schema); err != nil {
+			return ExitError, err
+		}
+		schema := r.TargetTable.Schema
+		touched := func(ctx context.Context, tx checkpoint.Execer, ids []uint64) error {
+			return verify.MarkTouched(ctx, tx, schema, ids)
+		}
 		rep, err = replication.New(k.src, k.dst, p.store, m, log, replication.Config{Source: k.srcCfg, ServerID: r.ServerID,
 			Flavor: p.flavor, SourceTable: r.SourceTable, TargetTable: r.TargetTable, BatchRows: r.Stream.BatchRows,
-			BatchDelay: r.Stream.BatchDelay, Heartbeat: r.Stream.Heartbeat, IDBoundary: p.state.IDBoundary, AcceptDDL: r.Stream.AcceptDDL, Hooks: r.StreamHooks})
+			BatchDelay: r.Stream.BatchDelay, Heartbeat: r.Stream.Heartbeat, IDBoundary: p.state.IDBoundary, AcceptDDL: r.Stream.AcceptDDL, Touched: touched, Hooks: r.StreamHooks})
 		if err != nil {
 			return ExitError, err
 		}

@@ -1,0 +1,195 @@
+package runner
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/csmh-sync/csmh-sync/checkpoint"
+	"github.com/csmh-sync/csmh-sync/metrics"
+	"github.com/csmh-sync/csmh-sync/table"
+	"github.com/csmh-sync/csmh-sync/verify"
+)
+
+// Cutover is `csmh-sync cutover`: the barrier an operator (or a deploy pipeline) runs right before flipping
+// edX's read flag. It prints GO only when the target has applied everything the source had committed, the
+// migrated range verifies equal, and the ids the app writes to CSMHE stay clear of the ids CSMH still hands out.
+type Cutover struct {
+	Common
+	Timeout           time.Duration
+	MinRunway         uint64
+	BumpAutoIncrement bool
+	Mode              string
+	Workers           int
+	JSON              bool
+	Out               io.Writer
+	Log               *slog.Logger
+}
+
+// CutoverReport is the verdict with its reasons.
+type CutoverReport struct {
+	GO      bool           `json:"go"`
+	Reasons []string       `json:"reasons"` // one line per check, prefixed ok/NO-GO
+	GTID    string         `json:"gtid"`
+	Verify  *verify.Result `json:"verify,omitempty"`
+}
+
+func (r *CutoverReport) check(ok bool, format string, a ...any) {
+	word := "ok   "
+	if !ok {
+		word = "NO-GO"
+		r.GO = false
+	}
+	r.Reasons = append(r.Reasons, word+" "+fmt.Sprintf(format, a...))
+}
+
+// Validate checks the flags.
+func (c *Cutover) Validate() error {
+	if err := c.Common.Validate(); err != nil {
+		return err
+	}
+	if c.Timeout <= 0 {
+		return fmt.Errorf("%w: --timeout must be positive", ErrUsage)
+	}
+	if _, err := verify.ParseMode(c.Mode); err != nil {
+		return fmt.Errorf("%w: --mode %q: use count, checksum or rows", ErrUsage, c.Mode)
+	}
+	return nil
+}
+
+// Run prints GO (exit 0) or NO-GO with reasons (exit 1); errors exit 2.
+func (c *Cutover) Run(ctx context.Context) (int, error) {
+	k, err := c.open(ctx, 2*max(c.Workers, 1)+2)
+	if err != nil {
+		return ExitError, err
+	}
+	defer k.Close()
+	store := checkpoint.New(k.dst, c.TargetTable.Schema)
+	st, err := store.Load(ctx)
+	if errors.Is(err, checkpoint.ErrNone) {
+		return ExitError, fmt.Errorf("no checkpoint in %s: start the migration with 'csmh-sync run' first", c.TargetTable.Schema)
+	}
+	if err != nil {
+		return ExitError, err
+	}
+	rep := &CutoverReport{GO: true}
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	want, err := catchUp(wctx, k.src, store, st.Flavor, 200*time.Millisecond)
+	cancel()
+	if want != nil {
+		rep.GTID = want.String()
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return ExitError, ctx.Err()
+		}
+		rep.check(false, "caught up: %v", err)
+	} else {
+		rep.check(true, "caught up: the checkpoint contains the source's executed GTIDs %s (waited %s)", want, time.Since(start).Round(time.Millisecond))
+	}
+	if st, err = store.Load(ctx); err != nil {
+		return ExitError, err
+	}
+	done := len(st.Segments) > 0
+	for _, g := range st.Segments {
+		done = done && g.Done
+	}
+	rep.check(done, "backfill complete: %s", map[bool]string{true: "every segment copied", false: "segments still copying: wait for 'csmh-sync status' to show done"}[done])
+	if err := c.checkRunway(ctx, k.src, k.dst, st, rep); err != nil {
+		return ExitError, err
+	}
+	if rep.GO {
+		res, err := c.verify(ctx, k.src, k.dst, store, st)
+		if err != nil {
+			return ExitError, err
+		}
+		rep.Verify = res
+		rep.check(res.Equal, "verify %s: %d rows in %d chunks, %d missing, %d extra, %d different, %d differing chunks",
+			res.Mode, res.RowsChecked, res.ChunksChecked, res.MissingTotal, res.ExtraTotal, res.DifferentTotal, len(res.DifferentChunks))
+	} else {
+		rep.Reasons = append(rep.Reasons, "skip  verify: earlier checks said NO-GO")
+	}
+	c.print(rep)
+	if !rep.GO {
+		return ExitNegative, nil
+	}
+	return ExitOK, nil
+}
+
+func (c *Cutover) verify(ctx context.Context, src, dst *sql.DB, store *checkpoint.Store, st *checkpoint.State) (*verify.Result, error) {
+	var startID uint64
+	for i, g := range st.Segments {
+		if i == 0 || g.Start < startID {
+			startID = g.Start
+		}
+	}
+	mode, _ := verify.ParseMode(c.Mode)
+	v, err := verify.New(src, dst, metrics.Discard(), c.Log, verify.Config{SourceTable: c.SourceTable, TargetTable: c.TargetTable,
+		Mode: mode, StartID: startID, IDBoundary: st.IDBoundary, Workers: c.Workers,
+		CatchUp: func(ctx context.Context) error {
+			wctx, cancel := context.WithTimeout(ctx, c.Timeout)
+			defer cancel()
+			_, err := catchUp(wctx, src, store, st.Flavor, 200*time.Millisecond)
+			return err
+		}})
+	if err != nil {
+		return nil, err
+	}
+	return v.Run(ctx)
+}
+
+// checkRunway requires the target's AUTO_INCREMENT (where the app's CSMHE ids start) to stay at least
+// MinRunway ids above the source's, so rows that app servers still running the old code write to CSMH
+// during the flip cannot collide with rows the new code writes to CSMHE.
+func (c *Cutover) checkRunway(ctx context.Context, src, dst *sql.DB, st *checkpoint.State, rep *CutoverReport) error {
+	s, err := table.Load(ctx, src, c.SourceTable)
+	if err != nil {
+		return err
+	}
+	t, err := table.Load(ctx, dst, c.TargetTable)
+	if err != nil {
+		return err
+	}
+	runway := int64(t.AutoIncrement) - int64(s.AutoIncrement)
+	if runway < int64(c.MinRunway) && c.BumpAutoIncrement {
+		to := s.AutoIncrement + c.MinRunway
+		if _, err := dst.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s AUTO_INCREMENT = %d", c.TargetTable.Quoted(), to)); err != nil {
+			return fmt.Errorf("raise %s AUTO_INCREMENT to %d (needs ALTER on it): %w", c.TargetTable, to, err)
+		}
+		c.Log.Info("raised target AUTO_INCREMENT", "from", t.AutoIncrement, "to", to)
+		if t, err = table.Load(ctx, dst, c.TargetTable); err != nil {
+			return err
+		}
+		runway = int64(t.AutoIncrement) - int64(s.AutoIncrement)
+	}
+	rep.check(runway >= int64(c.MinRunway), "id runway: target AUTO_INCREMENT %d is %d ids above the source's %d (need ≥ %d%s)",
+		t.AutoIncrement, runway, s.AutoIncrement, c.MinRunway, map[bool]string{true: "", false: "; --bump-auto-increment raises it"}[runway >= int64(c.MinRunway)])
+	if st.IDBoundary > 0 {
+		left := int64(st.IDBoundary) - int64(s.AutoIncrement)
+		rep.check(left > 0, "id boundary: the source's next id %d stays below the first app-written target id %d (%d ids left)", s.AutoIncrement, st.IDBoundary, left)
+	}
+	return nil
+}
+
+func (c *Cutover) print(rep *CutoverReport) {
+	if c.JSON {
+		enc := json.NewEncoder(c.Out)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+		return
+	}
+	for _, r := range rep.Reasons {
+		fmt.Fprintln(c.Out, r)
+	}
+	if rep.GO {
+		fmt.Fprintln(c.Out, "GO: safe to set ENABLE_READING_FROM_MULTIPLE_HISTORY_TABLES=False")
+	} else {
+		fmt.Fprintln(c.Out, "NO-GO: do not flip the read flag yet")
+	}
+}
