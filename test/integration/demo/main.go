@@ -64,15 +64,13 @@ func run(ctx context.Context) error {
 	}
 	fmt.Printf("    %d rows, ids %d..%d, %.0f MB, in %s\n", gen.Rows, gen.MinID, gen.MaxID, float64(gen.Bytes)/1e6, time.Since(t0).Round(time.Millisecond))
 	// CSMHE as edX creates it: AUTO_INCREMENT = max(CSMH.id) + STUDENTMODULEHISTORYEXTENDED_OFFSET.
-	if err := dst.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipSource: true, TargetAutoIncrement: uint64(gen.MaxID) + 1_000_000}); err != nil {
+	if err := dst.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipSource: true, TargetAutoIncrement: uint64(gen.MaxID) + 2_000_000}); err != nil {
 		return err
 	}
 
 	args := []string{"--source-dsn", src.DSN(""), "--target-dsn", dst.DSN(""), "--metrics-addr", "127.0.0.1:0"}
 	step("csmh-sync preflight")
-	pf := exec.CommandContext(ctx, bin, append([]string{"preflight"}, args...)...)
-	pf.Stdout, pf.Stderr = os.Stdout, os.Stderr
-	if err := pf.Run(); err != nil {
+	if err := cli(ctx, bin, append([]string{"preflight"}, args...)); err != nil {
 		return fmt.Errorf("preflight: %w", err)
 	}
 
@@ -115,7 +113,16 @@ func run(ctx context.Context) error {
 	fmt.Printf("    caught up %s after the last write\n", time.Since(start).Round(time.Millisecond))
 	status(ctx, bin, args)
 
-	step("comparing every row of source and target")
+	step("csmh-sync verify (checksum per chunk on each server, drilled down to ids if anything differs)")
+	if err := cli(ctx, bin, append([]string{"verify"}, args...)); err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	step("csmh-sync cutover: the barrier before flipping edX's read flag")
+	if err := cli(ctx, bin, append([]string{"cutover", "--timeout", "60s"}, args...)); err != nil {
+		return fmt.Errorf("cutover: %w", err)
+	}
+
+	step("independent check: every row, every column, compared by the test harness")
 	diffs, n, err := harness.Diff(ctx, sdb, harness.SourceTable, ddb, harness.TargetTable, 0, 1<<62)
 	if err != nil {
 		return err
@@ -132,10 +139,13 @@ func run(ctx context.Context) error {
 	return nil
 }
 
-func status(ctx context.Context, bin string, args []string) {
-	c := exec.CommandContext(ctx, bin, append([]string{"status"}, args...)...)
+func status(ctx context.Context, bin string, args []string) { _ = cli(ctx, bin, append([]string{"status"}, args...)) }
+
+// cli runs one csmh-sync command with its output on the terminal.
+func cli(ctx context.Context, bin string, args []string) error {
+	c := exec.CommandContext(ctx, bin, args...)
 	c.Stdout, c.Stderr = os.Stdout, os.Stderr
-	_ = c.Run()
+	return c.Run()
 }
 
 func caughtUp(src, dst *sql.DB) (bool, error) {
