@@ -3,6 +3,8 @@
 package metrics
 
 import (
+	"math"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -67,6 +69,10 @@ func New(reg prometheus.Registerer) *Metrics {
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "csmh_sync_build_info", Help: "Build information; always 1.",
 		ConstLabels: prometheus.Labels{"version": buildinfo.Version, "goversion": buildinfo.GoVersion()}})
 	info.Set(1)
+	// Not measured yet is not zero: a 0 would look like "no headroom" or "no runway" to an alert rule.
+	m.RetentionHeadroom.Set(math.NaN())
+	m.IDRunway.Set(math.NaN())
+	m.SourceIDUsed.Set(math.NaN())
 	for _, op := range []string{"insert", "update", "delete"} {
 		m.AppliedRows.WithLabelValues(op)
 	}

@@ -116,8 +116,13 @@ func (r *Replicator) probeStream(ctx context.Context) {
 	// The binlog holding the checkpoint was written around the last applied transaction's commit; caught up,
 	// the next needed event is the source's next write, which has the whole retention ahead of it.
 	ref := lastEvent
-	if behind == 0 || ref.IsZero() {
+	switch {
+	case behind == 0:
 		ref = time.Now()
+	case ref.IsZero():
+		// Nothing applied yet, ever: the position was captured when the checkpoint was first written, which
+		// is no earlier than when this process last advanced it.
+		ref = advancedAt
 	}
 	r.m.RetentionHeadroom.Set(float64(ret) - time.Since(ref).Seconds())
 }

@@ -70,6 +70,9 @@ type Config struct {
 	// adapted the target to (ErrDDL names it). The stream applies past it instead of stopping again, when it
 	// is the first transaction after the checkpoint. Empty in normal operation.
 	AcceptDDL string
+	// LastEventAt is the checkpoint's source commit time of the last applied transaction. It seeds the binlog
+	// retention headroom after a restart, before this process has applied anything itself.
+	LastEventAt time.Time
 	// Touched, if set, is called inside each batch's target transaction with the ids the batch changed, so a
 	// verification ledger can tell which chunks replication has touched since they were verified.
 	Touched func(ctx context.Context, tx checkpoint.Execer, ids []uint64) error
@@ -142,6 +145,9 @@ func (r *Replicator) Run(ctx context.Context, start *gtid.Set) error {
 	}
 	r.mu.Lock()
 	r.pos, r.advancedAt = start.Clone(), time.Now()
+	if r.lastEvent.IsZero() {
+		r.lastEvent = r.cfg.LastEventAt
+	}
 	r.mu.Unlock()
 
 	probeCtx, stopProbes := context.WithCancel(ctx)

@@ -146,7 +146,7 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		}
 		rep, err = replication.New(k.src, k.dst, p.store, m, log, replication.Config{Source: k.srcCfg, ServerID: r.ServerID,
 			Flavor: p.flavor, SourceTable: r.SourceTable, TargetTable: r.TargetTable, BatchRows: r.Stream.BatchRows,
-			BatchDelay: r.Stream.BatchDelay, Heartbeat: r.Stream.Heartbeat, IDBoundary: p.state.IDBoundary, AcceptDDL: r.Stream.AcceptDDL, Touched: touched, Hooks: r.StreamHooks})
+			BatchDelay: r.Stream.BatchDelay, Heartbeat: r.Stream.Heartbeat, IDBoundary: p.state.IDBoundary, AcceptDDL: r.Stream.AcceptDDL, LastEventAt: p.state.LastEventAt, Touched: touched, Hooks: r.StreamHooks})
 		if err != nil {
 			return ExitError, err
 		}
