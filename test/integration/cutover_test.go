@@ -27,11 +27,7 @@ func TestCutoverAndVerifyCommands(t *testing.T) {
 	load, _ := harness.NewLoadGen(src, harness.LoadOptions{Table: harness.SourceTable, RowsPerSecond: 100, MinID: 1, MaxOps: 300})
 	loadDone := make(chan error, 1)
 	go func() { loadDone <- load.Run(ctx) }()
-	harness.Eventually(t, time.Minute, "backfill done", func() (bool, error) {
-		var pending int
-		err := dst.QueryRow("SELECT COUNT(*) FROM edxapp_csmh.csmh_sync_backfill WHERE done = 0").Scan(&pending)
-		return err == nil && pending == 0, nil
-	})
+	harness.Eventually(t, time.Minute, "backfill done", func() (bool, error) { return backfillDone(dst) })
 	<-loadDone
 
 	r := csmh(t, 2*time.Minute, nil, append([]string{"cutover", "--timeout", "60s"}, p.args()...)...)

@@ -4,6 +4,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"os/exec"
@@ -88,4 +89,12 @@ func newPair(t *testing.T, srcOpts harness.Options, schema harness.SchemaOptions
 
 func (p *pair) args(extra ...string) []string {
 	return append([]string{"--source-dsn", p.src.DSN(""), "--target-dsn", p.dst.DSN(""), "--metrics-addr", ""}, extra...)
+}
+
+// backfillDone reports whether the backfill has a plan and every segment of it is copied. (An empty plan
+// table is not "done": the backfill may not have captured its range yet.)
+func backfillDone(db *sql.DB) (bool, error) {
+	var segs, pending int
+	err := db.QueryRow("SELECT COUNT(*), COALESCE(SUM(done = 0), 0) FROM edxapp_csmh.csmh_sync_backfill").Scan(&segs, &pending)
+	return err == nil && segs > 0 && pending == 0, err
 }

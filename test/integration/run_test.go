@@ -48,19 +48,16 @@ func caughtUp(t *testing.T, src, dst *sql.DB, within time.Duration, d *daemon) {
 	})
 	harness.Eventually(t, within, "target caught up with the source", func() (bool, error) {
 		var exec, pos string
-		var pending int
 		if err := src.QueryRow("SELECT @@gtid_binlog_pos").Scan(&exec); err != nil {
 			return false, err
 		}
 		if err := dst.QueryRow("SELECT gtid_set FROM edxapp_csmh.csmh_sync_state").Scan(&pos); err != nil {
 			return false, err
 		}
-		if err := dst.QueryRow("SELECT COUNT(*) FROM edxapp_csmh.csmh_sync_backfill WHERE done = 0").Scan(&pending); err != nil {
-			return false, err
-		}
+		done, err := backfillDone(dst)
 		e, _ := gtid.Parse("mariadb", exec)
 		c, _ := gtid.Parse("mariadb", pos)
-		return pending == 0 && c.Contains(e), nil
+		return done && c.Contains(e), err
 	})
 }
 
@@ -117,12 +114,7 @@ func TestRunRacesLoadAndSurvivesSIGKILL(t *testing.T) {
 	d := startRun(t, p, "--workers", "3", "--batch-rows", "200")
 	// The load keeps writing while the final daemon finishes the backfill; then it stops and the barrier waits.
 	harness.Eventually(t, 3*time.Minute, "backfill done", func() (bool, error) {
-		var pending int
-		err := dst.QueryRow("SELECT COUNT(*) FROM edxapp_csmh.csmh_sync_backfill WHERE done = 0").Scan(&pending)
-		if t.Failed() {
-			t.Log(d.out.String())
-		}
-		return err == nil && pending == 0, err
+		return backfillDone(dst)
 	})
 	stopLoad()
 	<-loadDone

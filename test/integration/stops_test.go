@@ -21,11 +21,7 @@ func TestRunStopsOnSourceDDL(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := startRun(t, p)
-	harness.Eventually(t, time.Minute, "backfill done", func() (bool, error) {
-		var pending int
-		err := dst.QueryRow("SELECT COUNT(*) FROM edxapp_csmh.csmh_sync_backfill WHERE done = 0").Scan(&pending)
-		return err == nil && pending == 0, nil
-	})
+	harness.Eventually(t, time.Minute, "backfill done", func() (bool, error) { return backfillDone(dst) })
 	sqlExec(t, p.src, "INSERT INTO "+harness.SourceTable+" (created, student_module_id) VALUES (NOW(6), 7)")
 	var before string
 	if err := src.QueryRow("SELECT @@gtid_binlog_pos").Scan(&before); err != nil {

@@ -92,9 +92,9 @@ func run(ctx context.Context) error {
 	}
 	defer func() { _ = daemon.Process.Kill(); _ = daemon.Wait() }()
 	if err := waitFor(ctx, 10*time.Minute, func() (bool, error) {
-		var pending int
-		err := ddb.QueryRow("SELECT COUNT(*) FROM edxapp_csmh.csmh_sync_backfill WHERE done = 0").Scan(&pending)
-		return err == nil && pending == 0, nil
+		var segs, pending int
+		err := ddb.QueryRow("SELECT COUNT(*), COALESCE(SUM(done = 0), 0) FROM edxapp_csmh.csmh_sync_backfill").Scan(&segs, &pending)
+		return err == nil && segs > 0 && pending == 0, nil
 	}); err != nil {
 		return fmt.Errorf("backfill did not finish: %w", err)
 	}
@@ -139,7 +139,9 @@ func run(ctx context.Context) error {
 	return nil
 }
 
-func status(ctx context.Context, bin string, args []string) { _ = cli(ctx, bin, append([]string{"status"}, args...)) }
+func status(ctx context.Context, bin string, args []string) {
+	_ = cli(ctx, bin, append([]string{"status"}, args...))
+}
 
 // cli runs one csmh-sync command with its output on the terminal.
 func cli(ctx context.Context, bin string, args []string) error {

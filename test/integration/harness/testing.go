@@ -6,10 +6,11 @@ import (
 	"time"
 )
 
-// StartT starts a server for a test and stops it in t.Cleanup; on failure the error log's tail is logged.
+// StartT starts a server for a test or benchmark and stops it in t.Cleanup. It fails the test if the server
+// does not come up; if the test fails, the cleanup logs the last 40 lines of the server's error log.
 func StartT(t testing.TB, o Options) *Server {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	s, err := Start(ctx, o)
 	if err != nil {
@@ -17,27 +18,36 @@ func StartT(t testing.TB, o Options) *Server {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("mariadbd %s error log:\n%s", s.Addr(), s.ErrorLogTail(40))
+			t.Logf("mariadbd %s error log (last 40 lines):\n%s", s.Addr(), s.ErrorLogTail(40))
 		}
 		if err := s.Stop(); err != nil {
-			t.Logf("stop mariadbd: %v", err)
+			t.Logf("stop mariadbd %s: %v", s.Addr(), err)
 		}
 	})
 	return s
 }
 
-// Eventually polls cond until it returns true or the deadline passes.
+// Eventually polls cond every 25 ms until it returns true, failing the test if within passes first. The
+// last error cond returned is in the failure message.
 func Eventually(t testing.TB, within time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
 	var lastErr error
-	for time.Now().Before(deadline) {
+	for {
 		ok, err := cond()
 		if ok {
 			return
 		}
-		lastErr = err
-		time.Sleep(25 * time.Millisecond)
+		if err != nil {
+			lastErr = err
+		}
+		select {
+		case <-deadline.C:
+			t.Fatalf("timed out after %s waiting for %s (last error: %v)", within, what, lastErr)
+		case <-tick.C:
+		}
 	}
-	t.Fatalf("timed out after %s waiting for %s (last error: %v)", within, what, lastErr)
 }

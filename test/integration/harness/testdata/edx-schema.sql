@@ -1,9 +1,15 @@
--- Open edX history tables as edx-platform creates them (fresh install), with one deliberate change: both
--- tables use utf8mb4 here, as converted installs do, so tests can carry 4-byte UTF-8 (emoji, rare CJK).
+-- Open edX history tables as edx-platform creates them (a fresh install's DDL, column order and index names).
+-- One deliberate change: every table here is utf8mb4, where edX creates utf8 (utf8mb3). Installs that were
+-- converted to utf8mb4 look like this, and only utf8mb4 can hold the 4-byte UTF-8 (emoji, rare CJK) the
+-- generated data carries; a utf8mb3 column would reject it. Tests that need another charset ALTER it.
+-- The harness runs one section at a time; a section starts with a "-- name: <section>" line.
+
+-- name: databases
 CREATE DATABASE IF NOT EXISTS edxapp DEFAULT CHARACTER SET utf8mb4;
 CREATE DATABASE IF NOT EXISTS edxapp_csmh DEFAULT CHARACTER SET utf8mb4;
 
--- source
+-- name: source
+-- Current CSMH (courseware_studentmodulehistory), in the default database.
 CREATE TABLE edxapp.courseware_studentmodulehistory (
   `id` int(11) NOT NULL AUTO_INCREMENT,
   `version` varchar(255) DEFAULT NULL,
@@ -18,7 +24,8 @@ CREATE TABLE edxapp.courseware_studentmodulehistory (
   KEY `courseware_studentmodulehistory_created_19cb94d2` (`created`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
--- target
+-- name: target
+-- Current CSMHE: id is the 6th column, student_module_id is bigint unsigned.
 CREATE TABLE edxapp_csmh.coursewarehistoryextended_studentmodulehistoryextended (
   `version` varchar(255) DEFAULT NULL,
   `created` datetime(6) NOT NULL,
@@ -33,10 +40,12 @@ CREATE TABLE edxapp_csmh.coursewarehistoryextended_studentmodulehistoryextended 
   KEY `student_module_idx` (`student_module_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
--- target2016
+-- name: target2016
+-- 2016-era CSMHE (Eucalyptus upgrade), still found on long-lived installs: created has no fractional
+-- seconds and student_module_id is int(11); otherwise the same as the current table.
 CREATE TABLE edxapp_csmh.coursewarehistoryextended_studentmodulehistoryextended (
   `version` varchar(255) DEFAULT NULL,
-  `created` datetime(6) NOT NULL,
+  `created` datetime NOT NULL,
   `state` longtext,
   `grade` double DEFAULT NULL,
   `max_grade` double DEFAULT NULL,
