@@ -1,6 +1,12 @@
 // Package backfill copies the historical rows of the source table into the target by primary-key range:
 // resumable (each chunk's rows and its checkpoint commit together), throttled, parallel on disjoint id segments,
 // and safe while the binlog stream applies changes beside it (see docs/design.md for the argument).
+//
+// Two copy paths exist. When both tables live on one server, a chunk is a single
+// `INSERT IGNORE … SELECT … LOCK IN SHARE MODE` statement. Across servers, a worker reads a chunk with a locking
+// read, streams the rows into multi-row INSERT IGNORE statements and writes them in one target transaction
+// with the segment checkpoint; the source transaction is ended only after the target commit. Reading the next
+// chunk overlaps writing the current one.
 package backfill
 
 import (
@@ -22,80 +28,168 @@ import (
 )
 
 // Throttler blocks while the source is too busy. It returns how long it waited, or an error when the load is
-// critical and the copy must stop.
+// critical and the copy must stop. It is called by every worker before each chunk, concurrently.
 type Throttler interface {
-	Wait(ctx context.Context) (time.Duration, error)
+	Wait(ctx context.Context) (waited time.Duration, err error)
 }
 
-// Hooks are named fault-injection points; nil in production.
+// Hooks are named fault-injection points; nil in production. They are called from worker goroutines,
+// concurrently when several workers run.
 type Hooks struct {
-	AfterChunkCopied func(segment int, next uint64) // after a chunk's transaction committed
+	// AfterChunkCopied runs after a chunk's target transaction committed and its source locks were released;
+	// next is the segment's new next id.
+	AfterChunkCopied func(segment int, next uint64)
+	// BeforeChunkCommit runs once a chunk's rows and checkpoint are written to the target, before the target
+	// commit, while the chunk's source rows are still locked.
+	BeforeChunkCommit func(segment int, lo, hi uint64)
 }
 
 // Config tunes the copy.
 type Config struct {
 	SourceTable, TargetTable table.Name
 	StartID, EndID           uint64 // 0 = the source's MIN(id) / MAX(id) at the first start
-	IDBoundary               uint64 // ids at or above are never copied
-	Workers                  int
-	ChunkBytes               int64         // memory budget of one chunk (default 8 MiB)
-	ChunkTime                time.Duration // target duration of one chunk (default 500 ms)
-	MaxRowsPerSecond         float64
-	SameServer               *bool // nil = detect
-	Throttle                 Throttler
-	Hooks                    Hooks
+	IDBoundary               uint64 // ids at or above are never copied (0 = no boundary)
+	// Workers is the number of segments planned at the first start and of segments copied in parallel.
+	// Default 4 across servers, 2 on one server (capped at 4 there: the statements share one server's CPUs).
+	Workers          int
+	ChunkBytes       int64         // data budget of one chunk (default 8 MiB); at least 64 KiB
+	ChunkTime        time.Duration // target duration of one chunk, read to target commit (default 500 ms)
+	MaxRowsPerSecond float64       // 0 = unlimited
+	SameServer       *bool         // nil = detect
+	Throttle         Throttler     // may be nil
+	Hooks            Hooks
 }
 
-// ErrRange means the id range cannot be copied safely.
-var ErrRange = errors.New("backfill range")
+// Errors.
+var (
+	// ErrRange means the id range cannot be copied safely.
+	ErrRange = errors.New("backfill range")
+	// ErrSchema means a source row cannot be copied into the target unchanged.
+	ErrSchema = errors.New("backfill schema")
+	// ErrConfig means the configuration is invalid.
+	ErrConfig = errors.New("backfill configuration")
+)
 
-// Backfill is one copy job.
+const (
+	defaultWorkers     = 4
+	defaultSameWorkers = 2
+	maxSameWorkers     = 4
+	minChunkBytes      = 64 << 10
+)
+
+// Backfill is one copy job. Run it once at a time; Progress, Pause and Resume may be called from any goroutine.
 type Backfill struct {
 	src, dst *sql.DB
 	store    *checkpoint.Store
 	m        *metrics.Metrics
 	log      *slog.Logger
 	cfg      Config
+	limiter  *limiter
+	rate     *rateWindow
 
-	cols       []string
-	sameServer bool
-	limiter    *limiter
+	// Set by Run before the workers start, read-only afterwards.
+	cols        []string
+	idCol       int  // index of id in cols
+	otherUnique bool // the target has unique keys besides the primary key
+	stmtBudget  int
+	maxPacket   int
+	rowBytesEst float64 // the source's average row length, until chunks measure it
+	selectSQL   string  // cross-server locking read of one chunk
+	insertHead  string  // cross-server "INSERT IGNORE INTO t (cols) VALUES "
+	sameServer  atomic.Bool
 
 	mu       sync.Mutex
-	segs     map[int]checkpoint.Segment
+	segs     map[int]checkpoint.Segment // committed state of every segment
 	planned  bool
+	estRows  int64 // the source's TABLE_ROWS estimate
 	done     atomic.Bool
-	copied   atomic.Int64
-	rate     *rateWindow
 	paused   atomic.Bool
 	resumeCh chan struct{}
 }
 
 // New validates the configuration.
 func New(src, dst *sql.DB, store *checkpoint.Store, m *metrics.Metrics, log *slog.Logger, cfg Config) (*Backfill, error) {
-	if cfg.Workers <= 0 {
-		cfg.Workers = 4
-	}
-	if cfg.ChunkBytes <= 0 {
-		cfg.ChunkBytes = 8 << 20
-	}
-	if cfg.ChunkBytes < 64<<10 {
-		return nil, fmt.Errorf("backfill: chunk byte budget %d is below 64 KiB", cfg.ChunkBytes)
-	}
-	if cfg.ChunkTime <= 0 {
-		cfg.ChunkTime = 500 * time.Millisecond
-	}
-	if cfg.EndID != 0 && cfg.StartID > cfg.EndID {
+	switch {
+	case src == nil || dst == nil || store == nil || m == nil || log == nil:
+		return nil, fmt.Errorf("%w: source, target, store, metrics and logger are required", ErrConfig)
+	case cfg.SourceTable.Table == "" || cfg.TargetTable.Table == "":
+		return nil, fmt.Errorf("%w: source and target tables are required", ErrConfig)
+	case cfg.Workers < 0 || cfg.Workers > 64:
+		return nil, fmt.Errorf("%w: workers %d: use 1 to 64", ErrConfig, cfg.Workers)
+	case cfg.ChunkBytes != 0 && cfg.ChunkBytes < minChunkBytes:
+		return nil, fmt.Errorf("%w: chunk byte budget %d is below 64 KiB", ErrConfig, cfg.ChunkBytes)
+	case cfg.ChunkTime < 0 || cfg.MaxRowsPerSecond < 0:
+		return nil, fmt.Errorf("%w: chunk time and row rate must not be negative", ErrConfig)
+	case cfg.EndID != 0 && cfg.StartID > cfg.EndID:
 		return nil, fmt.Errorf("%w: start id %d is above end id %d", ErrRange, cfg.StartID, cfg.EndID)
 	}
-	b := &Backfill{src: src, dst: dst, store: store, m: m, log: log.With("component", "backfill"), cfg: cfg,
-		segs: map[int]checkpoint.Segment{}, rate: newRateWindow(30 * time.Second), resumeCh: make(chan struct{})}
-	b.limiter = newLimiter(cfg.MaxRowsPerSecond)
-	return b, nil
+	if cfg.ChunkBytes == 0 {
+		cfg.ChunkBytes = 8 << 20
+	}
+	if cfg.ChunkTime == 0 {
+		cfg.ChunkTime = 500 * time.Millisecond
+	}
+	return &Backfill{src: src, dst: dst, store: store, m: m, log: log.With("component", "backfill"), cfg: cfg,
+		limiter: newLimiter(cfg.MaxRowsPerSecond), rate: newRateWindow(30 * time.Second),
+		segs: map[int]checkpoint.Segment{}, resumeCh: make(chan struct{})}, nil
 }
 
-// Run copies every segment not yet done and returns nil when the whole range is copied.
+// Run copies every segment not yet done and returns nil when the whole range is copied, ctx.Err() when
+// cancelled. Stopping it at any point (even killing the process) loses nothing: the next Run continues each
+// segment from its committed next id.
 func (b *Backfill) Run(ctx context.Context) error {
+	if err := b.prepare(ctx); err != nil {
+		return err
+	}
+	segs, err := b.plan(ctx)
+	if err != nil {
+		return err
+	}
+	workers := b.workers()
+	b.log.Info("backfill starting", "segments", len(segs), "same_server", b.sameServer.Load(), "workers", workers,
+		"columns", len(b.cols), "statement_budget", b.stmtBudget)
+	b.updateGauges()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	for _, s := range segs {
+		if s.Done {
+			continue
+		}
+		g.Go(func() error { return b.runSegment(gctx, s) })
+	}
+	if err := g.Wait(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	b.done.Store(true)
+	b.m.BackfillDone.Set(1)
+	b.updateGauges()
+	p := b.Progress()
+	b.log.Info("backfill done", "rows", p.Copied)
+	return nil
+}
+
+// SameServer reports whether the same-server path was chosen (valid once Run started).
+func (b *Backfill) SameServer() bool { return b.sameServer.Load() }
+
+func (b *Backfill) workers() int {
+	w := b.cfg.Workers
+	if b.sameServer.Load() {
+		if w == 0 {
+			w = defaultSameWorkers
+		}
+		return min(w, maxSameWorkers)
+	}
+	if w == 0 {
+		w = defaultWorkers
+	}
+	return w
+}
+
+// prepare reads what the copy needs from both servers: columns, the copy path, packet and size estimates.
+func (b *Backfill) prepare(ctx context.Context) error {
 	st, err := table.Load(ctx, b.src, b.cfg.SourceTable)
 	if err != nil {
 		return fmt.Errorf("backfill: %w", err)
@@ -104,58 +198,92 @@ func (b *Backfill) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("backfill: %w", err)
 	}
-	b.cols = b.cols[:0]
-	for _, c := range st.Columns {
-		if tt.Column(c.Name) != nil {
-			b.cols = append(b.cols, c.Name)
+	for _, t := range []*table.Table{st, tt} {
+		if err := t.CheckKey(); err != nil {
+			return fmt.Errorf("%w: %w", ErrSchema, err)
 		}
 	}
-	if b.cfg.SameServer != nil {
-		b.sameServer = *b.cfg.SameServer
-	} else if b.sameServer, err = sameServer(ctx, b.src, b.dst); err != nil {
-		return err
+	if errs, _ := table.Compare(st, tt); len(errs) > 0 {
+		return fmt.Errorf("%w: %s cannot hold the rows of %s unchanged: %v", ErrSchema, tt.Name, st.Name, errs)
 	}
-	segs, err := b.plan(ctx)
-	if err != nil {
-		return err
-	}
-	b.log.Info("backfill starting", "segments", len(segs), "same_server", b.sameServer, "workers", b.cfg.Workers)
-	b.updateGauges()
-	g, gctx := errgroup.WithContext(ctx)
-	for _, s := range segs {
-		if s.Done {
+	// Named columns in the source's order: the target orders them differently (CSMHE's id is the 6th).
+	b.cols, b.idCol = b.cols[:0], -1
+	for _, c := range st.Columns {
+		if tt.Column(c.Name) == nil {
 			continue
 		}
-		g.Go(func() error { return b.runSegment(gctx, s) })
+		if strings.EqualFold(c.Name, table.IDColumn) {
+			b.idCol = len(b.cols)
+		}
+		b.cols = append(b.cols, c.Name)
 	}
-	if err := g.Wait(); err != nil {
+	b.otherUnique = len(tt.UniqueKeys) > 0
+	same := false
+	if b.cfg.SameServer != nil {
+		same = *b.cfg.SameServer
+	} else if same, err = sameServer(ctx, b.src, b.dst); err != nil {
 		return err
 	}
-	b.done.Store(true)
-	b.m.BackfillDone.Set(1)
-	b.updateGauges()
+	b.sameServer.Store(same)
+	if b.maxPacket, err = maxAllowedPacket(ctx, b.dst); err != nil {
+		return err
+	}
+	b.stmtBudget = statementBudget(b.cfg.ChunkBytes, b.maxPacket)
+	var tableRows, avgRow sql.NullInt64
+	if err := b.src.QueryRowContext(ctx, `SELECT TABLE_ROWS, AVG_ROW_LENGTH FROM information_schema.TABLES
+		WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?`, st.Name.Schema, st.Name.Table).Scan(&tableRows, &avgRow); err != nil {
+		return fmt.Errorf("backfill: read the size of %s: %w", st.Name, err)
+	}
+	b.rowBytesEst = float64(max(avgRow.Int64, 64))
+	cols := quoteCols(b.cols)
+	b.selectSQL = "SELECT " + cols + " FROM " + b.cfg.SourceTable.Quoted() + " WHERE " + table.QuoteIdent(table.IDColumn) +
+		" BETWEEN ? AND ? ORDER BY " + table.QuoteIdent(table.IDColumn) + " LIMIT ? LOCK IN SHARE MODE"
+	b.insertHead = "INSERT IGNORE INTO " + b.cfg.TargetTable.Quoted() + " (" + cols + ") VALUES "
+	b.mu.Lock()
+	b.estRows = tableRows.Int64
+	b.mu.Unlock()
 	return nil
 }
 
-// SameServer reports which copy path was chosen (valid once Run started).
-func (b *Backfill) SameServer() bool { return b.sameServer }
+// statementBudget bounds one INSERT statement. Up to stmtsInFlight statements of a worker exist at once, so a
+// worker never holds more than the chunk budget (plus one oversized row); the packet limit leaves room for
+// the statement head and escaping.
+func statementBudget(chunkBytes int64, maxPacket int) int {
+	b := min(int64(4<<20), int64(maxPacket/2), chunkBytes/(stmtsInFlight+1))
+	return int(max(b, 16<<10))
+}
+
+func maxAllowedPacket(ctx context.Context, db *sql.DB) (int, error) {
+	var n int
+	if err := db.QueryRowContext(ctx, "SELECT @@max_allowed_packet").Scan(&n); err != nil {
+		return 0, fmt.Errorf("backfill: read the target's max_allowed_packet: %w", err)
+	}
+	return n, nil
+}
 
 // plan loads the segments, or captures the range and splits it on the first start.
 func (b *Backfill) plan(ctx context.Context) ([]checkpoint.Segment, error) {
 	have, err := b.store.PlanSegments(ctx, nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("backfill: load the plan: %w", err)
 	}
 	if len(have) == 0 {
-		var plan []checkpoint.Segment
-		if plan, err = b.newPlan(ctx); err != nil {
+		plan, err := b.newPlan(ctx)
+		if err != nil {
 			return nil, err
 		}
 		if have, err = b.store.PlanSegments(ctx, plan); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("backfill: save the plan: %w", err)
+		}
+	}
+	for _, s := range have {
+		if b.cfg.IDBoundary > 0 && s.End >= s.Start && s.End >= b.cfg.IDBoundary {
+			return nil, fmt.Errorf("%w: planned segment %d ends at id %d, at or above the first app-written target id %d",
+				ErrRange, s.ID, s.End, b.cfg.IDBoundary)
 		}
 	}
 	b.mu.Lock()
+	clear(b.segs)
 	for _, s := range have {
 		b.segs[s.ID] = s
 	}
@@ -164,131 +292,79 @@ func (b *Backfill) plan(ctx context.Context) ([]checkpoint.Segment, error) {
 	return have, nil
 }
 
+// newPlan captures the id range and splits it into segments of equal id span. Rows inserted above the captured
+// end later are the binlog stream's to copy.
 func (b *Backfill) newPlan(ctx context.Context) ([]checkpoint.Segment, error) {
 	lo, hi := b.cfg.StartID, b.cfg.EndID
+	empty := []checkpoint.Segment{{ID: 0, Start: 1, End: 0, Next: 1, Done: true}}
 	if lo == 0 || hi == 0 {
 		var mn, mx sql.NullInt64
 		if err := b.src.QueryRowContext(ctx, "SELECT MIN(id), MAX(id) FROM "+b.cfg.SourceTable.Quoted()).Scan(&mn, &mx); err != nil {
 			return nil, fmt.Errorf("backfill: capture the id range: %w", err)
 		}
 		if !mn.Valid { // empty source: nothing to copy, but record that the plan exists
-			return []checkpoint.Segment{{ID: 0, Start: 1, End: 0, Next: 1, Done: true}}, nil
+			b.log.Info("backfill range captured: the source is empty")
+			return empty, nil
 		}
 		if lo == 0 {
-			lo = uint64(mn.Int64)
+			lo = uint64(max(mn.Int64, 0))
 		}
 		if hi == 0 {
-			hi = uint64(mx.Int64)
+			hi = uint64(max(mx.Int64, 0))
+			if b.cfg.IDBoundary > 0 && hi >= b.cfg.IDBoundary {
+				return nil, fmt.Errorf("%w: the source's largest id %d is at or above the first app-written target id %d: copying it would overwrite app rows; set --end-id below it or raise the target AUTO_INCREMENT",
+					ErrRange, hi, b.cfg.IDBoundary)
+			}
 		}
 	}
 	if b.cfg.IDBoundary > 0 && hi >= b.cfg.IDBoundary {
-		return nil, fmt.Errorf("%w: the range ends at %d, at or above the first app-written target id %d: copying it would overwrite app rows; lower --end-id or raise the target AUTO_INCREMENT",
-			ErrRange, hi, b.cfg.IDBoundary)
+		b.log.Warn("end id capped below the id boundary", "end_id", hi, "id_boundary", b.cfg.IDBoundary)
+		hi = b.cfg.IDBoundary - 1
 	}
-	n := uint64(b.cfg.Workers)
-	span := (hi - lo + 1 + n - 1) / n
-	var plan []checkpoint.Segment
-	for i := uint64(0); i < n; i++ {
-		s := lo + i*span
-		if s > hi {
-			break
-		}
-		e := min(s+span-1, hi)
-		plan = append(plan, checkpoint.Segment{ID: int(i), Start: s, End: e, Next: s})
+	if lo > hi {
+		b.log.Info("backfill range captured: empty", "start_id", lo, "end_id", hi)
+		return empty, nil
 	}
+	plan := splitRange(lo, hi, b.workers())
 	b.log.Info("backfill range captured", "start_id", lo, "end_id", hi, "segments", len(plan))
 	return plan, nil
 }
 
-// runSegment copies one segment chunk by chunk.
-func (b *Backfill) runSegment(ctx context.Context, seg checkpoint.Segment) error {
-	sp := newSpanner(b.cfg.ChunkTime, b.cfg.ChunkBytes)
-	for seg.Next <= seg.End && !seg.Done {
-		if err := b.wait(ctx); err != nil {
-			return err
+// splitRange divides [lo, hi] into at most n segments of equal id span.
+func splitRange(lo, hi uint64, n int) []checkpoint.Segment {
+	total := hi - lo + 1 // hi ≥ lo; ids are below 2^63, so no wrap
+	span := (total + uint64(n) - 1) / uint64(n)
+	var plan []checkpoint.Segment
+	for i := 0; i < n; i++ {
+		s := lo + uint64(i)*span
+		if s > hi || s < lo {
+			break
 		}
-		lo := seg.Next
-		hi := min(lo+sp.span-1, seg.End)
-		if hi < lo { // overflow guard
-			hi = seg.End
+		e := hi
+		if hi-s >= span {
+			e = s + span - 1
 		}
-		var res chunkResult
-		err := retry(ctx, b.log, func() error {
-			next := seg
-			next.Next = hi + 1
-			next.Done = hi >= seg.End
-			var err error
-			if b.sameServer {
-				res, err = b.copySame(ctx, next, lo, hi)
-			} else {
-				res, err = b.copyCross(ctx, next, lo, hi)
-			}
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("backfill segment %d ids %d-%d: %w", seg.ID, lo, hi, err)
-		}
-		seg.Next, seg.Done = hi+1, hi >= seg.End
-		seg.Rows += uint64(res.rows)
-		b.account(seg, res)
-		sp.observe(hi-lo+1, res)
-		if h := b.cfg.Hooks.AfterChunkCopied; h != nil {
-			h(seg.ID, seg.Next)
-		}
-		b.limiter.take(ctx, res.rows)
+		plan = append(plan, checkpoint.Segment{ID: i, Start: s, End: e, Next: s})
 	}
-	return nil
+	return plan
 }
 
-func (b *Backfill) account(seg checkpoint.Segment, res chunkResult) {
-	b.mu.Lock()
-	b.segs[seg.ID] = seg
-	b.mu.Unlock()
-	b.copied.Add(res.rows)
-	b.rate.add(time.Now(), res.rows)
-	b.m.RowsCopied.Add(float64(res.rows))
-	b.m.BytesCopied.Add(float64(res.bytes))
-	b.updateGauges()
-}
-
-// wait blocks while paused or throttled.
-func (b *Backfill) wait(ctx context.Context) error {
-	for b.paused.Load() {
-		b.mu.Lock()
-		ch := b.resumeCh
-		b.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-ch:
-		case <-time.After(time.Second):
-		}
+// sameServer decides whether source and target tables live on one server, where a server-side copy is fastest.
+func sameServer(ctx context.Context, src, dst *sql.DB) (bool, error) {
+	ident := func(db *sql.DB) (string, error) {
+		var id, host, port, dir string
+		err := db.QueryRowContext(ctx, "SELECT @@server_id, @@hostname, @@port, @@datadir").Scan(&id, &host, &port, &dir)
+		return id + "|" + host + "|" + port + "|" + dir, err
 	}
-	if b.cfg.Throttle != nil {
-		waited, err := b.cfg.Throttle.Wait(ctx)
-		if err != nil {
-			return err
-		}
-		b.m.ThrottledSecs.Add(waited.Seconds())
+	a, err := ident(src)
+	if err != nil {
+		return false, fmt.Errorf("backfill: identify the source server: %w", err)
 	}
-	return ctx.Err()
-}
-
-// Pause stops workers between chunks until Resume.
-func (b *Backfill) Pause() {
-	b.paused.Store(true)
-	b.m.Paused.Set(1)
-}
-
-// Resume undoes Pause.
-func (b *Backfill) Resume() {
-	if b.paused.Swap(false) {
-		b.mu.Lock()
-		close(b.resumeCh)
-		b.resumeCh = make(chan struct{})
-		b.mu.Unlock()
+	c, err := ident(dst)
+	if err != nil {
+		return false, fmt.Errorf("backfill: identify the target server: %w", err)
 	}
-	b.m.Paused.Set(0)
+	return a == c, nil
 }
 
 func quoteCols(cols []string) string {

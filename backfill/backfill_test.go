@@ -4,11 +4,18 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/csmh-sync/csmh-sync/backfill"
 	"github.com/csmh-sync/csmh-sync/checkpoint"
@@ -16,6 +23,7 @@ import (
 	"github.com/csmh-sync/csmh-sync/metrics"
 	"github.com/csmh-sync/csmh-sync/table"
 	"github.com/csmh-sync/csmh-sync/test/integration/harness"
+	"github.com/csmh-sync/csmh-sync/throttle"
 )
 
 func TestMain(m *testing.M) {
@@ -24,14 +32,23 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+var _ backfill.Throttler = (*throttle.Throttler)(nil)
+
 var (
 	srcName, _ = table.ParseName(harness.SourceTable)
 	dstName, _ = table.ParseName(harness.TargetTable)
 )
 
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// open connects the way csmh-sync does (pinned session, short lock waits).
 func open(t *testing.T, s *harness.Server) *sql.DB {
 	t.Helper()
-	db, _, err := dbconn.Open(context.Background(), dbconn.Endpoint{Role: "test", DSN: s.DSN("")}, dbconn.Options{MaxOpenConns: 16})
+	db, _, err := dbconn.Open(ctxT(t, time.Minute), dbconn.Endpoint{Role: "test", DSN: s.DSN("")}, dbconn.Options{MaxOpenConns: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,14 +61,19 @@ type env struct {
 	srcS, dstS *harness.Server
 	store      *checkpoint.Store
 	gen        harness.GenResult
+	m          *metrics.Metrics
 }
 
 func setup(t *testing.T, sameServer bool, gen harness.GenOptions) *env {
 	t.Helper()
-	ctx := context.Background()
-	e := &env{srcS: harness.StartT(t, harness.Options{})}
+	ctx := ctxT(t, 5*time.Minute)
+	e := &env{srcS: harness.StartT(t, harness.Options{}), m: metrics.New(prometheus.NewRegistry())}
 	e.dstS = e.srcS
-	if !sameServer {
+	if sameServer {
+		if err := e.srcS.LoadEdxSchema(ctx); err != nil {
+			t.Fatal(err)
+		}
+	} else {
 		e.dstS = harness.StartT(t, harness.Options{})
 		if err := e.srcS.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipTarget: true}); err != nil {
 			t.Fatal(err)
@@ -59,13 +81,13 @@ func setup(t *testing.T, sameServer bool, gen harness.GenOptions) *env {
 		if err := e.dstS.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipSource: true}); err != nil {
 			t.Fatal(err)
 		}
-	} else if err := e.srcS.LoadEdxSchema(ctx); err != nil {
-		t.Fatal(err)
 	}
 	e.src, e.dst = open(t, e.srcS), open(t, e.dstS)
 	var err error
-	if e.gen, err = harness.GenerateCSMH(ctx, e.src, harness.SourceTable, gen); err != nil {
-		t.Fatal(err)
+	if gen.Rows > 0 {
+		if e.gen, err = harness.GenerateCSMH(ctx, e.src, harness.SourceTable, gen); err != nil {
+			t.Fatal(err)
+		}
 	}
 	e.store = checkpoint.New(e.dst, "edxapp_csmh")
 	if err := e.store.Ensure(ctx); err != nil {
@@ -77,7 +99,7 @@ func setup(t *testing.T, sameServer bool, gen harness.GenOptions) *env {
 func (e *env) backfill(t *testing.T, cfg backfill.Config) *backfill.Backfill {
 	t.Helper()
 	cfg.SourceTable, cfg.TargetTable = srcName, dstName
-	b, err := backfill.New(e.src, e.dst, e.store, metrics.Discard(), slog.New(slog.DiscardHandler), cfg)
+	b, err := backfill.New(e.src, e.dst, e.store, e.m, slog.New(slog.DiscardHandler), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,101 +108,360 @@ func (e *env) backfill(t *testing.T, cfg backfill.Config) *backfill.Backfill {
 
 func (e *env) requireEqual(t *testing.T) {
 	t.Helper()
-	diffs, n, err := harness.Diff(context.Background(), e.src, harness.SourceTable, e.dst, harness.TargetTable, 0, 1<<62)
+	diffs, n, err := diffTables(ctxT(t, 5*time.Minute), e.src, srcName, e.dst, dstName)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n > 0 {
-		t.Fatalf("%d differences, first: %v", n, diffs)
+		t.Fatalf("%d differences:\n%s", n, strings.Join(diffs, "\n"))
 	}
 }
 
-func TestCrossServerCopyIsExact(t *testing.T) {
-	e := setup(t, false, harness.GenOptions{Rows: 50000, Seed: 11, LargeStateEvery: 2000})
-	b := e.backfill(t, backfill.Config{Workers: 4})
-	if err := b.Run(context.Background()); err != nil {
+// requireCounted checks that the checkpoint counts exactly the rows in the target.
+func (e *env) requireCounted(t *testing.T, want int64) {
+	t.Helper()
+	inTarget, counted := count(t, e.dst, harness.TargetTable), int64(0)
+	if err := e.dst.QueryRow("SELECT SUM(rows_copied) FROM edxapp_csmh.csmh_sync_backfill").Scan(&counted); err != nil {
 		t.Fatal(err)
 	}
+	if inTarget != counted || inTarget != want {
+		t.Fatalf("target has %d rows, the checkpoint counts %d, want %d", inTarget, counted, want)
+	}
+}
+
+func count(t *testing.T, db *sql.DB, tbl string) int64 {
+	t.Helper()
+	var n int64
+	if err := db.QueryRow("SELECT COUNT(*) FROM " + tbl).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func metricValue(t *testing.T, c prometheus.Metric) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Counter != nil {
+		return m.Counter.GetValue()
+	}
+	return m.Gauge.GetValue()
+}
+
+// edgeRows are values that stress escaping and exactness: every escaped byte, multibyte text, NULL beside
+// empty strings, doubles that text formatting would round, microsecond timestamps.
+func insertEdgeRows(t *testing.T, db *sql.DB, fromID int64) int64 {
+	t.Helper()
+	states := []any{"\x00\n\r\x1a\\'\"\t\b%_`", `\\\'`, "😀 日本語 𠜎 é", "", nil, `{"a": "x = \"y\" \\ z"}`, "'); DROP TABLE x; --"}
+	grades := []any{0.1 + 0.2, 5e-324, 1.7976931348623157e308, -2.2250738585072014e-308, 1.0 / 3.0, nil, 1e21, 123456789012345680.0}
+	n := int64(0)
+	for i := range max(len(states), len(grades)) {
+		id := fromID + int64(i)
+		var version any = "v" + fmt.Sprint(i)
+		if i%3 == 0 {
+			version = nil
+		} else if i%3 == 1 {
+			version = ""
+		}
+		if _, err := db.Exec("INSERT INTO "+harness.SourceTable+" (id, version, created, state, grade, max_grade, student_module_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+			id, version, fmt.Sprintf("2016-02-29 23:59:59.%06d", i*111111%1000000), states[i%len(states)], grades[i%len(grades)], grades[(i+3)%len(grades)], 2147483647-i); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	return n
+}
+
+// Test 1: across servers with 4 workers every row arrives exactly, column by column.
+func TestCrossServerCopyIsExact(t *testing.T) {
+	e := setup(t, false, harness.GenOptions{Rows: 50000, Seed: 11, LargeStateEvery: 2000})
+	rows := e.gen.Rows + insertEdgeRows(t, e.src, e.gen.MaxID+1)
+	b := e.backfill(t, backfill.Config{Workers: 4})
+	start := time.Now()
+	if err := b.Run(ctxT(t, 5*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("copied %d rows in %s", rows, time.Since(start).Round(time.Millisecond))
 	if b.SameServer() {
 		t.Fatal("two servers detected as one")
 	}
 	e.requireEqual(t)
-	if p := b.Progress(); !p.Done || p.Copied != e.gen.Rows || p.Ratio() != 1 {
-		t.Fatalf("progress %+v, want done with %d rows", p, e.gen.Rows)
+	e.requireCounted(t, rows)
+	p := b.Progress()
+	if !p.Done || p.Copied != rows || p.Total != rows || p.Ratio() != 1 || p.ETA != 0 {
+		t.Fatalf("progress %+v, want done with %d rows", p, rows)
 	}
+	if got := metricValue(t, e.m.RowsCopied); got != float64(rows) {
+		t.Fatalf("rows metric %g, want %d", got, rows)
+	}
+	if metricValue(t, e.m.BackfillDone) != 1 || metricValue(t, e.m.Progress) != 1 || metricValue(t, e.m.BytesCopied) < float64(e.gen.Bytes)/2 {
+		t.Fatal("done, progress or bytes metric not set")
+	}
+	// A finished backfill runs again as a no-op.
+	if err := e.backfill(t, backfill.Config{Workers: 4}).Run(ctxT(t, time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	e.requireCounted(t, rows)
 }
 
+// Test 2: source and target on one server use the server-side INSERT … SELECT.
 func TestSameServerCopyIsExact(t *testing.T) {
 	e := setup(t, true, harness.GenOptions{Rows: 30000, Seed: 12})
-	b := e.backfill(t, backfill.Config{Workers: 2})
-	if err := b.Run(context.Background()); err != nil {
+	rows := e.gen.Rows + insertEdgeRows(t, e.src, e.gen.MaxID+1)
+	b := e.backfill(t, backfill.Config{})
+	if err := b.Run(ctxT(t, 5*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	if !b.SameServer() {
 		t.Fatal("same-server path not chosen")
 	}
 	e.requireEqual(t)
+	e.requireCounted(t, rows)
+	var segs int
+	if err := e.dst.QueryRow("SELECT COUNT(*) FROM edxapp_csmh.csmh_sync_backfill").Scan(&segs); err != nil || segs != 2 {
+		t.Fatalf("same-server default planned %d segments (%v), want 2", segs, err)
+	}
 }
 
-// Cancelling at a chunk boundary and running again resumes from the checkpoint without double counting.
+// Test 3: cancelling at a chunk and running again resumes from the checkpoint without double counting.
 func TestResumeAfterCancel(t *testing.T) {
-	e := setup(t, false, harness.GenOptions{Rows: 40000, Seed: 13})
-	ctx, cancel := context.WithCancel(context.Background())
-	chunks := 0
-	b := e.backfill(t, backfill.Config{Workers: 2, Hooks: backfill.Hooks{AfterChunkCopied: func(int, uint64) {
-		if chunks++; chunks == 3 {
-			cancel()
-		}
-	}}})
-	if err := b.Run(ctx); !errors.Is(err, context.Canceled) {
-		t.Fatalf("first run: %v, want canceled", err)
-	}
-	st, err := e.store.Load(context.Background())
-	if err != nil && !errors.Is(err, checkpoint.ErrNone) {
-		t.Fatal(err)
-	}
-	_ = st
-	if err := e.backfill(t, backfill.Config{Workers: 2}).Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	e.requireEqual(t)
-	var inTarget, counted int64
-	e.dst.QueryRow("SELECT COUNT(*) FROM " + harness.TargetTable).Scan(&inTarget)
-	e.dst.QueryRow("SELECT SUM(rows_copied) FROM edxapp_csmh.csmh_sync_backfill").Scan(&counted)
-	if inTarget != counted || inTarget != e.gen.Rows {
-		t.Fatalf("target has %d rows, checkpoint counts %d, generated %d", inTarget, counted, e.gen.Rows)
+	for _, same := range []bool{false, true} {
+		t.Run(fmt.Sprintf("same_server=%v", same), func(t *testing.T) {
+			e := setup(t, same, harness.GenOptions{Rows: 40000, Seed: 13})
+			ctx, cancel := context.WithCancel(ctxT(t, 5*time.Minute))
+			var chunks atomic.Int64
+			var at atomic.Uint64
+			b := e.backfill(t, backfill.Config{Workers: 2, Hooks: backfill.Hooks{AfterChunkCopied: func(_ int, next uint64) {
+				if chunks.Add(1) == 3 {
+					at.Store(next)
+					cancel()
+				}
+			}}})
+			if err := b.Run(ctx); !errors.Is(err, context.Canceled) {
+				t.Fatalf("first run: %v, want canceled", err)
+			}
+			first := b.Progress()
+			if first.Done || first.Copied == 0 || first.Copied >= e.gen.Rows {
+				t.Fatalf("after the cancel: %+v", first)
+			}
+			e.requireCounted(t, count(t, e.dst, harness.TargetTable)) // consistent at the stop, too
+			b2 := e.backfill(t, backfill.Config{Workers: 2})
+			if err := b2.Run(ctxT(t, 5*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			e.requireEqual(t)
+			e.requireCounted(t, e.gen.Rows)
+			if p := b2.Progress(); p.Copied != e.gen.Rows || metricValue(t, e.m.RowsCopied) != float64(e.gen.Rows) {
+				t.Fatalf("progress %d and metric %g after resume, want %d", p.Copied, metricValue(t, e.m.RowsCopied), e.gen.Rows)
+			}
+		})
 	}
 }
 
-// Rows of 8–16 MiB copy with a 1 MiB budget: statements split, nothing held beyond one row plus the budget.
+// Test 4: rows of 8–16 MiB copy with a 1 MiB budget; statements are split, one fat row at a time.
 func TestLargeRowsWithSmallBudget(t *testing.T) {
 	e := setup(t, false, harness.GenOptions{Rows: 3000, Seed: 14, LargeStateEvery: -1})
-	big := strings.Repeat("abc😀\\'\n", 12<<20/9)
-	if _, err := e.src.Exec("UPDATE "+harness.SourceTable+" SET state = ? WHERE id IN (?, ?)", big, e.gen.MinID, e.gen.MinID+1); err != nil {
+	for i, size := range []int{8 << 20, 12 << 20, 16 << 20} {
+		big := strings.Repeat("abc😀\\'\n", size/10)
+		if _, err := e.src.Exec("UPDATE "+harness.SourceTable+" SET state = ? WHERE id = ?", big, e.gen.MinID+int64(i)*7); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := comInsert(t, e.dst)
+	b := e.backfill(t, backfill.Config{Workers: 1, ChunkBytes: 1 << 20})
+	if err := b.Run(ctxT(t, 5*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
+	e.requireEqual(t)
+	e.requireCounted(t, e.gen.Rows)
+	// ~3 MB of ordinary rows and 36 MiB of fat ones through 256 KiB statements.
+	if n := comInsert(t, e.dst) - before; n < 15 {
+		t.Fatalf("only %d INSERT statements: the chunks were not split", n)
+	}
+}
+
+// A worker holds a bounded number of statements whatever the chunk holds: 64 consecutive 1 MiB rows with a
+// 1 MiB budget never have more than a few MiB in flight.
+func TestMemoryIsBounded(t *testing.T) {
+	e := setup(t, false, harness.GenOptions{Rows: 1, Seed: 19, LargeStateEvery: -1})
+	state := strings.Repeat("0123456789abcdef", 1<<16)
+	for i := range 64 {
+		if _, err := e.src.Exec("INSERT INTO "+harness.SourceTable+" (id, created, state, student_module_id) VALUES (?, NOW(6), ?, 1)",
+			e.gen.MaxID+1+int64(i), state); err != nil {
+			t.Fatal(err)
+		}
+	}
 	b := e.backfill(t, backfill.Config{Workers: 1, ChunkBytes: 1 << 20})
-	if err := b.Run(context.Background()); err != nil {
+	defer debug.SetGCPercent(debug.SetGCPercent(10)) // the heap then tracks live memory closely
+	peak := heapPeak(t)
+	if err := b.Run(ctxT(t, 5*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if p := peak(); p > 24<<20 {
+		t.Fatalf("heap grew by %d MiB copying 64 MiB with a 1 MiB budget", p>>20)
+	}
+	e.requireEqual(t)
+}
+
+// heapPeak samples the heap until the returned function is called and returns the largest growth seen.
+func heapPeak(t *testing.T) func() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapAlloc
+	stop, done := make(chan struct{}), make(chan uint64)
+	go func() {
+		var peak uint64
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			if ms.HeapAlloc > base {
+				peak = max(peak, ms.HeapAlloc-base)
+			}
+			select {
+			case <-stop:
+				done <- peak
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() uint64 { close(stop); p := <-done; t.Logf("heap peak +%d MiB", p>>20); return p }
+}
+
+func comInsert(t *testing.T, db *sql.DB) int64 {
+	t.Helper()
+	n, err := dbconn.Status(context.Background(), db, "Com_insert")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Test 5: a source above --max-threads-running holds the copy (counted as throttled time); above
+// --critical-threads-running it stops.
+func TestThrottle(t *testing.T) {
+	e := setup(t, false, harness.GenOptions{Rows: 2000, Seed: 15})
+	// A long query keeps Threads_running at 2 (it and the status query) while the test runs.
+	busyCtx, stopBusy := context.WithCancel(context.Background())
+	busy := make(chan error, 1)
+	go func() { _, err := e.src.ExecContext(busyCtx, "SELECT SLEEP(600)"); busy <- err }()
+	t.Cleanup(func() { stopBusy(); <-busy })
+	harness.Eventually(t, 10*time.Second, "the busy query to run", func() (bool, error) {
+		n, err := dbconn.Status(context.Background(), e.src, "Threads_running")
+		return n >= 2, err
+	})
+
+	thr, err := throttle.New(e.src, nil, throttle.Config{MaxThreadsRunning: 1, Interval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.backfill(t, backfill.Config{Throttle: thr})
+	start := time.Now()
+	if err := b.Run(ctxT(t, 1500*time.Millisecond)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("throttled run returned %v", err)
+	}
+	if got := metricValue(t, e.m.ThrottledSecs); got < 1 || got > time.Since(start).Seconds()*4 {
+		t.Fatalf("throttled seconds %g after a 1.5 s throttled run", got)
+	}
+	if n := count(t, e.dst, harness.TargetTable); n != 0 {
+		t.Fatalf("%d rows copied while throttled", n)
+	}
+
+	crit, err := throttle.New(e.src, nil, throttle.Config{MaxThreadsRunning: 1, CriticalThreadsRunning: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.backfill(t, backfill.Config{Throttle: crit}).Run(ctxT(t, time.Minute)); !errors.Is(err, throttle.ErrCriticalLoad) {
+		t.Fatalf("critical load returned %v", err)
+	}
+
+	stopBusy()
+	harness.Eventually(t, 10*time.Second, "the busy query to end", func() (bool, error) {
+		n, err := dbconn.Status(context.Background(), e.src, "Threads_running")
+		return n <= 1, err
+	})
+	// The workers' own status queries run concurrently: a realistic limit lets them through.
+	relaxed, err := throttle.New(e.src, nil, throttle.Config{MaxThreadsRunning: 20, CriticalThreadsRunning: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.backfill(t, backfill.Config{Throttle: relaxed}).Run(ctxT(t, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	e.requireEqual(t)
 }
 
+// Pause holds the workers between chunks; a rate limit stretches the copy and counts as throttled time.
 func TestPauseAndRateLimit(t *testing.T) {
-	e := setup(t, false, harness.GenOptions{Rows: 5000, Seed: 15})
-	b := e.backfill(t, backfill.Config{Workers: 1, MaxRowsPerSecond: 1e9})
+	e := setup(t, false, harness.GenOptions{Rows: 6000, Seed: 15})
+	b := e.backfill(t, backfill.Config{Workers: 1, MaxRowsPerSecond: 3000})
 	b.Pause()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := b.Run(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if err := b.Run(ctxT(t, time.Second)); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("paused run returned %v", err)
 	}
-	if p := b.Progress(); p.Copied != 0 || !p.Paused {
-		t.Fatalf("paused backfill copied %d rows", p.Copied)
+	if p := b.Progress(); p.Copied != 0 || !p.Paused || metricValue(t, e.m.Paused) != 1 {
+		t.Fatalf("paused backfill: %+v", p)
 	}
 	b.Resume()
-	if err := b.Run(context.Background()); err != nil {
+	start := time.Now()
+	if err := b.Run(ctxT(t, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
+	// 6,000 rows at 3,000/s with a one-second bucket: at least ~1 s.
+	if took := time.Since(start); took < 800*time.Millisecond {
+		t.Fatalf("rate-limited copy took %s", took)
+	}
+	if metricValue(t, e.m.ThrottledSecs) <= 0 || metricValue(t, e.m.Paused) != 0 {
+		t.Fatal("rate limit not counted as throttled time, or still paused")
+	}
 	e.requireEqual(t)
+}
+
+// The id boundary: a captured range reaching it is refused; an explicit end id is capped below it.
+func TestIDBoundary(t *testing.T) {
+	e := setup(t, true, harness.GenOptions{Rows: 3000, Seed: 17})
+	err := e.backfill(t, backfill.Config{IDBoundary: uint64(e.gen.MaxID)}).Run(ctxT(t, time.Minute))
+	if !errors.Is(err, backfill.ErrRange) {
+		t.Fatalf("captured max at the boundary: %v", err)
+	}
+	boundary := uint64(e.gen.MinID + 1000)
+	b := e.backfill(t, backfill.Config{EndID: uint64(e.gen.MaxID), IDBoundary: boundary})
+	if err := b.Run(ctxT(t, time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	var maxID uint64
+	if err := e.dst.QueryRow("SELECT MAX(id) FROM " + harness.TargetTable).Scan(&maxID); err != nil || maxID >= boundary {
+		t.Fatalf("copied id %d at or above the boundary %d (%v)", maxID, boundary, err)
+	}
+	if !b.Progress().Done {
+		t.Fatal("capped range not done")
+	}
+}
+
+// A value the target cannot hold is an error, not a row silently changed by INSERT IGNORE.
+func TestLossyTargetFails(t *testing.T) {
+	e := setup(t, false, harness.GenOptions{Rows: 100, Seed: 18})
+	// Narrow the target after the schema check would have passed: the copy itself must notice.
+	if _, err := e.src.Exec("UPDATE "+harness.SourceTable+" SET version = ? WHERE id = ?", strings.Repeat("v", 200), e.gen.MinID+5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.dst.Exec("ALTER TABLE " + harness.TargetTable + " ADD CONSTRAINT short_version CHECK (LENGTH(version) < 100)"); err != nil {
+		t.Fatal(err)
+	}
+	err := e.backfill(t, backfill.Config{Workers: 1}).Run(ctxT(t, time.Minute))
+	if !errors.Is(err, backfill.ErrSchema) {
+		t.Fatalf("a row the target rejects: %v, want ErrSchema", err)
+	}
+	t.Logf("error: %v", err)
+	var v sql.NullString
+	e.dst.QueryRow("SELECT version FROM "+harness.TargetTable+" WHERE id = ?", e.gen.MinID+5).Scan(&v)
+	t.Logf("target version %q", v.String)
+	if n := count(t, e.dst, harness.TargetTable); n != 0 {
+		t.Fatalf("%d rows of the failed chunk committed", n)
+	}
 }

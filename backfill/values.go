@@ -7,13 +7,17 @@ import (
 	"github.com/csmh-sync/csmh-sync/internal/sqllit"
 )
 
+// valueKind says how a column's values are written into statement text.
 type valueKind int
 
 const (
-	kindString valueKind = iota // quoted and escaped
+	kindString valueKind = iota // quoted and escaped, bytes unchanged (text, blobs, temporal types)
 	kindNumber                  // written as sent
 )
 
+// kindOf maps a driver column type to how its values are written. Numbers are written as the driver formats
+// them: integers and decimals as the server sent them, doubles and floats (binary protocol) in the shortest
+// form that reads back as the same value.
 func kindOf(dbType string) valueKind {
 	switch strings.ToUpper(dbType) {
 	case "TINYINT", "SMALLINT", "MEDIUMINT", "INT", "BIGINT", "UNSIGNED TINYINT", "UNSIGNED SMALLINT",
@@ -23,7 +27,7 @@ func kindOf(dbType string) valueKind {
 	return kindString
 }
 
-// appendRow writes "(v1,v2,…)". A nil RawBytes is NULL.
+// appendRow writes "(v1,v2,…)". A nil RawBytes is NULL; an empty non-nil one is the empty string.
 func appendRow(sb *strings.Builder, vals []sql.RawBytes, kinds []valueKind) {
 	sb.WriteByte('(')
 	for i, v := range vals {

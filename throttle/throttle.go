@@ -11,21 +11,29 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
 	"github.com/csmh-sync/csmh-sync/dbconn"
 )
 
 // ErrCriticalLoad stops the copy: the source is overloaded.
 var ErrCriticalLoad = errors.New("source load is critical")
 
+// ErrConfig means the limits are invalid.
+var ErrConfig = errors.New("throttle configuration")
+
+// ErrNotReplica means the server given as the replica does not replicate.
+var ErrNotReplica = errors.New("the --replica-dsn server is not a replica")
+
 // Config sets the limits; zero disables a check.
 type Config struct {
-	MaxThreadsRunning      int64
-	CriticalThreadsRunning int64
-	MaxReplicaLag          time.Duration
+	MaxThreadsRunning      int64         // wait while the source's Threads_running is above
+	CriticalThreadsRunning int64         // fail with ErrCriticalLoad when it is above
+	MaxReplicaLag          time.Duration // wait while the replica lags more (default 10s when a replica is given)
 	Interval               time.Duration // poll interval while throttled; default 1s
 }
 
-// Throttler implements backfill.Throttler.
+// Throttler implements backfill.Throttler. Wait may be called from several goroutines at once.
 type Throttler struct {
 	src, replica *sql.DB
 	cfg          Config
@@ -36,8 +44,13 @@ func New(src, replica *sql.DB, cfg Config) (*Throttler, error) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
 	}
-	if cfg.MaxThreadsRunning < 0 || cfg.CriticalThreadsRunning < 0 {
-		return nil, errors.New("throttle: thread limits must not be negative")
+	switch {
+	case src == nil:
+		return nil, fmt.Errorf("%w: a source connection is required", ErrConfig)
+	case cfg.MaxThreadsRunning < 0 || cfg.CriticalThreadsRunning < 0 || cfg.MaxReplicaLag < 0:
+		return nil, fmt.Errorf("%w: limits must not be negative", ErrConfig)
+	case cfg.CriticalThreadsRunning > 0 && cfg.MaxThreadsRunning > cfg.CriticalThreadsRunning:
+		return nil, fmt.Errorf("%w: max threads running %d is above the critical %d", ErrConfig, cfg.MaxThreadsRunning, cfg.CriticalThreadsRunning)
 	}
 	if replica != nil && cfg.MaxReplicaLag <= 0 {
 		cfg.MaxReplicaLag = 10 * time.Second
@@ -45,7 +58,8 @@ func New(src, replica *sql.DB, cfg Config) (*Throttler, error) {
 	return &Throttler{src: src, replica: replica, cfg: cfg}, nil
 }
 
-// Wait returns once the load is acceptable, with the time spent waiting.
+// Wait returns once the load is acceptable, with the time spent waiting: at once when it is, after polling
+// every Interval while it is not. It fails with ErrCriticalLoad, a status query's error, or ctx's error.
 func (t *Throttler) Wait(ctx context.Context) (time.Duration, error) {
 	start := time.Now()
 	for {
@@ -92,16 +106,28 @@ func (t *Throttler) busy(ctx context.Context) (bool, error) {
 	return false, nil
 }
 
-// ReplicaLag reads Seconds_Behind_Master (or _Source); -1 when replication is stopped.
+// ReplicaLag reads Seconds_Behind_Master (Seconds_Behind_Source on MySQL 8.0.22+); -1 when replication is
+// stopped or broken. SHOW REPLICA STATUS is tried first (MariaDB 10.5+, MySQL 8.0.22+; MySQL 8.4 has nothing
+// else), SHOW SLAVE STATUS on older servers.
 func ReplicaLag(ctx context.Context, db *sql.DB) (time.Duration, error) {
-	rows, err := db.QueryContext(ctx, "SHOW SLAVE STATUS")
+	rows, err := db.QueryContext(ctx, "SHOW REPLICA STATUS")
+	var me *mysql.MySQLError
+	if errors.As(err, &me) && me.Number == 1064 { // syntax error: an older server
+		rows, err = db.QueryContext(ctx, "SHOW SLAVE STATUS")
+	}
 	if err != nil {
 		return 0, fmt.Errorf("read replica status: %w", err)
 	}
 	defer rows.Close()
-	cols, _ := rows.Columns()
+	cols, err := rows.Columns()
+	if err != nil {
+		return 0, fmt.Errorf("read replica status: %w", err)
+	}
 	if !rows.Next() {
-		return 0, errors.New("the --replica-dsn server is not a replica")
+		if err := rows.Err(); err != nil {
+			return 0, fmt.Errorf("read replica status: %w", err)
+		}
+		return 0, ErrNotReplica
 	}
 	vals := make([]sql.NullString, len(cols))
 	ptrs := make([]any, len(cols))
@@ -109,16 +135,19 @@ func ReplicaLag(ctx context.Context, db *sql.DB) (time.Duration, error) {
 		ptrs[i] = &vals[i]
 	}
 	if err := rows.Scan(ptrs...); err != nil {
-		return 0, err
+		return 0, fmt.Errorf("read replica status: %w", err)
 	}
 	for i, c := range cols {
 		if c == "Seconds_Behind_Master" || c == "Seconds_Behind_Source" {
 			if !vals[i].Valid {
 				return -1, nil
 			}
-			n, _ := strconv.ParseInt(vals[i].String, 10, 64)
+			n, err := strconv.ParseInt(vals[i].String, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("replica status: %s = %q: %w", c, vals[i].String, err)
+			}
 			return time.Duration(n) * time.Second, nil
 		}
 	}
-	return 0, errors.New("replica status has no Seconds_Behind_Master")
+	return 0, errors.New("replica status has no Seconds_Behind_Master or Seconds_Behind_Source column")
 }

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/test/integration/harness"
 	"github.com/csmh-sync/csmh-sync/throttle"
 )
@@ -20,51 +20,76 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// busy keeps n queries running on the server until the returned stop is called.
-func busy(t *testing.T, db *sql.DB, n int) func() {
+func open(t *testing.T, s *harness.Server) *sql.DB {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() { defer wg.Done(); _, _ = db.ExecContext(ctx, "SELECT SLEEP(30)") }()
-	}
-	return func() { cancel(); wg.Wait() }
-}
-
-func threadsRunning(db *sql.DB) int64 {
-	var k string
-	var v int64
-	_ = db.QueryRow("SHOW GLOBAL STATUS LIKE 'Threads_running'").Scan(&k, &v)
-	return v
-}
-
-func TestThreadsRunning(t *testing.T) {
-	s := harness.StartT(t, harness.Options{})
-	db, _ := s.Open("")
-	defer db.Close()
-	db.SetMaxOpenConns(20)
-
-	th, err := throttle.New(db, nil, throttle.Config{MaxThreadsRunning: 4, CriticalThreadsRunning: 12, Interval: 50 * time.Millisecond})
+	db, _, err := dbconn.Open(context.Background(), dbconn.Endpoint{Role: "test", DSN: s.DSN("")}, dbconn.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if waited, err := th.Wait(context.Background()); err != nil || waited > time.Second {
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestNewValidates(t *testing.T) {
+	s := harness.StartT(t, harness.Options{BinlogOff: true})
+	db := open(t, s)
+	for _, cfg := range []throttle.Config{{MaxThreadsRunning: -1}, {MaxThreadsRunning: 10, CriticalThreadsRunning: 5}, {MaxReplicaLag: -time.Second}} {
+		if _, err := throttle.New(db, nil, cfg); !errors.Is(err, throttle.ErrConfig) {
+			t.Errorf("New(%+v) = %v, want ErrConfig", cfg, err)
+		}
+	}
+	if _, err := throttle.New(nil, nil, throttle.Config{}); !errors.Is(err, throttle.ErrConfig) {
+		t.Errorf("New without a source = %v", err)
+	}
+}
+
+func TestThreadsRunning(t *testing.T) {
+	s := harness.StartT(t, harness.Options{BinlogOff: true})
+	db := open(t, s)
+	threads := func() int64 {
+		n, err := dbconn.Status(context.Background(), db, "Threads_running")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	quiet, err := throttle.New(db, nil, throttle.Config{MaxThreadsRunning: 1, CriticalThreadsRunning: 1, Interval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 10*time.Second, "an idle server", func() (bool, error) { return threads() <= 1, nil })
+	if waited, err := quiet.Wait(context.Background()); err != nil || waited > time.Second {
 		t.Fatalf("idle server: waited %s, %v", waited, err)
 	}
 
-	stop := busy(t, db, 6)
-	harness.Eventually(t, 10*time.Second, "6 busy threads", func() (bool, error) { return threadsRunning(db) > 4, nil })
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	waited, err := th.Wait(ctx)
-	cancel()
-	if !errors.Is(err, context.DeadlineExceeded) || waited < 400*time.Millisecond {
-		t.Fatalf("busy server: waited %s, %v; want to wait until the deadline", waited, err)
+	// A long query keeps Threads_running at 2 (it and the status query).
+	busyCtx, stopBusy := context.WithCancel(context.Background())
+	busy := make(chan error, 1)
+	go func() { _, err := db.ExecContext(busyCtx, "SELECT SLEEP(600)"); busy <- err }()
+	t.Cleanup(func() { stopBusy(); <-busy })
+	harness.Eventually(t, 10*time.Second, "the busy query to run", func() (bool, error) { return threads() >= 2, nil })
+
+	thr, err := throttle.New(db, nil, throttle.Config{MaxThreadsRunning: 1, Interval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Load drops while waiting: Wait returns by itself.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	waited, err := thr.Wait(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait above the limit returned %v", err)
+	}
+	if waited < 900*time.Millisecond || waited > time.Since(start) {
+		t.Fatalf("waited %s until a 1 s deadline", waited)
+	}
+	if _, err := quiet.Wait(context.Background()); !errors.Is(err, throttle.ErrCriticalLoad) {
+		t.Fatalf("above the critical limit: %v", err)
+	}
+	// The load drops while a Wait polls: it returns by itself.
 	done := make(chan error, 1)
-	go func() { _, err := th.Wait(context.Background()); done <- err }()
-	stop()
+	go func() { _, err := thr.Wait(context.Background()); done <- err }()
+	stopBusy()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -73,51 +98,44 @@ func TestThreadsRunning(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Wait did not return after the load dropped")
 	}
-
-	stop = busy(t, db, 14)
-	defer stop()
-	harness.Eventually(t, 10*time.Second, "14 busy threads", func() (bool, error) { return threadsRunning(db) > 12, nil })
-	if _, err := th.Wait(context.Background()); !errors.Is(err, throttle.ErrCriticalLoad) {
-		t.Fatalf("critical load: %v", err)
-	}
 }
 
 func TestReplicaLag(t *testing.T) {
-	ctx := context.Background()
 	primary := harness.StartT(t, harness.Options{})
 	replica := harness.StartT(t, harness.Options{})
-	pdb, _ := primary.Open("")
-	rdb, _ := replica.Open("")
-	defer pdb.Close()
-	defer rdb.Close()
-	if err := replica.Exec(ctx, fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='root', MASTER_USE_GTID=slave_pos", primary.Port)); err != nil {
+	pdb, rdb := open(t, primary), open(t, replica)
+	if _, err := throttle.ReplicaLag(context.Background(), pdb); !errors.Is(err, throttle.ErrNotReplica) {
+		t.Fatalf("lag of a primary: %v", err)
+	}
+	if _, err := rdb.Exec(fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='root', MASTER_USE_GTID=slave_pos", primary.Port)); err != nil {
 		t.Fatal(err)
 	}
-	if err := replica.Exec(ctx, "START SLAVE"); err != nil {
+	if _, err := rdb.Exec("START SLAVE"); err != nil {
 		t.Fatal(err)
 	}
-	th, err := throttle.New(pdb, rdb, throttle.Config{MaxReplicaLag: 5 * time.Second, Interval: 50 * time.Millisecond})
+	t.Cleanup(func() { rdb.Exec("STOP SLAVE") })
+	harness.Eventually(t, 30*time.Second, "the replica to connect", func() (bool, error) {
+		lag, err := throttle.ReplicaLag(context.Background(), rdb)
+		return lag == 0, err
+	})
+	thr, err := throttle.New(pdb, rdb, throttle.Config{MaxReplicaLag: 5 * time.Second, Interval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	harness.Eventually(t, 30*time.Second, "replica running and current", func() (bool, error) {
-		lag, err := throttle.ReplicaLag(ctx, rdb)
-		return err == nil && lag == 0, err
-	})
-	if waited, err := th.Wait(ctx); err != nil || waited > time.Second {
-		t.Fatalf("current replica: waited %s, %v", waited, err)
+	if waited, err := thr.Wait(context.Background()); err != nil || waited > time.Second {
+		t.Fatalf("replica in sync: waited %s, %v", waited, err)
 	}
-	// A stopped replica reports no lag at all: that must throttle, not pass.
-	if err := replica.Exec(ctx, "STOP SLAVE"); err != nil {
+	// A stopped SQL thread has no lag figure: the throttle holds the copy rather than guess.
+	if _, err := rdb.Exec("STOP SLAVE SQL_THREAD"); err != nil {
 		t.Fatal(err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	harness.Eventually(t, 10*time.Second, "the lag to become unknown", func() (bool, error) {
+		lag, err := throttle.ReplicaLag(context.Background(), rdb)
+		return lag < 0, err
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	if _, err := th.Wait(wctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("stopped replica: %v, want to keep waiting", err)
-	}
-	// A server that is no replica is a configuration error.
-	if _, err := throttle.ReplicaLag(ctx, pdb); err == nil {
-		t.Fatal("primary accepted as replica")
+	if _, err := thr.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait with replication stopped returned %v", err)
 	}
 }

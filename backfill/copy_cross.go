@@ -1,0 +1,274 @@
+package backfill
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// stmtsInFlight bounds the INSERT statements of one worker that exist at once (one being built, the others
+// queued or executing); with statementBudget it bounds a worker's memory.
+const stmtsInFlight = 3
+
+type insertStmt struct {
+	sql  string
+	rows int64
+}
+
+// crossChunk is one chunk on its way from the source to the target.
+type crossChunk struct {
+	lo, hi  uint64 // the reader lowers hi to the last id read when the row cap cut the chunk short
+	started time.Time
+	stmts   chan insertStmt // closed by the reader once the chunk is read, also on error
+	err     error           // the read's error, set before stmts is closed
+	read    int64
+	bytes   int64
+	stx     *sql.Tx // the source transaction holding the chunk's shared locks
+	once    sync.Once
+	ended   atomic.Bool
+}
+
+// release ends the source transaction, letting production change the chunk's rows again.
+func (c *crossChunk) release(commit bool) {
+	c.once.Do(func() {
+		c.ended.Store(true)
+		if c.stx == nil {
+			return
+		}
+		if commit {
+			_ = c.stx.Commit() // nothing was written; an error only means the locks went with the connection
+		} else {
+			_ = c.stx.Rollback()
+		}
+	})
+}
+
+// copyCross copies the worker's segment from next_id to its end through a reader and a writer goroutine: the
+// reader streams chunk n+1 from the source while the writer writes chunk n. Each chunk's source transaction
+// stays open until the target transaction holding the chunk and its checkpoint has committed. It returns nil
+// when the segment is done; on error every open source transaction is rolled back and the caller retries
+// from the checkpoint.
+func (b *Backfill) copyCross(ctx context.Context, w *worker) error {
+	g, gctx := errgroup.WithContext(ctx)
+	chunks := make(chan *crossChunk, 1)
+	tokens := make(chan struct{}, stmtsInFlight)
+	var mu sync.Mutex
+	var open []*crossChunk
+	track := func(c *crossChunk) {
+		mu.Lock()
+		defer mu.Unlock()
+		kept := open[:0]
+		for _, o := range open {
+			if !o.ended.Load() {
+				kept = append(kept, o)
+			}
+		}
+		open = append(kept, c)
+	}
+	start, end := w.seg.Next, w.seg.End
+	g.Go(func() error { return b.readChunks(gctx, w.sp, start, end, chunks, tokens, track) })
+	g.Go(func() error {
+		for c := range chunks {
+			if err := b.writeChunk(gctx, w, c, tokens); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	err := g.Wait()
+	mu.Lock()
+	for _, c := range open {
+		c.release(false)
+	}
+	mu.Unlock()
+	return err
+}
+
+// readChunks is the reader: it waits for the throttle, then reads chunk after chunk into statements.
+func (b *Backfill) readChunks(ctx context.Context, sp *spanner, lo, end uint64, out chan<- *crossChunk,
+	tokens chan struct{}, track func(*crossChunk)) error {
+	defer close(out)
+	for {
+		if err := b.wait(ctx); err != nil {
+			return err
+		}
+		span, rowCap := sp.next()
+		c := &crossChunk{lo: lo, hi: chunkEnd(lo, span, end), stmts: make(chan insertStmt, 1)}
+		track(c)
+		select {
+		case out <- c:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		c.err = b.readChunk(ctx, c, rowCap, tokens)
+		close(c.stmts)
+		if c.err != nil {
+			return c.err
+		}
+		if err := b.limit(ctx, c.read); err != nil {
+			return err
+		}
+		if c.hi >= end {
+			return nil
+		}
+		lo = c.hi + 1
+	}
+}
+
+// readChunk reads one chunk with a locking read and hands it to the writer as INSERT statements.
+func (b *Backfill) readChunk(ctx context.Context, c *crossChunk, rowCap int64, tokens chan struct{}) error {
+	c.started = time.Now()
+	// The transaction's context is not the run's: on cancellation database/sql would roll it back at once,
+	// releasing the chunk's locks while the target commit may still be under way. It ends through release only.
+	stx, err := b.src.BeginTx(context.WithoutCancel(ctx), &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return err
+	}
+	c.stx = stx
+	// A prepared statement makes the server answer in the binary protocol: doubles arrive as float64 values the
+	// driver prints in their shortest exact form, where the text protocol may round them.
+	ps, err := stx.PrepareContext(ctx, b.selectSQL)
+	if err != nil {
+		return err
+	}
+	defer ps.Close()
+	rows, err := ps.QueryContext(ctx, c.lo, c.hi, rowCap)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	types, err := rows.ColumnTypes()
+	if err != nil {
+		return err
+	}
+	kinds := make([]valueKind, len(types))
+	for i, t := range types {
+		kinds[i] = kindOf(t.DatabaseTypeName())
+	}
+	vals := make([]sql.RawBytes, len(types))
+	ptrs := make([]any, len(vals))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	var sb *strings.Builder
+	var cur insertStmt
+	var last uint64
+	send := func() error {
+		if cur.rows == 1 && sb.Len() > b.maxPacket-1024 {
+			return fmt.Errorf("%w: row id %d needs a %d-byte INSERT, above the target's max_allowed_packet %d: raise max_allowed_packet on the target",
+				ErrSchema, last, sb.Len(), b.maxPacket)
+		}
+		cur.sql = sb.String()
+		select {
+		case c.stmts <- cur:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		sb, cur = nil, insertStmt{}
+		return nil
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return err
+		}
+		if last, err = strconv.ParseUint(string(vals[b.idCol]), 10, 64); err != nil {
+			return fmt.Errorf("read id: %w", err)
+		}
+		if sb == nil {
+			select { // a free statement slot: bounds the memory of the worker
+			case tokens <- struct{}{}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			sb = &strings.Builder{}
+			sb.Grow(min(b.stmtBudget, 64<<10))
+			sb.WriteString(b.insertHead)
+		} else {
+			sb.WriteByte(',')
+		}
+		before := sb.Len()
+		appendRow(sb, vals, kinds)
+		c.bytes += int64(sb.Len() - before)
+		c.read++
+		cur.rows++
+		if sb.Len() >= b.stmtBudget {
+			if err := send(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if sb != nil {
+		if err := send(); err != nil {
+			return err
+		}
+	}
+	if c.read >= rowCap {
+		c.hi = last // cut at the row cap: the next chunk starts after the last row copied
+	}
+	return nil
+}
+
+// writeChunk is the writer's part of one chunk: its statements and the segment checkpoint in one target
+// transaction, then the source transaction ends.
+func (b *Backfill) writeChunk(ctx context.Context, w *worker, c *crossChunk, tokens chan struct{}) error {
+	dtx, err := b.beginTarget(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return err
+	}
+	defer dtx.Rollback()
+	var inserted int64
+	for s := range c.stmts { // the reader always closes stmts, also on error or cancellation
+		err := b.execInsert(ctx, dtx, s, &inserted)
+		<-tokens
+		if err != nil {
+			return err
+		}
+	}
+	if c.err != nil {
+		return c.err
+	}
+	next := nextSegment(w.seg, c.hi, inserted)
+	if err := b.store.SaveSegment(ctx, dtx, next); err != nil {
+		return err
+	}
+	if h := b.cfg.Hooks.BeforeChunkCommit; h != nil {
+		h(next.ID, c.lo, c.hi)
+	}
+	// Every row of the chunk is now written, and locked, in the target transaction; from here on a stream
+	// change to one of them waits for this commit. The source transaction must have held its locks up to
+	// this point: if its connection was lost, the locks went with it, a source change may already have been
+	// applied ahead of these rows, and the chunk must be read again.
+	if err := c.stx.QueryRowContext(ctx, "SELECT 1").Scan(new(int)); err != nil {
+		return fmt.Errorf("source transaction lost before the target commit: %w", err)
+	}
+	if err := dtx.Commit(); err != nil {
+		return err
+	}
+	c.release(true) // only now may production change these rows again
+	b.committed(w, next, chunkStats{lo: c.lo, hi: c.hi, read: c.read, inserted: inserted, bytes: c.bytes,
+		took: time.Since(c.started)})
+	return nil
+}
+
+func (b *Backfill) execInsert(ctx context.Context, tx *sql.Tx, s insertStmt, inserted *int64) error {
+	res, err := tx.ExecContext(ctx, s.sql)
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	*inserted += n
+	return b.checkWarnings(ctx, tx)
+}

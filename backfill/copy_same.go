@@ -1,0 +1,94 @@
+package backfill
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/csmh-sync/csmh-sync/table"
+)
+
+// copySame copies the worker's segment chunk by chunk with one server-side statement per chunk. LOCK IN SHARE
+// MODE holds the source rows until the transaction, which also records the segment's progress, commits (a
+// plain INSERT … SELECT reads without locks under READ COMMITTED). It returns nil when the segment is done.
+func (b *Backfill) copySame(ctx context.Context, w *worker) error {
+	id := table.QuoteIdent(table.IDColumn)
+	cols := quoteCols(b.cols)
+	insert := "INSERT IGNORE INTO " + b.cfg.TargetTable.Quoted() + " (" + cols + ") SELECT " + cols + " FROM " +
+		b.cfg.SourceTable.Quoted() + " WHERE " + id + " BETWEEN ? AND ? LOCK IN SHARE MODE"
+	probe := "SELECT " + id + " FROM " + b.cfg.SourceTable.Quoted() + " WHERE " + id + " BETWEEN ? AND ? ORDER BY " +
+		id + " LIMIT 1 OFFSET ?"
+	for !w.finished() {
+		if err := b.wait(ctx); err != nil {
+			return err
+		}
+		span, rowCap := w.sp.next()
+		lo := w.seg.Next
+		hi := chunkEnd(lo, span, w.seg.End)
+		// A span grown over deleted history may reach dense rows again: cut the chunk at the row cap so one
+		// statement never locks an unbounded number of rows. The probe reads the primary key only up to the cap.
+		if hi-lo >= uint64(rowCap) {
+			var cut uint64
+			err := b.src.QueryRowContext(ctx, probe, lo, hi, rowCap).Scan(&cut)
+			switch {
+			case err == nil:
+				hi = cut - 1
+			case !errors.Is(err, sql.ErrNoRows):
+				return fmt.Errorf("probe chunk end: %w", err)
+			}
+		}
+		n, err := b.copySameChunk(ctx, w, insert, lo, hi)
+		if err != nil {
+			return err
+		}
+		if err := b.limit(ctx, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *Backfill) copySameChunk(ctx context.Context, w *worker, insert string, lo, hi uint64) (int64, error) {
+	start := time.Now()
+	// READ COMMITTED: the shared locks are on the chunk's rows only, no gap locks that would hold up the app's
+	// inserts at the end of the table while the last chunk is copied.
+	tx, err := b.beginTarget(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, insert, lo, hi)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	if err := b.checkWarnings(ctx, tx); err != nil {
+		return 0, err
+	}
+	next := nextSegment(w.seg, hi, n)
+	if err := b.store.SaveSegment(ctx, tx, next); err != nil {
+		return 0, err
+	}
+	if h := b.cfg.Hooks.BeforeChunkCommit; h != nil {
+		h(next.ID, lo, hi)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, err
+	}
+	b.committed(w, next, chunkStats{lo: lo, hi: hi, read: n, inserted: n,
+		bytes: int64(float64(n) * b.rowBytesEst), took: time.Since(start)})
+	return n, nil
+}
+
+// chunkEnd is the last id of a chunk of span ids starting at lo, within a segment ending at end.
+func chunkEnd(lo, span, end uint64) uint64 {
+	if span == 0 || end-lo < span { // end ≥ lo here
+		return end
+	}
+	return lo + span - 1
+}

@@ -1,0 +1,174 @@
+package backfill_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/csmh-sync/csmh-sync/backfill"
+	"github.com/csmh-sync/csmh-sync/dbconn"
+	"github.com/csmh-sync/csmh-sync/test/integration/harness"
+)
+
+// retryLog counts the backfill's retry warnings.
+type retryLog struct {
+	retries atomic.Int64
+	mu      sync.Mutex
+	last    string
+}
+
+func (h *retryLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h *retryLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *retryLog) WithGroup(string) slog.Handler            { return h }
+func (h *retryLog) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, "retrying") {
+		var sb strings.Builder
+		r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&sb, "%s=%v ", a.Key, a.Value); return true })
+		h.mu.Lock()
+		h.last = sb.String()
+		h.mu.Unlock()
+		h.retries.Add(1)
+	}
+	return nil
+}
+
+// A production transaction holding a row longer than the tool's lock wait makes the chunk fail with 1205; the
+// chunk is retried with backoff and the copy completes once the row is free.
+func TestLockWaitTimeoutIsRetried(t *testing.T) {
+	e := setup(t, false, harness.GenOptions{Rows: 5000, Seed: 21})
+	ctx := ctxT(t, 5*time.Minute)
+	src, _, err := dbconn.Open(ctx, dbconn.Endpoint{Role: "test", DSN: e.srcS.DSN("")}, dbconn.Options{LockWaitTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	app, err := e.srcS.Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.Close() })
+	tx, err := app.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	var held int64
+	if err := tx.QueryRowContext(ctx, "SELECT id FROM "+harness.SourceTable+" WHERE id >= ? ORDER BY id LIMIT 1 FOR UPDATE", e.gen.MinID+2500).Scan(&held); err != nil {
+		t.Fatal(err)
+	}
+	h := &retryLog{}
+	b, err := backfill.New(src, e.dst, e.store, e.m, slog.New(h), backfill.Config{Workers: 1, SourceTable: srcName, TargetTable: dstName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	harness.Eventually(t, time.Minute, "a retried lock-wait timeout", func() (bool, error) { return h.retries.Load() > 0, nil })
+	h.mu.Lock()
+	t.Logf("retry: %s", h.last)
+	if !strings.Contains(h.last, "1205") {
+		t.Errorf("retried for another reason: %s", h.last)
+	}
+	h.mu.Unlock()
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	e.requireEqual(t)
+	e.requireCounted(t, e.gen.Rows)
+}
+
+// Killing the source connections that hold a chunk's locks, after the chunk is written to the target but
+// before it commits, must not commit the chunk: the target rolls back, and the chunk is read and written again.
+func TestLostSourceConnectionRetriesChunk(t *testing.T) {
+	e := setup(t, false, harness.GenOptions{Rows: 20000, Seed: 22})
+	ctx := ctxT(t, 5*time.Minute)
+	var calls, killed atomic.Int64
+	var killedHi atomic.Uint64
+	var hookErr atomic.Value
+	h := &retryLog{}
+	hooks := backfill.Hooks{
+		BeforeChunkCommit: func(_ int, lo, hi uint64) {
+			if calls.Add(1) != 4 {
+				return
+			}
+			// Every open transaction on the source is the copy's: kill their connections.
+			rows, err := e.src.QueryContext(ctx, "SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID()")
+			if err != nil {
+				hookErr.Store(err)
+				return
+			}
+			var ids []int64
+			for rows.Next() {
+				var id int64
+				rows.Scan(&id)
+				ids = append(ids, id)
+			}
+			rows.Close()
+			for _, id := range ids {
+				if _, err := e.src.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION %d", id)); err == nil {
+					killed.Add(1)
+				}
+			}
+			killedHi.Store(hi)
+		},
+		AfterChunkCopied: func(_ int, next uint64) {
+			if hi := killedHi.Load(); hi != 0 && next == hi+1 && h.retries.Load() == 0 {
+				hookErr.Store(fmt.Errorf("the chunk ending at %d committed although its source locks were lost", hi))
+			}
+		},
+	}
+	b, err := backfill.New(e.src, e.dst, e.store, e.m, slog.New(h), backfill.Config{Workers: 1, SourceTable: srcName,
+		TargetTable: dstName, Hooks: hooks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err, _ := hookErr.Load().(error); err != nil {
+		t.Fatal(err)
+	}
+	if killed.Load() == 0 || h.retries.Load() == 0 {
+		t.Fatalf("killed %d connections, %d retries", killed.Load(), h.retries.Load())
+	}
+	h.mu.Lock()
+	t.Logf("retry: %s", h.last)
+	h.mu.Unlock()
+	e.requireEqual(t)
+	e.requireCounted(t, e.gen.Rows)
+}
+
+// A target restart in the middle of the copy is survived: the chunks in flight fail, are retried until the
+// server is back, and continue from the checkpoint.
+func TestTargetRestartIsSurvived(t *testing.T) {
+	e := setup(t, false, harness.GenOptions{Rows: 20000, Seed: 23})
+	ctx := ctxT(t, 5*time.Minute)
+	var calls atomic.Int64
+	restarted := make(chan error, 1)
+	hooks := backfill.Hooks{AfterChunkCopied: func(int, uint64) {
+		if calls.Add(1) == 3 {
+			go func() { restarted <- e.dstS.Restart(ctx) }()
+		}
+	}}
+	b, err := backfill.New(e.src, e.dst, e.store, e.m, slog.New(slog.DiscardHandler), backfill.Config{Workers: 2,
+		SourceTable: srcName, TargetTable: dstName, MaxRowsPerSecond: 4000, Hooks: hooks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-restarted; err != nil {
+		t.Fatal(err)
+	}
+	e.requireEqual(t)
+	e.requireCounted(t, e.gen.Rows)
+}

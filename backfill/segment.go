@@ -1,0 +1,203 @@
+package backfill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/csmh-sync/csmh-sync/checkpoint"
+	"github.com/csmh-sync/csmh-sync/dbconn"
+)
+
+const (
+	maxAttempts  = 20 // consecutive transient failures without progress before a segment gives up
+	retryBackoff = 100 * time.Millisecond
+	maxBackoff   = 10 * time.Second
+)
+
+// worker copies one segment. seg is the segment's committed state: only the goroutine that commits a chunk
+// (or the retry loop between attempts) changes it.
+type worker struct {
+	seg checkpoint.Segment
+	sp  *spanner
+}
+
+// chunkStats describe one committed chunk.
+type chunkStats struct {
+	lo, hi   uint64
+	read     int64 // rows read from the source
+	inserted int64 // rows the target did not have yet
+	bytes    int64
+	took     time.Duration // from the start of the read to the target commit
+}
+
+// runSegment copies one segment, retrying transient failures (lock waits, deadlocks, lost connections) with
+// backoff. A retry re-reads the segment's checkpoint: a commit whose acknowledgement was lost may have
+// succeeded, and the checkpoint, not memory, says where to continue.
+func (b *Backfill) runSegment(ctx context.Context, seg checkpoint.Segment) error {
+	w := &worker{seg: seg, sp: newSpanner(b.cfg.ChunkTime, b.cfg.ChunkBytes, b.rowBytesEst)}
+	failures := 0
+	delay := retryBackoff
+	stale := false // after a failure, memory may be behind the checkpoint
+	for !w.finished() {
+		before := w.seg.Next
+		var err error
+		if stale {
+			err = b.reload(ctx, w)
+		}
+		if err == nil {
+			stale = false
+			if b.sameServer.Load() {
+				err = b.copySame(ctx, w)
+			} else {
+				err = b.copyCross(ctx, w)
+			}
+		}
+		if err == nil {
+			continue
+		}
+		stale = true
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !dbconn.IsTransient(err) {
+			return fmt.Errorf("backfill segment %d at id %d: %w", w.seg.ID, w.seg.Next, err)
+		}
+		if w.seg.Next != before {
+			failures, delay = 0, retryBackoff
+		}
+		if failures++; failures > maxAttempts {
+			return fmt.Errorf("backfill segment %d at id %d: %d attempts failed: %w", w.seg.ID, w.seg.Next, failures, err)
+		}
+		var me *mysql.MySQLError
+		if errors.As(err, &me) && (me.Number == 1205 || me.Number == 1213) {
+			w.sp.shrink() // fewer rows locked per chunk, fewer collisions with production writes
+		}
+		b.log.Warn("backfill chunk failed, retrying", "segment", w.seg.ID, "next_id", w.seg.Next, "attempt", failures, "err", err)
+		if err := sleep(ctx, delay/2+time.Duration(rand.Int64N(int64(delay)))); err != nil {
+			return err
+		}
+		delay = min(delay*2, maxBackoff)
+	}
+	return nil
+}
+
+func (w *worker) finished() bool { return w.seg.Done || w.seg.Next > w.seg.End }
+
+// reload replaces the worker's segment state with the committed checkpoint.
+func (b *Backfill) reload(ctx context.Context, w *worker) error {
+	have, err := b.store.PlanSegments(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("backfill: reload the checkpoint: %w", err)
+	}
+	for _, s := range have {
+		if s.ID != w.seg.ID || s.Next == w.seg.Next {
+			continue
+		}
+		b.log.Info("backfill chunk had committed before its error", "segment", s.ID, "next_id", s.Next)
+		if s.Rows > w.seg.Rows {
+			b.m.RowsCopied.Add(float64(s.Rows - w.seg.Rows))
+		}
+		w.seg = s
+		b.mu.Lock()
+		b.segs[s.ID] = s
+		b.mu.Unlock()
+	}
+	return nil
+}
+
+// committed records a chunk whose target transaction has committed.
+func (b *Backfill) committed(w *worker, next checkpoint.Segment, c chunkStats) {
+	w.seg = next
+	w.sp.observe(c)
+	b.mu.Lock()
+	b.segs[next.ID] = next
+	b.mu.Unlock()
+	b.rate.add(time.Now(), c.inserted)
+	b.m.RowsCopied.Add(float64(c.inserted))
+	b.m.BytesCopied.Add(float64(c.bytes))
+	b.updateGauges()
+	if h := b.cfg.Hooks.AfterChunkCopied; h != nil {
+		h(next.ID, next.Next)
+	}
+}
+
+// nextSegment is the segment state after a chunk ending at hi with inserted new rows.
+func nextSegment(s checkpoint.Segment, hi uint64, inserted int64) checkpoint.Segment {
+	s.Next = hi + 1
+	s.Done = hi >= s.End
+	s.Rows += uint64(inserted)
+	return s
+}
+
+// wait blocks while paused or throttled, before a chunk is read.
+func (b *Backfill) wait(ctx context.Context) error {
+	for b.paused.Load() {
+		b.mu.Lock()
+		ch := b.resumeCh
+		b.mu.Unlock()
+		if !b.paused.Load() {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+	if b.cfg.Throttle != nil {
+		waited, err := b.cfg.Throttle.Wait(ctx)
+		b.m.ThrottledSecs.Add(waited.Seconds())
+		if waited >= time.Second {
+			b.log.Info("backfill was throttled", "waited", waited.Round(time.Millisecond))
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("backfill throttle: %w", err)
+		}
+	}
+	return ctx.Err()
+}
+
+// limit applies --max-rows-per-second after rows were read.
+func (b *Backfill) limit(ctx context.Context, rows int64) error {
+	waited, err := b.limiter.take(ctx, rows)
+	b.m.ThrottledSecs.Add(waited.Seconds())
+	return err
+}
+
+// Pause stops the workers before their next chunk until Resume; chunks in flight finish and commit.
+func (b *Backfill) Pause() {
+	b.paused.Store(true)
+	b.m.Paused.Set(1)
+	b.log.Info("backfill paused")
+}
+
+// Resume undoes Pause.
+func (b *Backfill) Resume() {
+	b.mu.Lock()
+	if b.paused.Swap(false) {
+		close(b.resumeCh)
+		b.resumeCh = make(chan struct{})
+		b.log.Info("backfill resumed")
+	}
+	b.mu.Unlock()
+	b.m.Paused.Set(0)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

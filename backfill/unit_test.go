@@ -1,0 +1,355 @@
+package backfill
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestNextSpan(t *testing.T) {
+	const ms = time.Millisecond
+	for _, c := range []struct {
+		name   string
+		ids    uint64
+		bytes  int64
+		took   time.Duration
+		budget int64
+		want   uint64
+	}{
+		{"quick dense chunk doubles", 1000, 100_000, 100 * ms, 8 << 20, 2000},
+		{"on target and under budget keeps", 1000, 100_000, 500 * ms, 8 << 20, 1000},
+		{"twice the target halves", 1000, 100_000, 1000 * ms, 8 << 20, 500},
+		{"empty sparse range doubles", 1000, 0, 1 * ms, 8 << 20, 2000},
+		{"zero duration doubles", 1000, 0, 0, 8 << 20, 2000},
+		{"fat rows shrink to the byte budget", 1000, 4 << 20, 100 * ms, 1 << 20, 250},
+		{"a very slow chunk shrinks at most 16x", 1600, 1000, 100 * time.Second, 8 << 20, 100},
+		{"one huge row keeps span 1", 1, 16 << 20, 100 * ms, 1 << 20, 1},
+		{"never below 1", 1, 1 << 30, time.Hour, 64 << 10, 1},
+		{"never above maxSpan", maxSpan, 0, ms, 8 << 20, maxSpan},
+		{"ids zero treated as one", 0, 0, ms, 8 << 20, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := nextSpan(c.ids, c.bytes, c.took, 500*ms, c.budget); got != c.want {
+				t.Fatalf("nextSpan(%d ids, %d B, %s) = %d, want %d", c.ids, c.bytes, c.took, got, c.want)
+			}
+		})
+	}
+}
+
+func TestSpannerAdapts(t *testing.T) {
+	sp := newSpanner(500*time.Millisecond, 1<<20, 1000)
+	if span, rc := sp.next(); span != initialSpan || rc != 2*(1<<20)/1000 {
+		t.Fatalf("initial span %d, row cap %d", span, rc)
+	}
+	// Sparse deleted history: empty chunks grow the span geometrically.
+	lo := uint64(1)
+	for range 10 {
+		span, _ := sp.next()
+		sp.observe(chunkStats{lo: lo, hi: lo + span - 1, took: time.Millisecond})
+		lo += span
+	}
+	if span, _ := sp.next(); span != initialSpan<<10 {
+		t.Fatalf("span after 10 empty chunks = %d", span)
+	}
+	// Then dense fat rows (100 KB each, one per id): the span falls to the byte budget within a few chunks and
+	// the row cap follows the measured row size.
+	for range 4 {
+		span, _ := sp.next()
+		sp.observe(chunkStats{lo: lo, hi: lo + 99, read: 100, bytes: 100 * 100_000, took: 100 * time.Millisecond})
+		lo += span
+	}
+	span, rc := sp.next()
+	if span > 11 || span < 10 {
+		t.Fatalf("span over 100 KB rows with a 1 MiB budget = %d, want ~10", span)
+	}
+	if rc > 32 {
+		t.Fatalf("row cap %d over 100 KB rows with a 1 MiB budget, want ≤ 32", rc)
+	}
+	sp.shrink()
+	if s, _ := sp.next(); s != span/4 {
+		t.Fatalf("shrink: %d → %d", span, s)
+	}
+}
+
+func TestRowCap(t *testing.T) {
+	for _, c := range []struct {
+		budget   int64
+		rowBytes float64
+		want     int64
+	}{
+		{8 << 20, 1024, 16384}, {8 << 20, 0, maxRowCap}, {64 << 10, 16 << 20, minRowCap}, {1 << 30, 10, 65535},
+	} {
+		if got := rowCapFor(c.budget, c.rowBytes); got != c.want {
+			t.Errorf("rowCapFor(%d, %g) = %d, want %d", c.budget, c.rowBytes, got, c.want)
+		}
+	}
+}
+
+func TestChunkEndAndSplit(t *testing.T) {
+	if got := chunkEnd(10, 5, 100); got != 14 {
+		t.Fatal(got)
+	}
+	if got := chunkEnd(98, 5, 100); got != 100 {
+		t.Fatal(got)
+	}
+	if got := chunkEnd(1, 1<<63, 1<<62); got != 1<<62 {
+		t.Fatal("overflow not guarded", got)
+	}
+	for _, c := range []struct {
+		lo, hi uint64
+		n      int
+		want   [][2]uint64
+	}{
+		{1, 100, 4, [][2]uint64{{1, 25}, {26, 50}, {51, 75}, {76, 100}}},
+		{1, 10, 3, [][2]uint64{{1, 4}, {5, 8}, {9, 10}}},
+		{5, 6, 4, [][2]uint64{{5, 5}, {6, 6}}},
+		{7, 7, 4, [][2]uint64{{7, 7}}},
+		{0, 1<<63 - 1, 2, [][2]uint64{{0, 1<<62 - 1}, {1 << 62, 1<<63 - 1}}},
+	} {
+		got := splitRange(c.lo, c.hi, c.n)
+		if len(got) != len(c.want) {
+			t.Fatalf("splitRange(%d, %d, %d) = %+v", c.lo, c.hi, c.n, got)
+		}
+		for i, s := range got {
+			if s.ID != i || s.Start != c.want[i][0] || s.End != c.want[i][1] || s.Next != s.Start || s.Done {
+				t.Fatalf("splitRange(%d, %d, %d)[%d] = %+v, want %v", c.lo, c.hi, c.n, i, s, c.want[i])
+			}
+		}
+	}
+}
+
+func TestStatementBudget(t *testing.T) {
+	for _, c := range []struct {
+		chunk  int64
+		packet int
+		want   int
+	}{
+		{8 << 20, 64 << 20, 2 << 20}, {64 << 20, 64 << 20, 4 << 20}, {64 << 20, 4 << 20, 2 << 20},
+		{64 << 10, 64 << 20, 16 << 10}, {1 << 20, 16 << 20, 256 << 10},
+	} {
+		if got := statementBudget(c.chunk, c.packet); got != c.want {
+			t.Errorf("statementBudget(%d, %d) = %d, want %d", c.chunk, c.packet, got, c.want)
+		}
+	}
+}
+
+func TestLimiter(t *testing.T) {
+	now := time.Unix(0, 0)
+	l := newLimiter(1000)
+	l.now = func() time.Time { return now }
+	if d := l.reserve(1000); d != 0 {
+		t.Fatalf("first second of rows waited %s", d)
+	}
+	if d := l.reserve(500); d != 500*time.Millisecond {
+		t.Fatalf("debt of 500 rows at 1000/s waits %s", d)
+	}
+	now = now.Add(2 * time.Second) // repays the debt, refills to the burst, not beyond
+	if d := l.reserve(1000); d != 0 {
+		t.Fatalf("after refilling waited %s", d)
+	}
+	if d := l.reserve(3000); d != 3*time.Second {
+		t.Fatalf("a chunk larger than the bucket waits %s, want 3s", d)
+	}
+	if d := newLimiter(0).reserve(1 << 40); d != 0 {
+		t.Fatal("unlimited limiter waited")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	l2 := newLimiter(1)
+	l2.reserve(1)
+	if _, err := l2.take(ctx, 10); err == nil {
+		t.Fatal("take ignored a cancelled context")
+	}
+}
+
+func TestAppendRow(t *testing.T) {
+	vals := func(v ...any) []sql.RawBytes {
+		out := make([]sql.RawBytes, len(v))
+		for i, x := range v {
+			if x != nil {
+				out[i] = sql.RawBytes(x.(string))
+			}
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name  string
+		vals  []sql.RawBytes
+		kinds []valueKind
+		want  string
+	}{
+		{"numbers as sent", vals("42", "0.30000000000000004", "-1e-300", "18446744073709551615"),
+			[]valueKind{kindNumber, kindNumber, kindNumber, kindNumber}, "(42,0.30000000000000004,-1e-300,18446744073709551615)"},
+		{"NULL vs empty string", vals(nil, ""), []valueKind{kindString, kindString}, "(NULL,'')"},
+		{"NULL number", vals(nil), []valueKind{kindNumber}, "(NULL)"},
+		{"quotes and backslashes", vals(`it's "x" \ y`), []valueKind{kindString}, `('it\'s "x" \\ y')`},
+		{"control bytes", vals("a\x00b\nc\rd\x1ae"), []valueKind{kindString}, `('a\0b\nc\rd\Ze')`},
+		{"utf8mb4 untouched", vals("😀 日本 é"), []valueKind{kindString}, "('😀 日本 é')"},
+		{"invalid utf8 bytes untouched", vals("\xff\xfe\x80"), []valueKind{kindString}, "('\xff\xfe\x80')"},
+		{"datetime", vals("2020-01-02 03:04:05.123456"), []valueKind{kindString}, "('2020-01-02 03:04:05.123456')"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var sb strings.Builder
+			appendRow(&sb, c.vals, c.kinds)
+			if sb.String() != c.want {
+				t.Fatalf("got %q, want %q", sb.String(), c.want)
+			}
+		})
+	}
+}
+
+func TestKindOf(t *testing.T) {
+	for typ, want := range map[string]valueKind{"INT": kindNumber, "UNSIGNED BIGINT": kindNumber, "DOUBLE": kindNumber,
+		"DECIMAL": kindNumber, "double": kindNumber, "VARCHAR": kindString, "DATETIME": kindString, "BLOB": kindString,
+		"TEXT": kindString, "BIT": kindString, "": kindString} {
+		if got := kindOf(typ); got != want {
+			t.Errorf("kindOf(%q) = %v, want %v", typ, got, want)
+		}
+	}
+}
+
+// unquote reads a literal the way the server does without NO_BACKSLASH_ESCAPES.
+func unquote(t *testing.T, s string) []byte {
+	if len(s) < 2 || s[0] != '\'' || s[len(s)-1] != '\'' {
+		t.Fatalf("not a quoted literal: %q", s)
+	}
+	in := s[1 : len(s)-1]
+	var out bytes.Buffer
+	for i := 0; i < len(in); i++ {
+		c := in[i]
+		if c == '\'' {
+			t.Fatalf("unescaped quote at %d in %q", i, s)
+		}
+		if c != '\\' {
+			out.WriteByte(c)
+			continue
+		}
+		i++
+		if i == len(in) {
+			t.Fatalf("dangling backslash in %q", s)
+		}
+		switch in[i] {
+		case '0':
+			out.WriteByte(0)
+		case 'n':
+			out.WriteByte('\n')
+		case 'r':
+			out.WriteByte('\r')
+		case 'Z':
+			out.WriteByte(0x1a)
+		case 't':
+			out.WriteByte('\t')
+		case 'b':
+			out.WriteByte('\b')
+		default: // \\ \' \" and any other escaped byte stand for themselves
+			out.WriteByte(in[i])
+		}
+	}
+	return out.Bytes()
+}
+
+func FuzzEscapeRoundTrip(f *testing.F) {
+	for _, s := range []string{"", "'", `\`, "\x00\n\r\x1a", `\'`, "'\\''", "😀", "\xff\x00\xfe", "abc\\"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, v []byte) {
+		var sb strings.Builder
+		appendRow(&sb, []sql.RawBytes{v}, []valueKind{kindString})
+		lit := sb.String()
+		if got := unquote(t, lit[1:len(lit)-1]); !bytes.Equal(got, v) {
+			t.Fatalf("%q → %s → %q", v, lit, got)
+		}
+	})
+}
+
+func TestAcceptableWarning(t *testing.T) {
+	for _, c := range []struct {
+		level, msg  string
+		code        int
+		otherUnique bool
+		want        bool
+	}{
+		{"Warning", "Duplicate entry '5' for key 'PRIMARY'", 1062, false, true},
+		{"Warning", "Duplicate entry '5' for key 't.PRIMARY'", 1062, true, true},
+		{"Warning", "Duplicate entry 'x' for key 'uk'", 1062, true, false},
+		{"Warning", "Out of range value for column 'v' at row 2", 1264, false, false},
+		{"Warning", "Data truncated for column 'v' at row 1", 1265, false, false},
+		{"Note", "Data truncated for column 'created' at row 1", 1265, false, true},
+	} {
+		if got := acceptableWarning(c.level, c.code, c.msg, c.otherUnique); got != c.want {
+			t.Errorf("acceptableWarning(%s %d %q, other unique %v) = %v", c.level, c.code, c.msg, c.otherUnique, got)
+		}
+	}
+}
+
+func TestBarLineAndEstimate(t *testing.T) {
+	p := Progress{Planned: true, Copied: 1_234_567, IDsDone: 452, IDsTotal: 1000, RowsPerSec: 41_200.7}
+	p.Total, p.ETA = estimate(p, 0)
+	if p.Total != 2_731_342 {
+		t.Fatalf("total %d", p.Total)
+	}
+	if want := "[=============>                ]  45.2%  1,234,567/2,731,342 rows  41,200 rows/s  ETA 36s"; barLine(p) != want {
+		t.Fatalf("bar\n got %q\nwant %q", barLine(p), want)
+	}
+	// Before any chunk: the table's estimate, capped by the id span.
+	if total, eta := estimate(Progress{IDsTotal: 1000}, 800); total != 800 || eta != -1 {
+		t.Fatalf("early estimate %d %s", total, eta)
+	}
+	if total, _ := estimate(Progress{IDsTotal: 1000}, 5000); total != 1000 {
+		t.Fatalf("estimate above the id span: %d", total)
+	}
+	done := Progress{Planned: true, Done: true, Copied: 7, IDsTotal: 10}
+	done.Total, done.ETA = estimate(done, 0)
+	if done.Total != 7 || done.ETA != 0 || !strings.HasPrefix(barLine(done), "[==============================] 100.0%  7/7 rows") {
+		t.Fatalf("done: %q", barLine(done))
+	}
+	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", -1234567: "-1,234,567", 100000: "100,000"} {
+		if got := group(n); got != want {
+			t.Errorf("group(%d) = %s, want %s", n, got, want)
+		}
+	}
+}
+
+func TestRateWindow(t *testing.T) {
+	r := newRateWindow(30 * time.Second)
+	t0 := time.Unix(1000, 0)
+	r.add(t0, 0)
+	for i := 1; i <= 60; i++ {
+		r.add(t0.Add(time.Duration(i)*time.Second), 100)
+	}
+	if got := r.perSecond(t0.Add(60 * time.Second)); got < 99 || got > 101 {
+		t.Fatalf("rate %g, want ~100", got)
+	}
+	if len(r.samples) > 32 {
+		t.Fatalf("window keeps %d samples", len(r.samples))
+	}
+}
+
+func TestReporter(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // Run reports once more when ctx ends, then returns
+	get := func() Progress {
+		return Progress{Planned: true, IDsTotal: 10, IDsDone: 5, Copied: 5, Total: 10, RowsPerSec: 2, ETA: 3 * time.Second}
+	}
+	var tty bytes.Buffer
+	NewReporter(&tty, true, slog.New(slog.DiscardHandler), time.Second).Run(ctx, get)
+	if got := tty.String(); !strings.HasPrefix(got, "\r[===============>              ]  50.0%  5/10 rows  2 rows/s  ETA 3s") || !strings.HasSuffix(got, "\n") {
+		t.Fatalf("terminal output %q", got)
+	}
+	var logs bytes.Buffer
+	NewReporter(nil, false, slog.New(slog.NewTextHandler(&logs, nil)), time.Second).Run(ctx, get)
+	for _, want := range []string{"backfill progress", "rows=5", "total=10", "pct=50.0", "rows_per_sec=2", "eta=3s"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Fatalf("log line %q lacks %q", logs.String(), want)
+		}
+	}
+	var none bytes.Buffer
+	NewReporter(&none, true, slog.New(slog.DiscardHandler), time.Second).Run(ctx, func() Progress { return Progress{} })
+	if none.String() != "\n" {
+		t.Fatalf("an unplanned copy drew %q", none.String())
+	}
+}
