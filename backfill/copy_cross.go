@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/csmh-sync/csmh-sync/internal/sqllit"
 )
 
 // stmtsInFlight bounds the INSERT statements of one worker that exist at once (one being built, the others
@@ -148,10 +150,7 @@ func (b *Backfill) readChunk(ctx context.Context, c *crossChunk, rowCap int64, t
 	if err != nil {
 		return err
 	}
-	kinds := make([]valueKind, len(types))
-	for i, t := range types {
-		kinds[i] = kindOf(t.DatabaseTypeName())
-	}
+	kinds := sqllit.Kinds(types)
 	vals := make([]sql.RawBytes, len(types))
 	ptrs := make([]any, len(vals))
 	for i := range vals {
@@ -194,7 +193,7 @@ func (b *Backfill) readChunk(ctx context.Context, c *crossChunk, rowCap int64, t
 			sb.WriteByte(',')
 		}
 		before := sb.Len()
-		appendRow(sb, vals, kinds)
+		sqllit.Row(sb, vals, kinds)
 		c.bytes += int64(sb.Len() - before)
 		c.read++
 		cur.rows++

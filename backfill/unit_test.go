@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/csmh-sync/csmh-sync/internal/sqllit"
 )
 
 func TestNextSpan(t *testing.T) {
@@ -179,22 +181,22 @@ func TestAppendRow(t *testing.T) {
 	for _, c := range []struct {
 		name  string
 		vals  []sql.RawBytes
-		kinds []valueKind
+		kinds []sqllit.Kind
 		want  string
 	}{
 		{"numbers as sent", vals("42", "0.30000000000000004", "-1e-300", "18446744073709551615"),
-			[]valueKind{kindNumber, kindNumber, kindNumber, kindNumber}, "(42,0.30000000000000004,-1e-300,18446744073709551615)"},
-		{"NULL vs empty string", vals(nil, ""), []valueKind{kindString, kindString}, "(NULL,'')"},
-		{"NULL number", vals(nil), []valueKind{kindNumber}, "(NULL)"},
-		{"quotes and backslashes", vals(`it's "x" \ y`), []valueKind{kindString}, `('it\'s "x" \\ y')`},
-		{"control bytes", vals("a\x00b\nc\rd\x1ae"), []valueKind{kindString}, `('a\0b\nc\rd\Ze')`},
-		{"utf8mb4 untouched", vals("😀 日本 é"), []valueKind{kindString}, "('😀 日本 é')"},
-		{"invalid utf8 bytes untouched", vals("\xff\xfe\x80"), []valueKind{kindString}, "('\xff\xfe\x80')"},
-		{"datetime", vals("2020-01-02 03:04:05.123456"), []valueKind{kindString}, "('2020-01-02 03:04:05.123456')"},
+			[]sqllit.Kind{sqllit.Number, sqllit.Number, sqllit.Number, sqllit.Number}, "(42,0.30000000000000004,-1e-300,18446744073709551615)"},
+		{"NULL vs empty string", vals(nil, ""), []sqllit.Kind{sqllit.String, sqllit.String}, "(NULL,'')"},
+		{"NULL number", vals(nil), []sqllit.Kind{sqllit.Number}, "(NULL)"},
+		{"quotes and backslashes", vals(`it's "x" \ y`), []sqllit.Kind{sqllit.String}, `('it\'s "x" \\ y')`},
+		{"control bytes", vals("a\x00b\nc\rd\x1ae"), []sqllit.Kind{sqllit.String}, `('a\0b\nc\rd\Ze')`},
+		{"utf8mb4 untouched", vals("😀 日本 é"), []sqllit.Kind{sqllit.String}, "('😀 日本 é')"},
+		{"invalid utf8 bytes untouched", vals("\xff\xfe\x80"), []sqllit.Kind{sqllit.String}, "('\xff\xfe\x80')"},
+		{"datetime", vals("2020-01-02 03:04:05.123456"), []sqllit.Kind{sqllit.String}, "('2020-01-02 03:04:05.123456')"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var sb strings.Builder
-			appendRow(&sb, c.vals, c.kinds)
+			sqllit.Row(&sb, c.vals, c.kinds)
 			if sb.String() != c.want {
 				t.Fatalf("got %q, want %q", sb.String(), c.want)
 			}
@@ -203,10 +205,10 @@ func TestAppendRow(t *testing.T) {
 }
 
 func TestKindOf(t *testing.T) {
-	for typ, want := range map[string]valueKind{"INT": kindNumber, "UNSIGNED BIGINT": kindNumber, "DOUBLE": kindNumber,
-		"DECIMAL": kindNumber, "double": kindNumber, "VARCHAR": kindString, "DATETIME": kindString, "BLOB": kindString,
-		"TEXT": kindString, "BIT": kindString, "": kindString} {
-		if got := kindOf(typ); got != want {
+	for typ, want := range map[string]sqllit.Kind{"INT": sqllit.Number, "UNSIGNED BIGINT": sqllit.Number, "DOUBLE": sqllit.Number,
+		"DECIMAL": sqllit.Number, "double": sqllit.Number, "VARCHAR": sqllit.String, "DATETIME": sqllit.String, "BLOB": sqllit.Binary,
+		"TEXT": sqllit.String, "BIT": sqllit.Binary, "": sqllit.String} {
+		if got := sqllit.KindOf(typ); got != want {
 			t.Errorf("kindOf(%q) = %v, want %v", typ, got, want)
 		}
 	}
@@ -258,7 +260,7 @@ func FuzzEscapeRoundTrip(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, v []byte) {
 		var sb strings.Builder
-		appendRow(&sb, []sql.RawBytes{v}, []valueKind{kindString})
+		sqllit.Row(&sb, []sql.RawBytes{v}, []sqllit.Kind{sqllit.String})
 		lit := sb.String()
 		if got := unquote(t, lit[1:len(lit)-1]); !bytes.Equal(got, v) {
 			t.Fatalf("%q → %s → %q", v, lit, got)

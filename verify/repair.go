@@ -66,10 +66,7 @@ func (r *run) repairBatch(ctx context.Context, ids []uint64) error {
 	if err != nil {
 		return err
 	}
-	kinds := make([]valueKind, len(types))
-	for i, t := range types {
-		kinds[i] = kindOf(t.DatabaseTypeName())
-	}
+	kinds := sqllit.Kinds(types)
 	dtx, err := r.dst.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -104,7 +101,7 @@ func (r *run) repairBatch(ctx context.Context, ids []uint64) error {
 		} else {
 			sb.WriteByte(',')
 		}
-		appendRow(&sb, vals, kinds)
+		sqllit.Row(&sb, vals, kinds)
 		if sb.Len() >= repairStmtBytes {
 			if err := flush(); err != nil {
 				return err
@@ -132,47 +129,6 @@ func (r *run) repairCols() string {
 		q[i] = table.QuoteIdent(c)
 	}
 	return strings.Join(q, ",")
-}
-
-type valueKind int
-
-const (
-	kindString valueKind = iota // quoted and escaped
-	kindNumber                  // written as sent
-	kindBinary                  // quoted with the _binary introducer: bytes, not characters
-)
-
-func kindOf(dbType string) valueKind {
-	switch strings.ToUpper(dbType) {
-	case "TINYINT", "SMALLINT", "MEDIUMINT", "INT", "BIGINT", "UNSIGNED TINYINT", "UNSIGNED SMALLINT",
-		"UNSIGNED MEDIUMINT", "UNSIGNED INT", "UNSIGNED BIGINT", "DOUBLE", "FLOAT", "DECIMAL", "YEAR":
-		return kindNumber
-	case "BINARY", "VARBINARY", "TINYBLOB", "BLOB", "MEDIUMBLOB", "LONGBLOB", "BIT":
-		return kindBinary
-	}
-	return kindString
-}
-
-// appendRow writes "(v1,v2,…)"; a nil value is NULL.
-func appendRow(sb *strings.Builder, vals []sql.RawBytes, kinds []valueKind) {
-	sb.WriteByte('(')
-	for i, v := range vals {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		switch {
-		case v == nil:
-			sb.WriteString("NULL")
-		case kinds[i] == kindNumber:
-			sb.Write(v)
-		case kinds[i] == kindBinary:
-			sb.WriteString("_binary")
-			sqllit.Quote(sb, v)
-		default:
-			sqllit.Quote(sb, v)
-		}
-	}
-	sb.WriteByte(')')
 }
 
 // retry runs f until it succeeds, fails for good, or 10 transient failures (lock waits, deadlocks, lost
