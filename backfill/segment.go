@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -150,8 +152,7 @@ func (b *Backfill) wait(ctx context.Context) error {
 		}
 	}
 	if b.cfg.Throttle != nil {
-		waited, err := b.cfg.Throttle.Wait(ctx)
-		b.m.ThrottledSecs.Add(waited.Seconds())
+		waited, err := b.throttleWait(ctx)
 		if waited >= time.Second {
 			b.log.Info("backfill was throttled", "waited", waited.Round(time.Millisecond))
 		}
@@ -200,4 +201,32 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// throttleWait waits on the throttler and counts the time in csmh_sync_backfill_throttled_seconds_total as it
+// passes, not only when the wait ends: a throttle that lasts an hour must not look like a stalled backfill.
+func (b *Backfill) throttleWait(ctx context.Context) (time.Duration, error) {
+	var counted atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				b.m.ThrottledSecs.Add(1)
+				counted.Add(int64(time.Second))
+			}
+		}
+	})
+	waited, err := b.cfg.Throttle.Wait(ctx)
+	close(stop)
+	wg.Wait()
+	if rest := waited - time.Duration(counted.Load()); rest > 0 {
+		b.m.ThrottledSecs.Add(rest.Seconds())
+	}
+	return waited, err
 }
