@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strconv"
 	"strings"
@@ -16,6 +17,8 @@ import (
 const (
 	// stmtBudget bounds one multi-row statement; a single larger row gets a statement of its own.
 	stmtBudget = 4 << 20
+	// binaryRows is the number of rows in one prepared upsert (7 columns: 1,400 placeholders).
+	binaryRows = 200
 	// batchBytes bounds the row data one target transaction holds in memory.
 	batchBytes = 64 << 20
 	// maxDeleteIDs bounds one DELETE … IN list.
@@ -88,9 +91,14 @@ type applier struct {
 	intro  []string // charset introducer per column ("" for UTF-8 and non-strings)
 	// insertHead and upsertTail frame a multi-row upsert.
 	insertHead, upsertTail string
+	placeholders           string // "(?,?,…)" for one row
 	// deleteInsert: the target has a unique key besides the primary key. ON DUPLICATE KEY UPDATE would then
 	// silently update whichever row holds the other key; DELETE by id + plain INSERT fails loudly instead.
 	deleteInsert bool
+	// binary: upserts go as prepared multi-row statements in the binary protocol, so large values travel as
+	// length-prefixed bytes instead of escaped literals the server must parse. Needs UTF-8 columns (binlog
+	// values of other charsets need an introducer, which a parameter cannot carry).
+	binary bool
 }
 
 func newApplier(r *Replicator, src, dst *table.Table) (*applier, error) {
@@ -109,6 +117,13 @@ func newApplier(r *Replicator, src, dst *table.Table) (*applier, error) {
 			upd = append(upd, q+"=VALUES("+q+")")
 		}
 	}
+	a.binary = !a.deleteInsert
+	for _, in := range a.intro {
+		if in != "" {
+			a.binary = false
+		}
+	}
+	a.placeholders = "(" + strings.TrimSuffix(strings.Repeat("?,", len(cols)), ",") + ")"
 	a.insertHead = "INSERT INTO " + a.target + " (" + strings.Join(cols, ",") + ") VALUES "
 	a.upsertTail = " ON DUPLICATE KEY UPDATE " + strings.Join(upd, ",")
 	return a, nil
@@ -170,8 +185,25 @@ func (a *applier) flush(ctx context.Context, b *batch) error {
 		return fmt.Errorf("apply to target: begin: %w", err)
 	}
 	defer tx.Rollback()
+	stmts := map[string]*sql.Stmt{}
+	defer func() {
+		for _, st := range stmts {
+			st.Close()
+		}
+	}()
 	w := &stmtWriter{a: a, exec: func(q string) error {
 		_, err := tx.ExecContext(fctx, q)
+		return err
+	}, execArgs: func(q string, args []any) error {
+		st, ok := stmts[q]
+		if !ok {
+			var err error
+			if st, err = tx.PrepareContext(fctx, q); err != nil {
+				return err
+			}
+			stmts[q] = st
+		}
+		_, err := st.ExecContext(fctx, args...)
 		return err
 	}}
 	var sum checkpoint.Counters
@@ -222,12 +254,15 @@ func (a *applier) flush(ctx context.Context, b *batch) error {
 // stmtWriter turns a sequence of ops into as few statements as order allows: a run of upserts becomes one
 // multi-row INSERT, a run of deletes one DELETE … IN, each bounded by stmtBudget.
 type stmtWriter struct {
-	a    *applier
-	exec func(string) error
-	kind opKind
-	sb   strings.Builder
-	ids  []uint64            // ids of the current run
-	seen map[uint64]struct{} // ids of the current upsert run (deleteInsert mode)
+	a        *applier
+	exec     func(string) error
+	execArgs func(string, []any) error
+	args     []any // binary mode: the current run's values
+	argBytes int
+	kind     opKind
+	sb       strings.Builder
+	ids      []uint64            // ids of the current run
+	seen     map[uint64]struct{} // ids of the current upsert run (deleteInsert mode)
 }
 
 func (w *stmtWriter) add(o op) error {
@@ -255,6 +290,24 @@ func (w *stmtWriter) add(o op) error {
 			w.seen = map[uint64]struct{}{}
 		}
 		w.seen[o.id] = struct{}{}
+	}
+	if w.a.binary {
+		w.ids = append(w.ids, o.id)
+		for _, v := range o.row {
+			w.args = append(w.args, v)
+			switch x := v.(type) {
+			case string:
+				w.argBytes += len(x)
+			case []byte:
+				w.argBytes += len(x)
+			default:
+				w.argBytes += 8
+			}
+		}
+		if len(w.ids) >= binaryRows || w.argBytes >= stmtBudget {
+			return w.finish()
+		}
+		return nil
 	}
 	if len(w.ids) == 0 {
 		w.sb.WriteString(w.a.insertHead)
@@ -292,8 +345,22 @@ func (w *stmtWriter) finish() error {
 	defer func() {
 		w.sb.Reset()
 		w.ids = w.ids[:0]
+		w.args = w.args[:0]
+		w.argBytes = 0
 		clear(w.seen)
 	}()
+	if w.kind == opUpsert && w.a.binary {
+		var q strings.Builder
+		q.WriteString(w.a.insertHead)
+		for i := range w.ids {
+			if i > 0 {
+				q.WriteByte(',')
+			}
+			q.WriteString(w.a.placeholders)
+		}
+		q.WriteString(w.a.upsertTail)
+		return w.execArgs(q.String(), w.args)
+	}
 	if w.kind == opDelete || w.a.deleteInsert {
 		if err := w.exec(w.deleteStmt()); err != nil {
 			return err

@@ -125,6 +125,7 @@ func TestStatementWriter(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			a.binary = false // the text form: used for non-UTF-8 columns; its exact SQL is checked here
 			var got []string
 			w := &stmtWriter{a: a, exec: func(q string) error { got = append(got, q); return nil }}
 			for _, o := range c.ops {
@@ -158,5 +159,57 @@ func TestStatementWriter(t *testing.T) {
 	}
 	if len(got) != 2 || !strings.Contains(got[0], ",_latin1'xxx") {
 		t.Fatalf("%d statements; want 2 with the introducer", len(got))
+	}
+}
+
+// UTF-8 tables send upserts as prepared statements: one "(?,…)" group per row, values passed unchanged.
+func TestStatementWriterBinary(t *testing.T) {
+	r := &Replicator{cfg: Config{TargetTable: table.Name{Schema: "t", Table: "x"}}}
+	a, err := newApplier(r, testTable(), testTable())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.binary {
+		t.Fatal("UTF-8 table not in binary mode")
+	}
+	type call struct {
+		q    string
+		args []any
+	}
+	var got []call
+	var text []string
+	w := &stmtWriter{a: a, exec: func(q string) error { text = append(text, q); return nil },
+		execArgs: func(q string, args []any) error { got = append(got, call{q, append([]any(nil), args...)}); return nil }}
+	for _, o := range []op{
+		{kind: opUpsert, id: 1, row: []any{int32(1), "a", 0.1, nil}},
+		{kind: opUpsert, id: 2, row: []any{int32(2), []byte("b'c"), 1e-7, uint64(5)}},
+		{kind: opDelete, id: 3},
+	} {
+		if err := w.add(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.finish(); err != nil {
+		t.Fatal(err)
+	}
+	want := "INSERT INTO `t`.`x` (`id`,`state`,`grade`,`n`) VALUES (?,?,?,?),(?,?,?,?) ON DUPLICATE KEY UPDATE `state`=VALUES(`state`),`grade`=VALUES(`grade`),`n`=VALUES(`n`)"
+	if len(got) != 1 || got[0].q != want || len(got[0].args) != 8 || got[0].args[2] != 0.1 || got[0].args[3] != nil {
+		t.Fatalf("prepared upsert: %+v", got)
+	}
+	if len(text) != 1 || text[0] != "DELETE FROM `t`.`x` WHERE `id` IN (3)" {
+		t.Fatalf("delete: %v", text)
+	}
+	// A run is cut at binaryRows rows.
+	got = nil
+	for i := 0; i < binaryRows+1; i++ {
+		if err := w.add(op{kind: opUpsert, id: uint64(10 + i), row: []any{int32(10 + i), "s", nil, nil}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.finish(); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || len(got[0].args) != 4*binaryRows || len(got[1].args) != 4 {
+		t.Fatalf("split: %d statements", len(got))
 	}
 }
