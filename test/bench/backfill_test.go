@@ -64,6 +64,7 @@ func BenchmarkBackfill(b *testing.B) {
 	var res []result
 	measure := func(name string, db *sql.DB, f func() error) {
 		reset(db)
+		quiesce(b, sdb, ddb)
 		took, err := timeIt(f)
 		if err != nil {
 			b.Fatalf("%s: %v", name, err)

@@ -99,3 +99,36 @@ func ctxT(d time.Duration) (context.Context, context.CancelFunc) {
 
 // extraArgs passes CSMH_BENCH_ARGS (space-separated) to the cross-server csmh-sync run, for tuning experiments.
 func extraArgs() []string { return strings.Fields(os.Getenv("CSMH_BENCH_ARGS")) }
+
+// quiesce waits until every server has written its dirty pages and purged its undo history, so a timed phase
+// does not pay for the background I/O of the phase before it (or of the data generation). Each path is then
+// measured on equally quiet servers.
+func quiesce(b *testing.B, dbs ...*sql.DB) {
+	b.Helper()
+	for _, db := range dbs {
+		mustExec(b, db, "SET GLOBAL innodb_max_dirty_pages_pct_lwm = 0.001, GLOBAL innodb_max_dirty_pages_pct = 0.001")
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for _, db := range dbs {
+		for {
+			var name string
+			var dirty, history int64
+			if err := db.QueryRow("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'").Scan(&name, &dirty); err != nil {
+				b.Fatal(err)
+			}
+			if err := db.QueryRow("SELECT `COUNT` FROM information_schema.INNODB_METRICS WHERE NAME = 'trx_rseg_history_len'").Scan(&history); err != nil {
+				b.Fatal(err)
+			}
+			if dirty < 64 && history < 1000 {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("servers still busy after 10 minutes: %d dirty pages, history length %d", dirty, history)
+			}
+			time.Sleep(250 * time.Millisecond) // polling interval of a deadline-bounded wait
+		}
+	}
+	for _, db := range dbs {
+		mustExec(b, db, "SET GLOBAL innodb_max_dirty_pages_pct_lwm = DEFAULT, GLOBAL innodb_max_dirty_pages_pct = DEFAULT")
+	}
+}
