@@ -6,6 +6,9 @@
 //	                    the id boundary copied rows must stay below, apply counters.
 //	csmh_sync_backfill  one row per backfill segment: its inclusive id range, the next id to copy and
 //	                    the rows copied so far.
+//	csmh_sync_lanes     one row per extra apply lane (1…n-1): the position up to which that lane applied
+//	                    its share of the row changes. Only a lane row AHEAD of csmh_sync_state means
+//	                    anything: its share of the transactions between the two is applied already.
 //
 // Writers update these rows inside the same transaction as the rows they copy or apply (Vitess's vplayer
 // does the same), so a crash can never leave progress that disagrees with the data. The replication
@@ -30,6 +33,7 @@ const FormatVersion = 1
 const (
 	StateTable    = "csmh_sync_state"
 	BackfillTable = "csmh_sync_backfill"
+	LanesTable    = "csmh_sync_lanes"
 )
 
 // ErrNone means no checkpoint exists yet: a first start.
@@ -90,13 +94,15 @@ type Store struct {
 	schema string
 	state  string
 	fill   string
+	lanes  string
 }
 
 // New returns a store for the checkpoint tables in schema (the target table's schema).
 func New(db *sql.DB, schema string) *Store {
 	return &Store{db: db, schema: schema,
 		state: table.QuoteIdent(schema) + "." + table.QuoteIdent(StateTable),
-		fill:  table.QuoteIdent(schema) + "." + table.QuoteIdent(BackfillTable)}
+		fill:  table.QuoteIdent(schema) + "." + table.QuoteIdent(BackfillTable),
+		lanes: table.QuoteIdent(schema) + "." + table.QuoteIdent(LanesTable)}
 }
 
 // Ensure creates the checkpoint tables if needed.
@@ -130,6 +136,14 @@ func (s *Store) Ensure(ctx context.Context) error {
   updated_at datetime(6) NOT NULL,
   PRIMARY KEY (segment)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='csmh-sync checkpoint: backfill progress'`,
+		`CREATE TABLE IF NOT EXISTS ` + s.lanes + ` (
+  lane tinyint unsigned NOT NULL,
+  lanes tinyint unsigned NOT NULL,
+  block int unsigned NOT NULL,
+  gtid_set text NOT NULL,
+  updated_at datetime(6) NOT NULL,
+  PRIMARY KEY (lane)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='csmh-sync checkpoint: parallel apply lanes'`,
 	}
 	for _, q := range stmts {
 		if _, err := s.db.ExecContext(ctx, q); err != nil {
@@ -195,12 +209,18 @@ func (s *Store) segments(ctx context.Context) ([]Segment, error) {
 // migration (other tables or flavor) is an ErrMismatch: it is never overwritten.
 func (s *Store) Init(ctx context.Context, first State) (*State, error) {
 	now := time.Now().UTC()
-	_, err := s.db.ExecContext(ctx, `INSERT IGNORE INTO `+s.state+` (id, format_version, source_table, target_table,
+	res, err := s.db.ExecContext(ctx, `INSERT IGNORE INTO `+s.state+` (id, format_version, source_table, target_table,
 		flavor, source_server, gtid_set, id_boundary, created_at, updated_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		FormatVersion, first.SourceTable, first.TargetTable, first.Flavor, first.SourceServer, first.GTID,
 		first.IDBoundary, now, now)
 	if err != nil {
 		return nil, fmt.Errorf("write first checkpoint: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		// A new migration: lane rows left by an earlier one describe other transactions.
+		if _, err := s.db.ExecContext(ctx, `DELETE FROM `+s.lanes); err != nil && !isNoTable(err) {
+			return nil, fmt.Errorf("clear old apply lanes: %w", err)
+		}
 	}
 	st, err := s.Load(ctx)
 	if err != nil {
@@ -239,6 +259,45 @@ func (s *Store) SaveStream(ctx context.Context, tx Execer, p StreamProgress) err
 		return fmt.Errorf("save stream checkpoint: %w (the state row is gone)", ErrNone)
 	}
 	return nil
+}
+
+// Lane is one extra apply lane's progress: with Lanes lanes dealing ids in blocks of Block, lane Lane has
+// applied its share of every transaction in GTID.
+type Lane struct {
+	Lane, Lanes, Block int
+	GTID               string
+}
+
+// SaveLane records a lane's position inside the transaction that applied its share of a batch.
+func (s *Store) SaveLane(ctx context.Context, tx Execer, l Lane) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO `+s.lanes+` (lane, lanes, block, gtid_set, updated_at) VALUES (?, ?, ?, ?, ?)
+		ON DUPLICATE KEY UPDATE lanes = VALUES(lanes), block = VALUES(block), gtid_set = VALUES(gtid_set), updated_at = VALUES(updated_at)`,
+		l.Lane, l.Lanes, l.Block, l.GTID, time.Now().UTC())
+	if err != nil {
+		return fmt.Errorf("save apply lane checkpoint: %w", err)
+	}
+	return nil
+}
+
+// Lanes reads the lane rows (none when the table does not exist).
+func (s *Store) Lanes(ctx context.Context) ([]Lane, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT lane, lanes, block, gtid_set FROM `+s.lanes+` ORDER BY lane`)
+	if isNoTable(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read apply lane checkpoint: %w", err)
+	}
+	defer rows.Close()
+	var out []Lane
+	for rows.Next() {
+		var l Lane
+		if err := rows.Scan(&l.Lane, &l.Lanes, &l.Block, &l.GTID); err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, rows.Err()
 }
 
 // PlanSegments writes the backfill plan if none exists and returns the plan in force: a restart always

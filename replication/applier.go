@@ -99,6 +99,8 @@ type applier struct {
 	// length-prefixed bytes instead of escaped literals the server must parse. Needs UTF-8 columns (binlog
 	// values of other charsets need an introducer, which a parameter cannot carry).
 	binary bool
+	// ahead: lanes a parallel apply cut short left ahead of the stream position (lanes.go); nil normally.
+	ahead *lanesAhead
 }
 
 func newApplier(r *Replicator, src, dst *table.Table) (*applier, error) {
@@ -173,70 +175,45 @@ func (a *applier) run(ctx context.Context, in <-chan *txn) error {
 	}
 }
 
-// flush applies the batch's transactions and its position in ONE target transaction.
+// flush applies the batch's transactions and its position in ONE target transaction, or, for a batch
+// large enough to split, in one transaction per lane (see lanes.go) with the position in lane 0's, which
+// commits last.
 func (a *applier) flush(ctx context.Context, b *batch) error {
 	if !b.pending() {
 		return nil
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 	defer cancel()
-	tx, err := a.r.dst.BeginTx(fctx, nil)
-	if err != nil {
-		return fmt.Errorf("apply to target: begin: %w", err)
-	}
-	defer tx.Rollback()
-	stmts := map[string]*sql.Stmt{}
-	defer func() {
-		for _, st := range stmts {
-			st.Close()
-		}
-	}()
-	w := &stmtWriter{a: a, exec: func(q string) error {
-		_, err := tx.ExecContext(fctx, q)
-		return err
-	}, execArgs: func(q string, args []any) error {
-		st, ok := stmts[q]
-		if !ok {
-			var err error
-			if st, err = tx.PrepareContext(fctx, q); err != nil {
-				return err
-			}
-			stmts[q] = st
-		}
-		_, err := st.ExecContext(fctx, args...)
-		return err
-	}}
 	var sum checkpoint.Counters
 	for _, t := range b.txs {
-		for _, o := range t.ops {
-			if err := w.add(o); err != nil {
-				return fmt.Errorf("apply to target (batch ending at %s): %w", b.pos, err)
-			}
-		}
 		sum.Inserts += t.counts.Inserts
 		sum.Updates += t.counts.Updates
 		sum.Deletes += t.counts.Deletes
 	}
-	if err := w.finish(); err != nil {
-		return fmt.Errorf("apply to target (batch ending at %s): %w", b.pos, err)
-	}
 	sum.Transactions = uint64(b.count)
-	if touched := a.r.cfg.Touched; touched != nil {
-		var ids []uint64
-		for _, t := range b.txs {
-			for _, o := range t.ops {
-				ids = append(ids, o.id)
-			}
-		}
-		if err := touched(fctx, tx, ids); err != nil {
-			return fmt.Errorf("apply to target: mark verified chunks touched: %w", err)
-		}
-	}
-	if err := a.r.store.SaveStream(fctx, tx, checkpoint.StreamProgress{GTID: b.pos.String(), Added: sum, LastEventAt: b.lastTS}); err != nil {
+	parts, k, block, err := a.split(b)
+	if err != nil {
 		return err
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("apply to target: commit: %w", err)
+	lane0 := func(tx *sql.Tx) error {
+		if err := a.applyOps(fctx, tx, parts[0]); err != nil {
+			return fmt.Errorf("apply to target (batch ending at %s): %w", b.pos, err)
+		}
+		if touched := a.r.cfg.Touched; touched != nil {
+			var ids []uint64
+			for _, t := range b.txs {
+				for _, o := range t.ops {
+					ids = append(ids, o.id)
+				}
+			}
+			if err := touched(fctx, tx, ids); err != nil {
+				return fmt.Errorf("apply to target: mark verified chunks touched: %w", err)
+			}
+		}
+		return a.r.store.SaveStream(fctx, tx, checkpoint.StreamProgress{GTID: b.pos.String(), Added: sum, LastEventAt: b.lastTS})
+	}
+	if err := a.commitLanes(fctx, b, parts, k, block, lane0); err != nil {
+		return err
 	}
 	a.r.committed(b.pos, b.lastSeq, b.lastTS)
 	m := a.r.m
@@ -249,6 +226,40 @@ func (a *applier) flush(ctx context.Context, b *batch) error {
 		h(b.pos.String())
 	}
 	return nil
+}
+
+// applyOps executes ops, in order, in tx.
+func (a *applier) applyOps(ctx context.Context, tx *sql.Tx, ops []op) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	stmts := map[string]*sql.Stmt{}
+	defer func() {
+		for _, st := range stmts {
+			st.Close()
+		}
+	}()
+	w := &stmtWriter{a: a, exec: func(q string) error {
+		_, err := tx.ExecContext(ctx, q)
+		return err
+	}, execArgs: func(q string, args []any) error {
+		st, ok := stmts[q]
+		if !ok {
+			var err error
+			if st, err = tx.PrepareContext(ctx, q); err != nil {
+				return err
+			}
+			stmts[q] = st
+		}
+		_, err := st.ExecContext(ctx, args...)
+		return err
+	}}
+	for _, o := range ops {
+		if err := w.add(o); err != nil {
+			return err
+		}
+	}
+	return w.finish()
 }
 
 // stmtWriter turns a sequence of ops into as few statements as order allows: a run of upserts becomes one

@@ -21,8 +21,8 @@ const (
 // purgedRemedy is what the operator must do when the binlog the position needs is gone.
 func (r *Replicator) purgedRemedy() string {
 	s := table.QuoteIdent(r.cfg.TargetTable.Schema)
-	return fmt.Sprintf("the copy cannot be completed from the binlog; start over: drop %s.%s and %s.%s and TRUNCATE %s, then run again, and raise the source's binlog retention",
-		s, checkpoint.StateTable, s, checkpoint.BackfillTable, r.cfg.TargetTable.Quoted())
+	return fmt.Sprintf("the copy cannot be completed from the binlog; start over: drop %s.%s, %s.%s and %s.%s and TRUNCATE %s, then run again, and raise the source's binlog retention",
+		s, checkpoint.StateTable, s, checkpoint.BackfillTable, s, checkpoint.LanesTable, r.cfg.TargetTable.Quoted())
 }
 
 // checkPosition enforces purged ⊆ pos ⊆ executed on the source before streaming from pos: never start

@@ -2,6 +2,7 @@ package replication_test
 
 import (
 	"context"
+	"errors"
 	"math"
 	"math/rand"
 	"runtime"
@@ -404,5 +405,101 @@ func TestUniqueKeyOnTargetFailsLoudly(t *testing.T) {
 	var state string
 	if err := f.dstDB.QueryRow("SELECT state FROM " + harness.TargetTable + " WHERE id = 1").Scan(&state); err != nil || state == "dup" {
 		t.Fatalf("id 1 on the target: %q (%v); it must not be overwritten", state, err)
+	}
+}
+
+// Parallel apply, cut short: the other lanes of a batch commit, lane 0 (rows and position) does not. The next
+// session must skip exactly what those lanes applied — also when the process restarts with another lane
+// count. A BEFORE INSERT trigger on the target counts every upsert of each id, so an insert applied twice
+// shows as 2 and an update applied twice as 3.
+func TestParallelApplyExactlyOnceAfterLaneZeroFails(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		restart int // lanes of a second process started after the first failure; 0 = the same process retries
+	}{{"same process retries", 0}, {"restart with fewer lanes", 2}} {
+		t.Run(tc.name, func(t *testing.T) { parallelApplyCutShort(t, tc.restart) })
+	}
+}
+
+func parallelApplyCutShort(t *testing.T, restartLanes int) {
+	f := newFixture(t, fixtureOptions{})
+	ctx := context.Background()
+	exec(t, f.dstDB, "CREATE TABLE edxapp_csmh.apply_count (id bigint unsigned PRIMARY KEY, n int NOT NULL)")
+	exec(t, f.dstDB, "CREATE TRIGGER edxapp_csmh.count_applies BEFORE INSERT ON "+dstTable.Quoted()+
+		" FOR EACH ROW INSERT INTO edxapp_csmh.apply_count VALUES (NEW.id, 1) ON DUPLICATE KEY UPDATE n = n + 1")
+	gen, err := harness.GenerateCSMH(ctx, f.srcDB, harness.SourceTable, harness.GenOptions{Rows: 5000, Seed: 5, BatchRows: 100, LargeStateEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec(t, f.srcDB, "UPDATE "+harness.SourceTable+" SET grade = COALESCE(grade, 0) + 1 WHERE id % 5 = 0")
+	var updated uint64
+	if err := f.srcDB.QueryRow("SELECT COUNT(*) FROM " + harness.SourceTable + " WHERE id % 5 = 0").Scan(&updated); err != nil {
+		t.Fatal(err)
+	}
+
+	var calls, failed int
+	firstFailed := make(chan struct{})
+	hook := func(lanes int) error {
+		if lanes < 2 {
+			return nil
+		}
+		calls++
+		if calls == 2 || calls == 4 {
+			failed++
+			if failed == 1 {
+				close(firstFailed)
+			}
+			return errors.New("injected: lane 0 lost before its commit")
+		}
+		return nil
+	}
+	r := f.replicator(t, func(c *replication.Config) {
+		c.BatchRows, c.ApplyLanes = 1000, 3
+		c.Hooks.BeforePositionCommit = hook
+	})
+	run := start(t, r, f.start)
+	if restartLanes > 0 {
+		select {
+		case <-firstFailed:
+		case <-time.After(time.Minute):
+			t.Fatal("no batch was split over lanes")
+		}
+		if err := run.stop(t); err != nil {
+			t.Fatalf("first Run: %v", err)
+		}
+		var ahead int
+		if err := f.dstDB.QueryRow("SELECT COUNT(*) FROM edxapp_csmh.csmh_sync_lanes WHERE lanes = 3").Scan(&ahead); err != nil || ahead == 0 {
+			t.Fatalf("no lane rows of the first process (%v)", err)
+		}
+		r = f.replicator(t, func(c *replication.Config) {
+			c.BatchRows, c.ApplyLanes = 1000, restartLanes
+			c.Hooks.BeforePositionCommit = hook
+		})
+		run = start(t, r, mustParse(t, checkpointGTID(t, f)))
+	}
+	want := f.waitCaughtUp(t, r, 2*time.Minute)
+	if err := run.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if failed != 2 {
+		t.Fatalf("lane 0 was failed %d times after the other lanes committed, want 2 (batches were not split?)", failed)
+	}
+	if n := f.sameRows(t); int64(n) != gen.Rows {
+		t.Fatalf("target has %d rows, want %d", n, gen.Rows)
+	}
+	var twice, missing int
+	if err := f.dstDB.QueryRow(`SELECT COALESCE(SUM(n <> IF(id % 5 = 0, 2, 1)), 0), ? - COUNT(*) FROM edxapp_csmh.apply_count`,
+		gen.Rows).Scan(&twice, &missing); err != nil {
+		t.Fatal(err)
+	}
+	if twice != 0 || missing != 0 {
+		t.Fatalf("%d ids were applied a wrong number of times, %d never", twice, missing)
+	}
+	st, err := f.store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GTID != want.String() || st.Applied.Inserts != uint64(gen.Rows) || st.Applied.Updates != updated {
+		t.Fatalf("checkpoint %s %+v, want %s with %d inserts and %d updates", st.GTID, st.Applied, want, gen.Rows, updated)
 	}
 }

@@ -45,6 +45,8 @@ var (
 // that applied the rows. *checkpoint.Store implements it.
 type PositionStore interface {
 	SaveStream(ctx context.Context, tx checkpoint.Execer, p checkpoint.StreamProgress) error
+	SaveLane(ctx context.Context, tx checkpoint.Execer, l checkpoint.Lane) error
+	Lanes(ctx context.Context) ([]checkpoint.Lane, error)
 }
 
 var _ PositionStore = (*checkpoint.Store)(nil)
@@ -53,6 +55,9 @@ var _ PositionStore = (*checkpoint.Store)(nil)
 type Hooks struct {
 	// AfterBatchApplied runs after a target transaction committed, with the position it saved.
 	AfterBatchApplied func(pos string)
+	// BeforePositionCommit runs after the other apply lanes of a batch committed and before lane 0 (rows and
+	// position) commits; an error it returns fails lane 0 as a crash there would.
+	BeforePositionCommit func(lanes int) error
 }
 
 // Config tunes the stream.
@@ -64,8 +69,11 @@ type Config struct {
 	TargetTable table.Name
 	BatchRows   int           // max row changes per target transaction (default 2000)
 	BatchDelay  time.Duration // how long a batch with rows waits for more (default 50 ms)
-	Heartbeat   time.Duration // binlog heartbeat period (default 1 s)
-	IDBoundary  uint64        // source ids must stay below it; 0 = no guard
+	// ApplyLanes is how many target transactions (and connections) one batch is applied over, dealing ids
+	// to lanes in blocks; 1 applies each batch in a single transaction. See lanes.go. Default 1.
+	ApplyLanes int
+	Heartbeat  time.Duration // binlog heartbeat period (default 1 s)
+	IDBoundary uint64        // source ids must stay below it; 0 = no guard
 	// AcceptDDL is the GTID of one DDL transaction on the source table that the operator has reviewed and
 	// adapted the target to (ErrDDL names it). The stream applies past it instead of stopping again, when it
 	// is the first transaction after the checkpoint. Empty in normal operation.
@@ -122,6 +130,11 @@ func New(srcDB, dstDB *sql.DB, store *checkpoint.Store, m *metrics.Metrics, log 
 		return nil, errors.New("replication: source and target tables are required")
 	case cfg.BatchRows < 0 || cfg.BatchDelay < 0 || cfg.Heartbeat < 0:
 		return nil, errors.New("replication: batch rows, batch delay and heartbeat must not be negative")
+	case cfg.ApplyLanes < 0 || cfg.ApplyLanes > MaxApplyLanes:
+		return nil, fmt.Errorf("replication: apply lanes %d: want 1 to %d", cfg.ApplyLanes, MaxApplyLanes)
+	}
+	if cfg.ApplyLanes == 0 {
+		cfg.ApplyLanes = 1
 	}
 	if cfg.BatchRows == 0 {
 		cfg.BatchRows = 2000

@@ -43,6 +43,9 @@ func (r *Replicator) session(ctx context.Context) error {
 	if err := r.checkPosition(ctx, pos); err != nil {
 		return err
 	}
+	if err := ap.loadLanes(ctx, pos); err != nil {
+		return err
+	}
 	syncer := replication.NewBinlogSyncer(r.syncerConfig())
 	defer syncer.Close()
 	stream, err := syncer.StartSyncGTID(pos.GoMySQL())

@@ -38,6 +38,7 @@ type BackfillOptions struct {
 // StreamOptions are the binlog stream's flags.
 type StreamOptions struct {
 	BatchRows  int
+	ApplyLanes int // target transactions one batch is applied over
 	BatchDelay time.Duration
 	Heartbeat  time.Duration
 	AcceptDDL  string // GTID of one source DDL the operator has adapted the target to
@@ -84,6 +85,9 @@ func (r *Run) Validate() error {
 			return err
 		}
 	}
+	if st := r.Stream; st.ApplyLanes < 0 || st.ApplyLanes > replication.MaxApplyLanes || st.BatchRows < 0 {
+		return fmt.Errorf("%w: --apply-lanes %d: use 1 to %d (and --batch-rows ≥ 1)", ErrUsage, st.ApplyLanes, replication.MaxApplyLanes)
+	}
 	if !r.BackfillOnly && r.ServerID == 0 {
 		return fmt.Errorf("%w: --server-id must not be 0", ErrUsage)
 	}
@@ -102,7 +106,7 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	workers := max(r.Backfill.Workers, 1)
-	k, err := r.open(ctx, 2*workers+4)
+	k, err := r.open(ctx, 2*workers+4+max(r.Stream.ApplyLanes, 1))
 	if err != nil {
 		return ExitError, err
 	}
@@ -145,7 +149,7 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 			return verify.MarkTouched(ctx, tx, schema, ids)
 		}
 		rep, err = replication.New(k.src, k.dst, p.store, m, log, replication.Config{Source: k.srcCfg, ServerID: r.ServerID,
-			Flavor: p.flavor, SourceTable: r.SourceTable, TargetTable: r.TargetTable, BatchRows: r.Stream.BatchRows,
+			Flavor: p.flavor, SourceTable: r.SourceTable, TargetTable: r.TargetTable, BatchRows: r.Stream.BatchRows, ApplyLanes: r.Stream.ApplyLanes,
 			BatchDelay: r.Stream.BatchDelay, Heartbeat: r.Stream.Heartbeat, IDBoundary: p.state.IDBoundary, AcceptDDL: r.Stream.AcceptDDL, LastEventAt: p.state.LastEventAt, Touched: touched, Hooks: r.StreamHooks})
 		if err != nil {
 			return ExitError, err

@@ -46,7 +46,7 @@ func replicator(b *testing.B, src, dst *harness.Server, pos string) (*replicatio
 	sn, _ := table.ParseName(srcT)
 	tn, _ := table.ParseName(dstT)
 	r, err := replication.New(sdb, ddb, store, metrics.Discard(), slog.New(slog.DiscardHandler), replication.Config{
-		Source: scfg, ServerID: 4242, Flavor: "mariadb", SourceTable: sn, TargetTable: tn, BatchRows: batchRows()})
+		Source: scfg, ServerID: 4242, Flavor: "mariadb", SourceTable: sn, TargetTable: tn, BatchRows: batchRows(), ApplyLanes: envInt("CSMH_BENCH_LANES")})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -121,6 +121,11 @@ func BenchmarkReplicationApply(b *testing.B) {
 	}
 
 	// The server's own apply path.
+	rdb, _ := replay.Open("")
+	defer rdb.Close()
+	ddb, _ := dst.Open("")
+	defer ddb.Close()
+	quiesce(b, sdb, rdb, ddb)
 	replayTook, err := timeIt(func() error {
 		cmd := exec.Command("bash", "-o", "pipefail", "-c", fmt.Sprintf("mariadb-binlog --no-defaults %s | mariadb --no-defaults -h127.0.0.1 -P%d -uroot",
 			strings.Join(use, " "), replay.Port))
@@ -133,11 +138,10 @@ func BenchmarkReplicationApply(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	rdb, _ := replay.Open("")
-	defer rdb.Close()
 	if got := count(b, rdb, srcT); got != gen.Rows {
 		b.Fatalf("replay has %d rows, want %d", got, gen.Rows)
 	}
+	quiesce(b, sdb, rdb, ddb)
 
 	// csmh-sync.
 	want := executed(b, sdb)
@@ -158,8 +162,6 @@ func BenchmarkReplicationApply(b *testing.B) {
 	}
 	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
 	fmt.Printf("    csmh-sync apply: wall %s, cpu %s (%.0f%% of one core)\n", took.Round(time.Millisecond), cpu.Round(time.Millisecond), 100*cpu.Seconds()/took.Seconds())
-	ddb, _ := dst.Open("")
-	defer ddb.Close()
 	if got := count(b, ddb, dstT); got != gen.Rows {
 		b.Fatalf("csmh-sync applied %d rows, want %d", got, gen.Rows)
 	}
@@ -248,5 +250,11 @@ func BenchmarkReplicationLag(b *testing.B) {
 func batchRows() int {
 	n := 0
 	fmt.Sscan(os.Getenv("CSMH_BENCH_BATCH_ROWS"), &n)
+	return n
+}
+
+func envInt(name string) int {
+	n := 0
+	fmt.Sscan(os.Getenv(name), &n)
 	return n
 }

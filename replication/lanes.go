@@ -1,0 +1,203 @@
+package replication
+
+// Parallel apply. One batch's row changes are dealt to n lanes by id block (ids/laneBlock mod n), each
+// lane's share applied in its own target transaction on its own connection, in source order within the
+// lane. Changes to one id always land in the same lane, so per-id order — all the target's primary key
+// needs — is kept; changes to different ids commute (a target with another unique key is applied in one
+// lane only, see newApplier).
+//
+// Exactly once, the way MySQL's multi-threaded replica does it: lane 0 saves the stream position
+// (csmh_sync_state) and commits LAST, after every other lane committed; each other lane saves its own
+// position (csmh_sync_lanes) in its own transaction. A crash between the commits leaves some lanes ahead
+// of the position. The next session starts from the position and, for each lane ahead, skips that lane's
+// share of the transactions its row already holds, dealing ids with the mapping (lanes, block) those rows
+// were written with until the position has passed them. Nothing is applied twice, nothing skipped.
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/csmh-sync/csmh-sync/checkpoint"
+	"github.com/csmh-sync/csmh-sync/gtid"
+)
+
+const (
+	// MaxApplyLanes bounds Config.ApplyLanes.
+	MaxApplyLanes = 16
+	// laneBlock: ids are dealt to lanes in blocks of this many consecutive ids, so each lane inserts into
+	// its own pages of the primary key instead of all lanes contending for the last one.
+	laneBlock = 256
+	// laneMinRows: a batch with fewer rows goes to the target in a single transaction; splitting it would
+	// only add commits.
+	laneMinRows = 512
+	// laneRetries: a lane's transaction that lost a deadlock to another lane is retried this many times.
+	laneRetries = 3
+)
+
+// lanesAhead is what the lane rows ahead of the stream position say: lane l has applied its share of every
+// transaction in pos[l] (nil: nothing beyond the stream position).
+type lanesAhead struct {
+	lanes, block int
+	pos          []*gtid.Set
+}
+
+// loadLanes reads the lane checkpoint at the start of a session that streams from pos.
+func (a *applier) loadLanes(ctx context.Context, pos *gtid.Set) error {
+	a.ahead = nil
+	rows, err := a.r.store.Lanes(ctx)
+	if err != nil {
+		return err
+	}
+	for _, l := range rows {
+		g, err := gtid.Parse(a.r.cfg.Flavor, l.GTID)
+		if err != nil {
+			return fmt.Errorf("%w: apply lane %d position: %v", checkpoint.ErrMismatch, l.Lane, err)
+		}
+		if !g.Contains(pos) || pos.Contains(g) {
+			continue // at or behind the stream position: nothing of it to skip
+		}
+		if l.Lanes < 2 || l.Lanes > MaxApplyLanes || l.Lane < 1 || l.Lane >= l.Lanes || l.Block < 1 {
+			return fmt.Errorf("%w: apply lane row %+v is not valid", checkpoint.ErrMismatch, l)
+		}
+		if a.ahead == nil {
+			a.ahead = &lanesAhead{lanes: l.Lanes, block: l.Block, pos: make([]*gtid.Set, l.Lanes)}
+		} else if a.ahead.lanes != l.Lanes || a.ahead.block != l.Block {
+			return fmt.Errorf("%w: apply lanes ahead of the position disagree on the lane count", checkpoint.ErrMismatch)
+		}
+		a.ahead.pos[l.Lane] = g
+	}
+	if a.ahead != nil {
+		a.r.log.Info("resuming a parallel apply cut short: lanes ahead of the position skip what they applied",
+			"from", pos.String(), "lanes", a.ahead.lanes)
+	}
+	return nil
+}
+
+// split deals the batch's row changes to lanes, keeping each id's changes in source order, and leaves out
+// the changes a lane ahead of the position applied already.
+func (a *applier) split(b *batch) ([][]op, int, int, error) {
+	k, block := a.r.cfg.ApplyLanes, laneBlock
+	if a.deleteInsert || b.rows < laneMinRows {
+		k = 1
+	}
+	if a.ahead != nil {
+		k, block = a.ahead.lanes, a.ahead.block
+	}
+	parts := make([][]op, k)
+	for _, t := range b.txs {
+		var one *gtid.Set
+		for _, o := range t.ops {
+			l := 0
+			if k > 1 {
+				l = int(o.id / uint64(block) % uint64(k))
+			}
+			if a.ahead != nil && a.ahead.pos[l] != nil {
+				if one == nil {
+					var err error
+					if one, err = gtid.Parse(a.r.cfg.Flavor, t.gtid); err != nil {
+						return nil, 0, 0, fmt.Errorf("%w: %v", ErrUnsupported, err)
+					}
+				}
+				if a.ahead.pos[l].Contains(one) {
+					continue
+				}
+			}
+			parts[l] = append(parts[l], o)
+		}
+	}
+	return parts, k, block, nil
+}
+
+// commitLanes applies lanes 1…k-1 and lane 0 concurrently and commits lane 0 — the one saving the stream
+// position — only after every other lane committed. A lane that fails leaves lane 0 uncommitted.
+func (a *applier) commitLanes(ctx context.Context, b *batch, parts [][]op, k, block int, lane0 func(*sql.Tx) error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, k)
+	for l := 1; l < k; l++ {
+		if len(parts[l]) == 0 {
+			continue
+		}
+		if a.ahead != nil && a.ahead.pos[l] != nil && !b.pos.Contains(a.ahead.pos[l]) {
+			// Cannot happen with one ordered stream: the lane's new rows come after everything it applied.
+			return fmt.Errorf("apply to target: lane %d would move back from %s to %s", l, a.ahead.pos[l], b.pos)
+		}
+		wg.Go(func() {
+			errs[l] = a.inTx(ctx, func(tx *sql.Tx) error {
+				if err := a.applyOps(ctx, tx, parts[l]); err != nil {
+					return fmt.Errorf("apply to target (lane %d, batch ending at %s): %w", l, b.pos, err)
+				}
+				return a.r.store.SaveLane(ctx, tx, checkpoint.Lane{Lane: l, Lanes: k, Block: block, GTID: b.pos.String()})
+			}, nil)
+		})
+	}
+	wait := func() error {
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+		if h := a.r.cfg.Hooks.BeforePositionCommit; h != nil {
+			return h(k)
+		}
+		return nil
+	}
+	if err := a.inTx(ctx, lane0, wait); err != nil {
+		wg.Wait() // never return while a lane still runs
+		return err
+	}
+	if a.ahead != nil {
+		passed := true
+		for _, p := range a.ahead.pos {
+			if p != nil && !b.pos.Contains(p) {
+				passed = false
+			}
+		}
+		if passed {
+			a.ahead = nil
+		}
+	}
+	return nil
+}
+
+// inTx runs f in a target transaction, then (if set) waits for before, and commits only if both succeeded.
+// A transaction that lost a deadlock or timed out on a lock — lanes can meet on the boundary of their id
+// blocks — is run again.
+func (a *applier) inTx(ctx context.Context, f func(*sql.Tx) error, before func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := a.tryTx(ctx, f, before)
+		if err == nil || attempt == laneRetries || !lockConflict(err) {
+			return err
+		}
+		a.r.log.Debug("apply lane lost a lock conflict; retrying", "err", err, "attempt", attempt)
+	}
+}
+
+func (a *applier) tryTx(ctx context.Context, f func(*sql.Tx) error, before func() error) error {
+	tx, err := a.r.dst.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("apply to target: begin: %w", err)
+	}
+	defer tx.Rollback()
+	if err := f(tx); err != nil {
+		return err
+	}
+	if before != nil {
+		if err := before(); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("apply to target: commit: %w", err)
+	}
+	return nil
+}
+
+// lockConflict: 1213 deadlock (the transaction was rolled back), 1205 lock wait timeout.
+func lockConflict(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
+}
