@@ -56,8 +56,11 @@ type Config struct {
 	ChunkTime        time.Duration // target duration of one chunk, read to target commit (default 500 ms)
 	MaxRowsPerSecond float64       // 0 = unlimited
 	SameServer       *bool         // nil = detect
-	Throttle         Throttler     // may be nil
-	Hooks            Hooks
+	// WriteMethod is how the cross-server path writes a chunk: "insert" (multi-row INSERT IGNORE, the
+	// default) or "load-data" (LOAD DATA LOCAL INFILE … IGNORE from memory). See docs/benchmarks.md.
+	WriteMethod string
+	Throttle    Throttler // may be nil
+	Hooks       Hooks
 }
 
 // Errors.
@@ -96,6 +99,7 @@ type Backfill struct {
 	rowBytesEst float64 // the source's average row length, until chunks measure it
 	selectSQL   string  // cross-server locking read of one chunk
 	insertHead  string  // cross-server "INSERT IGNORE INTO t (cols) VALUES "
+	loadSQL     string  // cross-server LOAD DATA statement, with %s for the reader's name; "" = INSERT
 	sameServer  atomic.Bool
 
 	mu       sync.Mutex
@@ -122,6 +126,8 @@ func New(src, dst *sql.DB, store *checkpoint.Store, m *metrics.Metrics, log *slo
 		return nil, fmt.Errorf("%w: chunk time and row rate must not be negative", ErrConfig)
 	case cfg.EndID != 0 && cfg.StartID > cfg.EndID:
 		return nil, fmt.Errorf("%w: start id %d is above end id %d", ErrRange, cfg.StartID, cfg.EndID)
+	case cfg.WriteMethod != "" && cfg.WriteMethod != WriteInsert && cfg.WriteMethod != WriteLoadData:
+		return nil, fmt.Errorf("%w: write method %q: use %s or %s", ErrConfig, cfg.WriteMethod, WriteInsert, WriteLoadData)
 	}
 	if cfg.ChunkBytes == 0 {
 		cfg.ChunkBytes = 8 << 20
@@ -239,6 +245,13 @@ func (b *Backfill) prepare(ctx context.Context) error {
 	b.selectSQL = "SELECT " + cols + " FROM " + b.cfg.SourceTable.Quoted() + " WHERE " + table.QuoteIdent(table.IDColumn) +
 		" BETWEEN ? AND ? ORDER BY " + table.QuoteIdent(table.IDColumn) + " LIMIT ? LOCK IN SHARE MODE"
 	b.insertHead = "INSERT IGNORE INTO " + b.cfg.TargetTable.Quoted() + " (" + cols + ") VALUES "
+	if b.cfg.WriteMethod == WriteLoadData && !same {
+		if err := loadDataUsable(ctx, b.dst, st); err != nil {
+			return err
+		}
+		b.loadSQL = "LOAD DATA LOCAL INFILE 'Reader::%s' IGNORE INTO TABLE " + b.cfg.TargetTable.Quoted() +
+			" CHARACTER SET utf8mb4 (" + cols + ")"
+	}
 	b.mu.Lock()
 	b.estRows = tableRows.Int64
 	b.mu.Unlock()

@@ -188,12 +188,18 @@ func (b *Backfill) readChunk(ctx context.Context, c *crossChunk, rowCap int64, t
 			}
 			sb = &strings.Builder{}
 			sb.Grow(min(b.stmtBudget, 64<<10))
-			sb.WriteString(b.insertHead)
-		} else {
+			if b.loadSQL == "" {
+				sb.WriteString(b.insertHead)
+			}
+		} else if b.loadSQL == "" {
 			sb.WriteByte(',')
 		}
 		before := sb.Len()
-		sqllit.Row(sb, vals, kinds)
+		if b.loadSQL != "" {
+			sqllit.TSVRow(sb, vals)
+		} else {
+			sqllit.Row(sb, vals, kinds)
+		}
 		c.bytes += int64(sb.Len() - before)
 		c.read++
 		cur.rows++
@@ -227,7 +233,12 @@ func (b *Backfill) writeChunk(ctx context.Context, w *worker, c *crossChunk, tok
 	defer dtx.Rollback()
 	var inserted int64
 	for s := range c.stmts { // the reader always closes stmts, also on error or cancellation
-		err := b.execInsert(ctx, dtx, s, &inserted)
+		var err error
+		if b.loadSQL != "" {
+			err = b.execLoad(ctx, dtx, s, &inserted)
+		} else {
+			err = b.execInsert(ctx, dtx, s, &inserted)
+		}
 		<-tokens
 		if err != nil {
 			return err

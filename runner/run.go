@@ -26,6 +26,7 @@ type BackfillOptions struct {
 	StartID, EndID         uint64
 	Workers                int
 	ChunkBytes             int64
+	WriteMethod            string
 	ChunkTime              time.Duration
 	MaxRowsPerSecond       float64
 	MaxThreadsRunning      int64
@@ -72,6 +73,9 @@ func (r *Run) Validate() error {
 	}
 	if b.Workers < 0 || b.Workers > 64 {
 		return fmt.Errorf("%w: --workers %d: use 1 to 64", ErrUsage, b.Workers)
+	}
+	if m := b.WriteMethod; m != "" && m != backfill.WriteInsert && m != backfill.WriteLoadData {
+		return fmt.Errorf("%w: --write-method %q: use %s or %s", ErrUsage, m, backfill.WriteInsert, backfill.WriteLoadData)
 	}
 	if b.MaxRowsPerSecond < 0 {
 		return fmt.Errorf("%w: --max-rows-per-second must not be negative", ErrUsage)
@@ -133,7 +137,7 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	}
 	bf, err := backfill.New(k.src, k.dst, p.store, m, log, backfill.Config{
 		SourceTable: r.SourceTable, TargetTable: r.TargetTable, StartID: r.Backfill.StartID, EndID: r.Backfill.EndID,
-		IDBoundary: p.state.IDBoundary, Workers: r.Backfill.Workers, ChunkBytes: r.Backfill.ChunkBytes,
+		IDBoundary: p.state.IDBoundary, Workers: r.Backfill.Workers, ChunkBytes: r.Backfill.ChunkBytes, WriteMethod: r.Backfill.WriteMethod,
 		ChunkTime: r.Backfill.ChunkTime, MaxRowsPerSecond: r.Backfill.MaxRowsPerSecond, Throttle: thr, Hooks: r.BackfillHooks})
 	if err != nil {
 		return ExitError, err

@@ -57,3 +57,39 @@ func Row(sb *strings.Builder, vals []sql.RawBytes, kinds []Kind) {
 	}
 	sb.WriteByte(')')
 }
+
+// TSVRow writes one scanned row as a line of LOAD DATA's default format (fields separated by tabs, lines
+// ended by a newline, backslash escapes): NULL is \N, and a backslash, tab, newline or NUL byte in a value is
+// escaped, so any bytes read back unchanged.
+func TSVRow(sb *strings.Builder, vals []sql.RawBytes) {
+	for i, v := range vals {
+		if i > 0 {
+			sb.WriteByte('\t')
+		}
+		if v == nil {
+			sb.WriteString(`\N`)
+			continue
+		}
+		start := 0
+		for j, c := range v {
+			var esc string
+			switch c {
+			case '\\':
+				esc = `\\`
+			case '\t':
+				esc = `\t`
+			case '\n':
+				esc = `\n`
+			case 0:
+				esc = `\0`
+			default:
+				continue
+			}
+			sb.Write(v[start:j])
+			sb.WriteString(esc)
+			start = j + 1
+		}
+		sb.Write(v[start:])
+	}
+	sb.WriteByte('\n')
+}

@@ -15,7 +15,7 @@ const (
 	cols = "id, version, created, state, grade, max_grade, student_module_id"
 )
 
-// BenchmarkBackfill copies the same ≥1M generated rows five ways and prints each beside the ceiling (the best of
+// BenchmarkBackfill copies the same ≥1M generated rows six ways and prints each beside the ceiling (the best of
 // a single-statement and a chunked same-server INSERT … SELECT) and the old 10,000-id loop without its sleeps.
 func BenchmarkBackfill(b *testing.B) {
 	n := rowsEnv()
@@ -92,6 +92,13 @@ func BenchmarkBackfill(b *testing.B) {
 		return nil
 	})
 	res[len(res)-1].rss = rssCross
+	var rssLoad float64
+	measure("csmh-sync backfill, cross server, LOAD DATA", ddb, func() error {
+		args := append([]string{"backfill", "--source-dsn", src.DSN(""), "--target-dsn", dst.DSN(""), "--metrics-addr", "", "--log-level", "warn"}, extraArgs()...)
+		_, rssLoad = runBinary(b, append(args, "--write-method", "load-data")...)
+		return nil
+	})
+	res[len(res)-1].rss = rssLoad
 
 	ceiling := res[0].took
 	if res[1].took < ceiling {
@@ -112,4 +119,5 @@ func BenchmarkBackfill(b *testing.B) {
 	b.ReportMetric(ceiling.Seconds()/res[4].took.Seconds(), "cross-server×ceiling")
 	b.ReportMetric(rate(res[4].took), "cross-rows/s")
 	b.ReportMetric(rssCross, "cross-peak-MiB")
+	b.ReportMetric(res[5].took.Seconds()/res[4].took.Seconds(), "insert×load-data")
 }
