@@ -56,8 +56,10 @@ type Config struct {
 	ChunkTime        time.Duration // target duration of one chunk, read to target commit (default 500 ms)
 	MaxRowsPerSecond float64       // 0 = unlimited
 	SameServer       *bool         // nil = detect
-	// WriteMethod is how the cross-server path writes a chunk: "insert" (multi-row INSERT IGNORE, the
-	// default) or "load-data" (LOAD DATA LOCAL INFILE … IGNORE from memory). See docs/benchmarks.md.
+	// WriteMethod is how the cross-server path writes a chunk: "load-data" (LOAD DATA LOCAL INFILE … IGNORE
+	// from memory), "insert" (multi-row INSERT IGNORE), or "auto"/"" (the default): load-data where the target
+	// allows LOAD DATA LOCAL and every text column is UTF-8, else insert. LOAD DATA costs the target less CPU
+	// per row than parsing INSERT text (docs/benchmarks.md).
 	WriteMethod string
 	Throttle    Throttler // may be nil
 	Hooks       Hooks
@@ -126,8 +128,8 @@ func New(src, dst *sql.DB, store *checkpoint.Store, m *metrics.Metrics, log *slo
 		return nil, fmt.Errorf("%w: chunk time and row rate must not be negative", ErrConfig)
 	case cfg.EndID != 0 && cfg.StartID > cfg.EndID:
 		return nil, fmt.Errorf("%w: start id %d is above end id %d", ErrRange, cfg.StartID, cfg.EndID)
-	case cfg.WriteMethod != "" && cfg.WriteMethod != WriteInsert && cfg.WriteMethod != WriteLoadData:
-		return nil, fmt.Errorf("%w: write method %q: use %s or %s", ErrConfig, cfg.WriteMethod, WriteInsert, WriteLoadData)
+	case cfg.WriteMethod != "" && cfg.WriteMethod != WriteAuto && cfg.WriteMethod != WriteInsert && cfg.WriteMethod != WriteLoadData:
+		return nil, fmt.Errorf("%w: write method %q: use %s, %s or %s", ErrConfig, cfg.WriteMethod, WriteAuto, WriteInsert, WriteLoadData)
 	}
 	if cfg.ChunkBytes == 0 {
 		cfg.ChunkBytes = 8 << 20
@@ -152,7 +154,7 @@ func (b *Backfill) Run(ctx context.Context) error {
 		return err
 	}
 	workers := b.workers()
-	b.log.Info("backfill starting", "segments", len(segs), "same_server", b.sameServer.Load(), "workers", workers,
+	b.log.Info("backfill starting", "segments", len(segs), "same_server", b.sameServer.Load(), "workers", workers, "load_data", b.loadSQL != "",
 		"columns", len(b.cols), "statement_budget", b.stmtBudget)
 	b.updateGauges()
 	g, gctx := errgroup.WithContext(ctx)
@@ -245,12 +247,16 @@ func (b *Backfill) prepare(ctx context.Context) error {
 	b.selectSQL = "SELECT " + cols + " FROM " + b.cfg.SourceTable.Quoted() + " WHERE " + table.QuoteIdent(table.IDColumn) +
 		" BETWEEN ? AND ? ORDER BY " + table.QuoteIdent(table.IDColumn) + " LIMIT ? LOCK IN SHARE MODE"
 	b.insertHead = "INSERT IGNORE INTO " + b.cfg.TargetTable.Quoted() + " (" + cols + ") VALUES "
-	if b.cfg.WriteMethod == WriteLoadData && !same {
-		if err := loadDataUsable(ctx, b.dst, st); err != nil {
+	if m := b.cfg.WriteMethod; !same && (m == WriteLoadData || m == "" || m == WriteAuto) {
+		switch err := loadDataUsable(ctx, b.dst, st); {
+		case err == nil:
+			b.loadSQL = "LOAD DATA LOCAL INFILE 'Reader::%s' IGNORE INTO TABLE " + b.cfg.TargetTable.Quoted() +
+				" CHARACTER SET utf8mb4 (" + cols + ")"
+		case m == WriteLoadData:
 			return err
+		default:
+			b.log.Info("cross-server chunks are written with INSERT: LOAD DATA LOCAL is not usable here", "reason", err)
 		}
-		b.loadSQL = "LOAD DATA LOCAL INFILE 'Reader::%s' IGNORE INTO TABLE " + b.cfg.TargetTable.Quoted() +
-			" CHARACTER SET utf8mb4 (" + cols + ")"
 	}
 	b.mu.Lock()
 	b.estRows = tableRows.Int64

@@ -292,6 +292,12 @@ func TestResumeAfterCancel(t *testing.T) {
 
 // Test 4: rows of 8–16 MiB copy with a 1 MiB budget; statements are split, one fat row at a time.
 func TestLargeRowsWithSmallBudget(t *testing.T) {
+	for _, method := range []string{backfill.WriteInsert, backfill.WriteLoadData} {
+		t.Run(method, func(t *testing.T) { largeRowsWithSmallBudget(t, method) })
+	}
+}
+
+func largeRowsWithSmallBudget(t *testing.T, method string) {
 	e := setup(t, false, harness.GenOptions{Rows: 3000, Seed: 14, LargeStateEvery: -1})
 	for i, size := range []int{8 << 20, 12 << 20, 16 << 20} {
 		big := strings.Repeat("abc😀\\'\n", size/10)
@@ -300,7 +306,7 @@ func TestLargeRowsWithSmallBudget(t *testing.T) {
 		}
 	}
 	before := comInsert(t, e.dst)
-	b := e.backfill(t, backfill.Config{Workers: 1, ChunkBytes: 1 << 20})
+	b := e.backfill(t, backfill.Config{Workers: 1, ChunkBytes: 1 << 20, WriteMethod: method})
 	if err := b.Run(ctxT(t, 5*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +314,7 @@ func TestLargeRowsWithSmallBudget(t *testing.T) {
 	e.requireCounted(t, e.gen.Rows)
 	// ~3 MB of ordinary rows and 36 MiB of fat ones through 256 KiB statements.
 	if n := comInsert(t, e.dst) - before; n < 15 {
-		t.Fatalf("only %d INSERT statements: the chunks were not split", n)
+		t.Fatalf("only %d INSERT or LOAD DATA statements: the chunks were not split", n)
 	}
 }
 
@@ -369,7 +375,11 @@ func comInsert(t *testing.T, db *sql.DB) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	l, err := dbconn.Status(context.Background(), db, "Com_load")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n + l
 }
 
 // Test 5: a source above --max-threads-running holds the copy (counted as throttled time); above

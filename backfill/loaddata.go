@@ -16,6 +16,7 @@ import (
 
 // Write methods of the cross-server path.
 const (
+	WriteAuto     = "auto"
 	WriteInsert   = "insert"
 	WriteLoadData = "load-data"
 )

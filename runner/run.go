@@ -74,8 +74,8 @@ func (r *Run) Validate() error {
 	if b.Workers < 0 || b.Workers > 64 {
 		return fmt.Errorf("%w: --workers %d: use 1 to 64", ErrUsage, b.Workers)
 	}
-	if m := b.WriteMethod; m != "" && m != backfill.WriteInsert && m != backfill.WriteLoadData {
-		return fmt.Errorf("%w: --write-method %q: use %s or %s", ErrUsage, m, backfill.WriteInsert, backfill.WriteLoadData)
+	if m := b.WriteMethod; m != "" && m != backfill.WriteAuto && m != backfill.WriteInsert && m != backfill.WriteLoadData {
+		return fmt.Errorf("%w: --write-method %q: use %s, %s or %s", ErrUsage, m, backfill.WriteAuto, backfill.WriteInsert, backfill.WriteLoadData)
 	}
 	if b.MaxRowsPerSecond < 0 {
 		return fmt.Errorf("%w: --max-rows-per-second must not be negative", ErrUsage)

@@ -1,6 +1,7 @@
 package sqllit
 
 import (
+	"database/sql"
 	"strings"
 	"testing"
 )
@@ -25,5 +26,14 @@ func TestValue(t *testing.T) {
 	var sb strings.Builder
 	if Value(&sb, struct{}{}) {
 		t.Fatal("unknown type accepted")
+	}
+}
+
+func TestTSVRow(t *testing.T) {
+	var sb strings.Builder
+	TSVRow(&sb, []sql.RawBytes{[]byte("1"), nil, []byte(""), []byte("a\tb\nc\\d\x00e"), []byte(`\N`), []byte("NULL"), []byte("😀")})
+	want := "1\t\\N\t\ta\\tb\\nc\\\\d\\0e\t\\\\N\tNULL\t😀\n"
+	if sb.String() != want {
+		t.Fatalf("TSVRow = %q, want %q", sb.String(), want)
 	}
 }

@@ -3,6 +3,8 @@ package bench
 import (
 	"database/sql"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,17 +64,29 @@ func BenchmarkBackfill(b *testing.B) {
 		rss  float64
 	}
 	var res []result
+	// Each path runs `repeats` times (CSMH_BENCH_REPEAT, default 2) and keeps its best time: every path gets
+	// the same number of chances to dodge the shared machine's noise.
+	repeats := max(envInt("CSMH_BENCH_REPEAT"), 0)
+	if repeats == 0 {
+		repeats = 2
+	}
 	measure := func(name string, db *sql.DB, f func() error) {
-		reset(db)
-		quiesce(b, sdb, ddb)
-		took, err := timeIt(f)
-		if err != nil {
-			b.Fatalf("%s: %v", name, err)
+		var best time.Duration
+		for range repeats {
+			reset(db)
+			quiesce(b, sdb, ddb)
+			took, err := timeIt(f)
+			if err != nil {
+				b.Fatalf("%s: %v", name, err)
+			}
+			if got := count(b, db, dstT); got != gen.Rows {
+				b.Fatalf("%s copied %d rows, want %d", name, got, gen.Rows)
+			}
+			if best == 0 || took < best {
+				best = took
+			}
 		}
-		if got := count(b, db, dstT); got != gen.Rows {
-			b.Fatalf("%s copied %d rows, want %d", name, got, gen.Rows)
-		}
-		res = append(res, result{name: name, took: took})
+		res = append(res, result{name: name, took: best})
 	}
 	measure("single INSERT…SELECT (same server)", sdb, func() error {
 		_, err := sdb.Exec("INSERT INTO " + dstT + " (" + cols + ") SELECT " + cols + " FROM " + srcT)
@@ -82,20 +96,25 @@ func BenchmarkBackfill(b *testing.B) {
 	measure("old loop: 10k ids, no sleep (same server)", sdb, chunked(10_000))
 	var rssSame, rssCross float64
 	measure("csmh-sync backfill, same server", sdb, func() error {
-		_, rssSame = runBinary(b, "backfill", "--source-dsn", src.DSN(""), "--target-dsn", src.DSN(""), "--metrics-addr", "", "--log-level", "warn")
+		args := append([]string{"backfill", "--source-dsn", src.DSN(""), "--target-dsn", src.DSN(""), "--metrics-addr", "", "--log-level", "warn"},
+			strings.Fields(os.Getenv("CSMH_BENCH_SAME_ARGS"))...)
+		_, rss := runBinary(b, args...)
+		rssSame = max(rssSame, rss)
 		return nil
 	})
 	res[len(res)-1].rss = rssSame
-	measure("csmh-sync backfill, cross server", ddb, func() error {
+	measure("csmh-sync backfill, cross server, INSERT", ddb, func() error {
 		args := append([]string{"backfill", "--source-dsn", src.DSN(""), "--target-dsn", dst.DSN(""), "--metrics-addr", "", "--log-level", "warn"}, extraArgs()...)
-		_, rssCross = runBinary(b, args...)
+		_, rss := runBinary(b, append(args, "--write-method", "insert")...)
+		rssCross = max(rssCross, rss)
 		return nil
 	})
 	res[len(res)-1].rss = rssCross
 	var rssLoad float64
 	measure("csmh-sync backfill, cross server, LOAD DATA", ddb, func() error {
 		args := append([]string{"backfill", "--source-dsn", src.DSN(""), "--target-dsn", dst.DSN(""), "--metrics-addr", "", "--log-level", "warn"}, extraArgs()...)
-		_, rssLoad = runBinary(b, append(args, "--write-method", "load-data")...)
+		_, rss := runBinary(b, append(args, "--write-method", "load-data")...)
+		rssLoad = max(rssLoad, rss)
 		return nil
 	})
 	res[len(res)-1].rss = rssLoad
@@ -105,8 +124,8 @@ func BenchmarkBackfill(b *testing.B) {
 		ceiling = res[1].took
 	}
 	rate := func(d time.Duration) float64 { return float64(gen.Rows) / d.Seconds() }
-	fmt.Printf("\nBackfill of %d rows (%.0f MB of row data), ceiling = best same-server INSERT…SELECT = %.0f rows/s\n",
-		gen.Rows, dataBytes/1e6, rate(ceiling))
+	fmt.Printf("\nBackfill of %d rows (%.0f MB of row data), best of %d runs per path, ceiling = best same-server INSERT…SELECT = %.0f rows/s\n",
+		gen.Rows, dataBytes/1e6, repeats, rate(ceiling))
 	fmt.Printf("%-48s %10s %8s %9s %9s\n", "path", "rows/s", "MB/s", "×ceiling", "peak RSS")
 	for _, r := range res {
 		rss := ""
