@@ -58,8 +58,9 @@ type Config struct {
 	SameServer       *bool         // nil = detect
 	// WriteMethod is how the cross-server path writes a chunk: "load-data" (LOAD DATA LOCAL INFILE … IGNORE
 	// from memory), "insert" (multi-row INSERT IGNORE), or "auto"/"" (the default): load-data where the target
-	// allows LOAD DATA LOCAL and every text column is UTF-8, else insert. LOAD DATA costs the target less CPU
-	// per row than parsing INSERT text (docs/benchmarks.md).
+	// allows LOAD DATA LOCAL, every text column is UTF-8 and parallel workers do not serialize on the table's
+	// AUTO-INC lock (innodb_autoinc_lock_mode=2, or one worker), else insert. LOAD DATA costs the target less
+	// CPU per row than parsing INSERT text (docs/benchmarks.md).
 	WriteMethod string
 	Throttle    Throttler // may be nil
 	Hooks       Hooks
@@ -248,14 +249,17 @@ func (b *Backfill) prepare(ctx context.Context) error {
 		" BETWEEN ? AND ? ORDER BY " + table.QuoteIdent(table.IDColumn) + " LIMIT ? LOCK IN SHARE MODE"
 	b.insertHead = "INSERT IGNORE INTO " + b.cfg.TargetTable.Quoted() + " (" + cols + ") VALUES "
 	if m := b.cfg.WriteMethod; !same && (m == WriteLoadData || m == "" || m == WriteAuto) {
-		switch err := loadDataUsable(ctx, b.dst, st); {
-		case err == nil:
+		interleaved, err := loadDataUsable(ctx, b.dst, st)
+		switch {
+		case err != nil && m == WriteLoadData:
+			return err
+		case err != nil:
+			b.log.Info("cross-server chunks are written with INSERT: LOAD DATA LOCAL is not usable here", "reason", err)
+		case !interleaved && b.workers() > 1 && m != WriteLoadData:
+			b.log.Info("cross-server chunks are written with INSERT: with innodb_autoinc_lock_mode below 2 on the target, each LOAD DATA holds the table's AUTO-INC lock and parallel workers would take turns")
+		default:
 			b.loadSQL = "LOAD DATA LOCAL INFILE 'Reader::%s' IGNORE INTO TABLE " + b.cfg.TargetTable.Quoted() +
 				" CHARACTER SET utf8mb4 (" + cols + ")"
-		case m == WriteLoadData:
-			return err
-		default:
-			b.log.Info("cross-server chunks are written with INSERT: LOAD DATA LOCAL is not usable here", "reason", err)
 		}
 	}
 	b.mu.Lock()
