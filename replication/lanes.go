@@ -29,6 +29,8 @@ import (
 const (
 	// MaxApplyLanes bounds Config.ApplyLanes.
 	MaxApplyLanes = 16
+	// DefaultApplyLanes: two measured best on a 2-core target (docs/benchmarks.md); four were slower there.
+	DefaultApplyLanes = 2
 	// laneBlock: ids are dealt to lanes in blocks of this many consecutive ids, so each lane inserts into
 	// its own pages of the primary key instead of all lanes contending for the last one.
 	laneBlock = 256

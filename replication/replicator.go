@@ -70,7 +70,7 @@ type Config struct {
 	BatchRows   int           // max row changes per target transaction (default 2000)
 	BatchDelay  time.Duration // how long a batch with rows waits for more (default 50 ms)
 	// ApplyLanes is how many target transactions (and connections) one batch is applied over, dealing ids
-	// to lanes in blocks; 1 applies each batch in a single transaction. See lanes.go. Default 1.
+	// to lanes in blocks; 1 applies each batch in a single transaction. See lanes.go. Default 2.
 	ApplyLanes int
 	Heartbeat  time.Duration // binlog heartbeat period (default 1 s)
 	IDBoundary uint64        // source ids must stay below it; 0 = no guard
@@ -134,7 +134,7 @@ func New(srcDB, dstDB *sql.DB, store *checkpoint.Store, m *metrics.Metrics, log 
 		return nil, fmt.Errorf("replication: apply lanes %d: want 1 to %d", cfg.ApplyLanes, MaxApplyLanes)
 	}
 	if cfg.ApplyLanes == 0 {
-		cfg.ApplyLanes = 1
+		cfg.ApplyLanes = DefaultApplyLanes
 	}
 	if cfg.BatchRows == 0 {
 		cfg.BatchRows = 2000

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/csmh-sync/csmh-sync/replication"
 	"github.com/csmh-sync/csmh-sync/runner"
 )
 
@@ -55,7 +56,7 @@ func buildRun(fs *pflag.FlagSet, lf *logFlags, env *environ) command {
 	r := &runner.Run{}
 	runFlags(fs, r, lf)
 	fs.IntVar(&r.Stream.BatchRows, "batch-rows", 2000, "row changes applied per target transaction")
-	fs.IntVar(&r.Stream.ApplyLanes, "apply-lanes", 2, "target connections a large batch is applied over in parallel (1-16; more on targets with more cores)")
+	fs.IntVar(&r.Stream.ApplyLanes, "apply-lanes", replication.DefaultApplyLanes, "target connections a large batch is applied over in parallel (1-16; more on targets with more cores)")
 	fs.DurationVar(&r.Stream.BatchDelay, "batch-delay", 50*time.Millisecond, "how long a batch waits for more changes")
 	fs.DurationVar(&r.Stream.Heartbeat, "heartbeat", time.Second, "binlog heartbeat period")
 	fs.StringVar(&r.Stream.AcceptDDL, "accept-ddl", "", "GTID of the source DDL the stream stopped at, once the target is adapted to it")
