@@ -81,6 +81,9 @@ const (
 	defaultSameWorkers = 2
 	maxSameWorkers     = 4
 	minChunkBytes      = 64 << 10
+	// sameServerChunkBytes is the least byte budget of a same-server chunk; larger chunks measured faster there
+	// (docs/benchmarks.md).
+	sameServerChunkBytes = 64 << 20
 )
 
 // Backfill is one copy job. Run it once at a time; Progress, Pause and Resume may be called from any goroutine.

@@ -41,7 +41,13 @@ type chunkStats struct {
 // backoff. A retry re-reads the segment's checkpoint: a commit whose acknowledgement was lost may have
 // succeeded, and the checkpoint, not memory, says where to continue.
 func (b *Backfill) runSegment(ctx context.Context, seg checkpoint.Segment) error {
-	w := &worker{seg: seg, sp: newSpanner(b.cfg.ChunkTime, b.cfg.ChunkBytes, b.rowBytesEst)}
+	budget := b.cfg.ChunkBytes
+	if b.sameServer.Load() {
+		// Server-side chunks never pass through this process: the byte budget guards no memory here, only the
+		// size of one transaction. --chunk-time still bounds how long a chunk's rows stay locked.
+		budget = max(budget, sameServerChunkBytes)
+	}
+	w := &worker{seg: seg, sp: newSpanner(b.cfg.ChunkTime, budget, b.rowBytesEst)}
 	failures := 0
 	delay := retryBackoff
 	stale := false // after a failure, memory may be behind the checkpoint
