@@ -110,11 +110,16 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	workers := max(r.Backfill.Workers, 1)
-	k, err := r.open(ctx, 2*workers+4+max(r.Stream.ApplyLanes, 1))
+	k, err := r.open(ctx, 2*workers+5+max(r.Stream.ApplyLanes, 1))
 	if err != nil {
 		return ExitError, err
 	}
 	defer k.Close()
+	lock, err := takeLock(ctx, k.dst, r.TargetTable.String())
+	if err != nil {
+		return ExitError, err
+	}
+	defer lock.release()
 	p, err := prepare(ctx, log, &r.Common, k)
 	if err != nil {
 		return ExitError, err
@@ -165,7 +170,19 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		return ExitError, err
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
+	// Losing the migration lock to another process stops this one.
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	holdCtx, stopHold := context.WithCancel(ctx)
+	lockLost := make(chan error, 1)
+	go func() {
+		if err := lock.hold(holdCtx, log); err != nil {
+			lockLost <- err
+			stopRun()
+		}
+		close(lockLost)
+	}()
+	g, gctx := errgroup.WithContext(runCtx)
 	if rep != nil {
 		g.Go(func() error { return rep.Run(gctx, p.pos) })
 	}
@@ -197,6 +214,10 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		g.Go(func() error { logStream(gctx, log, rep, 30*time.Second); return nil })
 	}
 	err = g.Wait()
+	stopHold()
+	if lerr := <-lockLost; lerr != nil {
+		err = lerr
+	}
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
 		log.Info("stopped on signal; checkpoint committed")
 		err = nil

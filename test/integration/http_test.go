@@ -96,5 +96,15 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 	if code, _, _ := get(base + "/pause"); code != http.StatusMethodNotAllowed {
 		t.Fatalf("GET /pause answered %d, want 405", code)
 	}
+	// A second process on the same target table is refused before it writes anything; the first one goes on.
+	for _, cmd := range []string{"run", "backfill"} {
+		r := csmh(t, 30*time.Second, nil, append([]string{cmd}, p.args("--server-id", "1043")...)...)
+		if r.code == 0 || !strings.Contains(r.stderr, "another csmh-sync") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+			t.Fatalf("second %s: exit %d, stderr %q; want a one-line refusal", cmd, r.code, r.stderr)
+		}
+	}
+	if code, _, err := get(base + "/healthz"); err != nil || code != 200 {
+		t.Fatalf("/healthz %d %v after the refused second process", code, err)
+	}
 	_ = d
 }
