@@ -24,8 +24,9 @@ const (
 // worker copies one segment. seg is the segment's committed state: only the goroutine that commits a chunk
 // (or the retry loop between attempts) changes it.
 type worker struct {
-	seg checkpoint.Segment
-	sp  *spanner
+	seg   checkpoint.Segment
+	sp    *spanner
+	epoch uint64 // checkpoint fence epoch read before seg was loaded
 }
 
 // chunkStats describe one committed chunk.
@@ -50,7 +51,7 @@ func (b *Backfill) runSegment(ctx context.Context, seg checkpoint.Segment) error
 	w := &worker{seg: seg, sp: newSpanner(b.cfg.ChunkTime, budget, b.rowBytesEst)}
 	failures := 0
 	delay := retryBackoff
-	stale := false // after a failure, memory may be behind the checkpoint
+	stale := true // memory may be behind the checkpoint: at the start (the lock may have been taken again since the plan was read) and after a failure
 	for !w.finished() {
 		before := w.seg.Next
 		var err error
@@ -72,7 +73,7 @@ func (b *Backfill) runSegment(ctx context.Context, seg checkpoint.Segment) error
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !dbconn.IsTransient(err) {
+		if !dbconn.IsTransient(err) && !errors.Is(err, checkpoint.ErrFenced) {
 			return fmt.Errorf("backfill segment %d at id %d: %w", w.seg.ID, w.seg.Next, err)
 		}
 		if w.seg.Next != before {
@@ -98,6 +99,7 @@ func (w *worker) finished() bool { return w.seg.Done || w.seg.Next > w.seg.End }
 
 // reload replaces the worker's segment state with the committed checkpoint.
 func (b *Backfill) reload(ctx context.Context, w *worker) error {
+	w.epoch = b.store.Epoch()
 	have, err := b.store.PlanSegments(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("backfill: reload the checkpoint: %w", err)

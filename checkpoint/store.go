@@ -95,6 +95,7 @@ type Store struct {
 	state  string
 	fill   string
 	lanes  string
+	fence  fenceBox
 }
 
 // New returns a store for the checkpoint tables in schema (the target table's schema).
@@ -182,6 +183,20 @@ func (s *Store) Load(ctx context.Context) (*State, error) {
 	return st, err
 }
 
+// StreamGTID reads the stream position alone: where a new stream session must start, whatever this
+// process last believed it committed.
+func (s *Store) StreamGTID(ctx context.Context) (string, error) {
+	var g string
+	err := s.db.QueryRowContext(ctx, `SELECT gtid_set FROM `+s.state+` WHERE id = 1`).Scan(&g)
+	if errors.Is(err, sql.ErrNoRows) || isNoTable(err) {
+		return "", ErrNone
+	}
+	if err != nil {
+		return "", fmt.Errorf("read checkpoint position: %w", err)
+	}
+	return g, nil
+}
+
 func (s *Store) segments(ctx context.Context) ([]Segment, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT segment, start_id, end_id, next_id, rows_copied, done,
 		DATE_FORMAT(updated_at, '%Y-%m-%d %H:%i:%s.%f') FROM `+s.fill+` ORDER BY segment`)
@@ -209,7 +224,12 @@ func (s *Store) segments(ctx context.Context) ([]Segment, error) {
 // migration (other tables or flavor) is an ErrMismatch: it is never overwritten.
 func (s *Store) Init(ctx context.Context, first State) (*State, error) {
 	now := time.Now().UTC()
-	res, err := s.db.ExecContext(ctx, `INSERT IGNORE INTO `+s.state+` (id, format_version, source_table, target_table,
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("write first checkpoint: %w", err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `INSERT IGNORE INTO `+s.state+` (id, format_version, source_table, target_table,
 		flavor, source_server, gtid_set, id_boundary, created_at, updated_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		FormatVersion, first.SourceTable, first.TargetTable, first.Flavor, first.SourceServer, first.GTID,
 		first.IDBoundary, now, now)
@@ -217,10 +237,14 @@ func (s *Store) Init(ctx context.Context, first State) (*State, error) {
 		return nil, fmt.Errorf("write first checkpoint: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n == 1 {
-		// A new migration: lane rows left by an earlier one describe other transactions.
-		if _, err := s.db.ExecContext(ctx, `DELETE FROM `+s.lanes); err != nil && !isNoTable(err) {
+		// A new migration: lane rows left by an earlier one describe other transactions. Cleared in the
+		// transaction that creates the state row, so no crash leaves the new checkpoint beside old lanes.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+s.lanes); err != nil && !isNoTable(err) {
 			return nil, fmt.Errorf("clear old apply lanes: %w", err)
 		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("write first checkpoint: %w", err)
 	}
 	st, err := s.Load(ctx)
 	if err != nil {
@@ -242,7 +266,11 @@ type StreamProgress struct {
 }
 
 // SaveStream records the stream position inside the caller's transaction, the one that applied the rows.
-func (s *Store) SaveStream(ctx context.Context, tx Execer, p StreamProgress) error {
+// epoch is the fence epoch read before the stream position was loaded (see Fence).
+func (s *Store) SaveStream(ctx context.Context, tx Execer, epoch uint64, p StreamProgress) error {
+	if err := s.check(ctx, tx, epoch); err != nil {
+		return err
+	}
 	var last any
 	if !p.LastEventAt.IsZero() {
 		last = p.LastEventAt.UTC()
@@ -269,7 +297,10 @@ type Lane struct {
 }
 
 // SaveLane records a lane's position inside the transaction that applied its share of a batch.
-func (s *Store) SaveLane(ctx context.Context, tx Execer, l Lane) error {
+func (s *Store) SaveLane(ctx context.Context, tx Execer, epoch uint64, l Lane) error {
+	if err := s.check(ctx, tx, epoch); err != nil {
+		return err
+	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO `+s.lanes+` (lane, lanes, block, gtid_set, updated_at) VALUES (?, ?, ?, ?, ?)
 		ON DUPLICATE KEY UPDATE lanes = VALUES(lanes), block = VALUES(block), gtid_set = VALUES(gtid_set), updated_at = VALUES(updated_at)`,
 		l.Lane, l.Lanes, l.Block, l.GTID, time.Now().UTC())
@@ -326,7 +357,11 @@ func (s *Store) PlanSegments(ctx context.Context, plan []Segment) ([]Segment, er
 }
 
 // SaveSegment records a segment's progress inside the caller's transaction, the one that wrote the rows.
-func (s *Store) SaveSegment(ctx context.Context, tx Execer, g Segment) error {
+// epoch is the fence epoch read before the segment's state was loaded (see Fence).
+func (s *Store) SaveSegment(ctx context.Context, tx Execer, epoch uint64, g Segment) error {
+	if err := s.check(ctx, tx, epoch); err != nil {
+		return err
+	}
 	_, err := tx.ExecContext(ctx, `UPDATE `+s.fill+` SET next_id = ?, rows_copied = ?, done = ?, updated_at = ? WHERE segment = ?`,
 		g.Next, g.Rows, g.Done, time.Now().UTC(), g.ID)
 	if err != nil {

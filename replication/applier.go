@@ -101,6 +101,8 @@ type applier struct {
 	binary bool
 	// ahead: lanes a parallel apply cut short left ahead of the stream position (lanes.go); nil normally.
 	ahead *lanesAhead
+	// epoch is the checkpoint fence epoch read before the session loaded its position.
+	epoch uint64
 }
 
 func newApplier(r *Replicator, src, dst *table.Table) (*applier, error) {
@@ -210,10 +212,15 @@ func (a *applier) flush(ctx context.Context, b *batch) error {
 				return fmt.Errorf("apply to target: mark verified chunks touched: %w", err)
 			}
 		}
-		return a.r.store.SaveStream(fctx, tx, checkpoint.StreamProgress{GTID: b.pos.String(), Added: sum, LastEventAt: b.lastTS})
+		return a.r.store.SaveStream(fctx, tx, a.epoch, checkpoint.StreamProgress{GTID: b.pos.String(), Added: sum, LastEventAt: b.lastTS})
 	}
 	if err := a.commitLanes(fctx, b, parts, k, block, lane0); err != nil {
 		return err
+	}
+	if h := a.r.cfg.Hooks.AfterPositionCommit; h != nil {
+		if err := h(); err != nil {
+			return err
+		}
 	}
 	a.r.committed(b.pos, b.lastSeq, b.lastTS)
 	m := a.r.m

@@ -118,22 +118,31 @@ func (a *applier) split(b *batch) ([][]op, int, int, error) {
 // commitLanes applies lanes 1…k-1 and lane 0 concurrently and commits lane 0 — the one saving the stream
 // position — only after every other lane committed. A lane that fails leaves lane 0 uncommitted.
 func (a *applier) commitLanes(ctx context.Context, b *batch, parts [][]op, k, block int, lane0 func(*sql.Tx) error) error {
+	for l := 1; l < k; l++ {
+		if len(parts[l]) > 0 && a.ahead != nil && a.ahead.pos[l] != nil && !b.pos.Contains(a.ahead.pos[l]) {
+			// Cannot happen with one ordered stream: the lane's new rows come after everything it applied.
+			return fmt.Errorf("%w: apply lane %d would move back from %s to %s", checkpoint.ErrMismatch, l, a.ahead.pos[l], b.pos)
+		}
+	}
+	hooks := a.r.cfg.Hooks
 	var wg sync.WaitGroup
 	errs := make([]error, k)
 	for l := 1; l < k; l++ {
 		if len(parts[l]) == 0 {
 			continue
 		}
-		if a.ahead != nil && a.ahead.pos[l] != nil && !b.pos.Contains(a.ahead.pos[l]) {
-			// Cannot happen with one ordered stream: the lane's new rows come after everything it applied.
-			return fmt.Errorf("apply to target: lane %d would move back from %s to %s", l, a.ahead.pos[l], b.pos)
-		}
 		wg.Go(func() {
+			if hooks.BeforeLaneApply != nil {
+				hooks.BeforeLaneApply(l)
+			}
 			errs[l] = a.inTx(ctx, func(tx *sql.Tx) error {
 				if err := a.applyOps(ctx, tx, parts[l]); err != nil {
 					return fmt.Errorf("apply to target (lane %d, batch ending at %s): %w", l, b.pos, err)
 				}
-				return a.r.store.SaveLane(ctx, tx, checkpoint.Lane{Lane: l, Lanes: k, Block: block, GTID: b.pos.String()})
+				if hooks.LaneApplied != nil {
+					hooks.LaneApplied(l)
+				}
+				return a.r.store.SaveLane(ctx, tx, a.epoch, checkpoint.Lane{Lane: l, Lanes: k, Block: block, GTID: b.pos.String()})
 			}, nil)
 		})
 	}
@@ -142,12 +151,27 @@ func (a *applier) commitLanes(ctx context.Context, b *batch, parts [][]op, k, bl
 		if err := errors.Join(errs...); err != nil {
 			return err
 		}
-		if h := a.r.cfg.Hooks.BeforePositionCommit; h != nil {
+		if h := hooks.BeforePositionCommit; h != nil {
 			return h(k)
 		}
 		return nil
 	}
-	if err := a.inTx(ctx, lane0, wait); err != nil {
+	first := lane0
+	if k > 1 {
+		first = func(tx *sql.Tx) error {
+			if hooks.BeforeLaneApply != nil {
+				hooks.BeforeLaneApply(0)
+			}
+			if err := lane0(tx); err != nil {
+				return err
+			}
+			if hooks.LaneApplied != nil {
+				hooks.LaneApplied(0)
+			}
+			return nil
+		}
+	}
+	if err := a.inTx(ctx, first, wait); err != nil {
 		wg.Wait() // never return while a lane still runs
 		return err
 	}
@@ -166,36 +190,42 @@ func (a *applier) commitLanes(ctx context.Context, b *batch, parts [][]op, k, bl
 }
 
 // inTx runs f in a target transaction, then (if set) waits for before, and commits only if both succeeded.
-// A transaction that lost a deadlock or timed out on a lock — lanes can meet on the boundary of their id
-// blocks — is run again.
+// A transaction that lost a deadlock or timed out on a lock — to a backfill chunk, or to another lane on
+// the boundary of their id blocks — is run again; a failure of before (another lane's) is not retried here.
+//
+// Apply transactions run under READ COMMITTED: they change rows by primary key only, and without gap locks
+// two lanes never wait on each other. Under REPEATABLE READ a lane deleting an id the target does not hold
+// (a row the backfill has not reached) locks the gap around it, and another lane inserting into that gap
+// would wait for lane 0's commit, which waits for that lane: a wait no deadlock detector sees.
 func (a *applier) inTx(ctx context.Context, f func(*sql.Tx) error, before func() error) error {
 	for attempt := 1; ; attempt++ {
-		err := a.tryTx(ctx, f, before)
-		if err == nil || attempt == laneRetries || !lockConflict(err) {
+		waited, err := a.tryTx(ctx, f, before)
+		if err == nil || waited || attempt == laneRetries || !lockConflict(err) {
 			return err
 		}
 		a.r.log.Debug("apply lane lost a lock conflict; retrying", "err", err, "attempt", attempt)
 	}
 }
 
-func (a *applier) tryTx(ctx context.Context, f func(*sql.Tx) error, before func() error) error {
-	tx, err := a.r.dst.BeginTx(ctx, nil)
+// tryTx is one attempt of inTx; waited reports that the error came from before.
+func (a *applier) tryTx(ctx context.Context, f func(*sql.Tx) error, before func() error) (waited bool, err error) {
+	tx, err := a.r.dst.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
-		return fmt.Errorf("apply to target: begin: %w", err)
+		return false, fmt.Errorf("apply to target: begin: %w", err)
 	}
 	defer tx.Rollback()
 	if err := f(tx); err != nil {
-		return err
+		return false, err
 	}
 	if before != nil {
 		if err := before(); err != nil {
-			return err
+			return true, err
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("apply to target: commit: %w", err)
+		return false, fmt.Errorf("apply to target: commit: %w", err)
 	}
-	return nil
+	return false, nil
 }
 
 // lockConflict: 1213 deadlock (the transaction was rolled back), 1205 lock wait timeout.

@@ -44,8 +44,10 @@ var (
 // PositionStore is what the stream needs from the checkpoint: saving the position inside the transaction
 // that applied the rows. *checkpoint.Store implements it.
 type PositionStore interface {
-	SaveStream(ctx context.Context, tx checkpoint.Execer, p checkpoint.StreamProgress) error
-	SaveLane(ctx context.Context, tx checkpoint.Execer, l checkpoint.Lane) error
+	Epoch() uint64
+	StreamGTID(ctx context.Context) (string, error)
+	SaveStream(ctx context.Context, tx checkpoint.Execer, epoch uint64, p checkpoint.StreamProgress) error
+	SaveLane(ctx context.Context, tx checkpoint.Execer, epoch uint64, l checkpoint.Lane) error
 	Lanes(ctx context.Context) ([]checkpoint.Lane, error)
 }
 
@@ -58,6 +60,12 @@ type Hooks struct {
 	// BeforePositionCommit runs after the other apply lanes of a batch committed and before lane 0 (rows and
 	// position) commits; an error it returns fails lane 0 as a crash there would.
 	BeforePositionCommit func(lanes int) error
+	// AfterPositionCommit runs after the transaction saving the position committed; an error it returns is
+	// reported as if the commit's acknowledgement had been lost.
+	AfterPositionCommit func() error
+	// BeforeLaneApply runs in a lane's goroutine before the lane applies its share of a split batch, and
+	// LaneApplied after it applied it (before it commits): tests order lanes with them.
+	BeforeLaneApply, LaneApplied func(lane int)
 }
 
 // Config tunes the stream.
@@ -313,6 +321,15 @@ func (r *Replicator) committed(pos *gtid.Set, lastSeq uint64, lastTS time.Time) 
 	r.mu.Unlock()
 	r.m.Lag.Set(r.Lag().Seconds())
 	r.m.CheckpointAge.Set(0)
+}
+
+// adopt moves the position to a checkpoint found ahead of it (nothing is pending between sessions).
+func (r *Replicator) adopt(pos *gtid.Set) {
+	r.mu.Lock()
+	r.pos, r.advancedAt = pos.Clone(), time.Now()
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
 }
 
 // dropPending forgets received transactions a stopped session did not commit; they will be read again.

@@ -12,6 +12,8 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/replication"
 
+	"github.com/csmh-sync/csmh-sync/checkpoint"
+	"github.com/csmh-sync/csmh-sync/gtid"
 	"github.com/csmh-sync/csmh-sync/table"
 )
 
@@ -23,7 +25,11 @@ const txnQueue = 64
 // of ctx. The streamer goroutine assembles transactions; the applier (this goroutine) commits them. When the
 // stream ends for any reason, the transactions already received are committed before session returns.
 func (r *Replicator) session(ctx context.Context) error {
-	pos := r.Position()
+	epoch := r.store.Epoch()
+	pos, err := r.resume(ctx)
+	if err != nil {
+		return err
+	}
 	src, err := table.Load(ctx, r.src, r.cfg.SourceTable)
 	if err != nil {
 		return schemaErr("source", err)
@@ -40,6 +46,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	ap.epoch = epoch
 	if err := r.checkPosition(ctx, pos); err != nil {
 		return err
 	}
@@ -73,6 +80,31 @@ func (r *Replicator) session(ctx context.Context) error {
 		return applyErr
 	}
 	return streamErr
+}
+
+// resume returns where a session starts: the checkpoint's position in the target, not this process's
+// memory of it. A batch whose commit succeeded although its acknowledgement was lost (the target restarted
+// in between) left the checkpoint one batch ahead of memory; streaming from memory would apply it twice.
+func (r *Replicator) resume(ctx context.Context) (*gtid.Set, error) {
+	mem := r.Position()
+	s, err := r.store.StreamGTID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	db, err := gtid.Parse(r.cfg.Flavor, s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: checkpoint position: %v", checkpoint.ErrMismatch, err)
+	}
+	switch {
+	case db.Contains(mem) && mem.Contains(db):
+		return mem, nil
+	case db.Contains(mem):
+		r.log.Info("the checkpoint is ahead of this process: a batch had committed before its error", "checkpoint", s, "believed", mem.String())
+		r.adopt(db)
+		return db, nil
+	}
+	return nil, fmt.Errorf("%w: the checkpoint's position %s is behind this process's %s: another process rewrote it; stop every other csmh-sync on this target and start again",
+		checkpoint.ErrMismatch, s, mem)
 }
 
 func schemaErr(role string, err error) error {

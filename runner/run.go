@@ -124,6 +124,7 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	if err != nil {
 		return ExitError, err
 	}
+	p.store.SetFence(lock)
 	var replica *sql.DB
 	if r.Backfill.Replica.DSN != "" {
 		if replica, _, err = dbconn.Open(ctx, r.Backfill.Replica, dbconn.Options{DialTimeout: r.ConnectTimeout, MaxOpenConns: 2}); err != nil {
