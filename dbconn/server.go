@@ -243,24 +243,94 @@ func OldestBinlog(ctx context.Context, db *sql.DB) (string, error) {
 	return "", fmt.Errorf("the server lists no binary logs: is log_bin on?")
 }
 
-// BinlogRetention returns how long the server keeps binlogs (0 = until purged by hand).
-// MariaDB ≥10.6 and MySQL 8 use binlog_expire_logs_seconds; older servers expire_logs_days.
-func BinlogRetention(ctx context.Context, db *sql.DB) (seconds int64, err error) {
-	vars, err := Variables(ctx, db, "binlog_expire_logs_seconds", "expire_logs_days")
+// RDSNotRetained is the retention BinlogRetention reports for Amazon RDS / Aurora MySQL with 'binlog retention
+// hours' NULL (their default): RDS for MySQL then keeps no binlog beyond what it needs itself ("0 hours"), and
+// Aurora cleans them up lazily, so a binlog reader may find its position gone within minutes.
+const RDSNotRetained = 5 * 60
+
+// BinlogRetention returns how long the server keeps binlogs (0 = until purged by hand). MariaDB ≥10.6 and MySQL 8
+// use binlog_expire_logs_seconds, older servers expire_logs_days; on Amazon RDS and Aurora MySQL neither
+// counts and 'binlog retention hours' decides (RDSNotRetained when it is NULL). rds reports the latter case.
+func BinlogRetention(ctx context.Context, db *sql.DB) (seconds int64, rds bool, err error) {
+	vars, err := Variables(ctx, db, "binlog_expire_logs_seconds", "expire_logs_days", "basedir")
 	if err != nil {
-		return 0, err
+		return 0, false, err
+	}
+	if strings.HasPrefix(vars["basedir"], "/rdsdbbin/") {
+		secs, err := rdsRetention(ctx, db)
+		return secs, true, err
 	}
 	if s, ok := vars["binlog_expire_logs_seconds"]; ok {
 		if n, _ := strconv.ParseFloat(s, 64); n > 0 {
-			return int64(n), nil
+			return int64(n), false, nil
 		}
 	}
 	if d, ok := vars["expire_logs_days"]; ok {
 		if n, _ := strconv.ParseFloat(d, 64); n > 0 {
-			return int64(n * 86400), nil
+			return int64(n * 86400), false, nil
 		}
 	}
-	return 0, nil
+	return 0, false, nil
+}
+
+// rdsRetention reads 'binlog retention hours' with CALL mysql.rds_show_configuration.
+func rdsRetention(ctx context.Context, db *sql.DB) (int64, error) {
+	rows, err := db.QueryContext(ctx, "CALL mysql.rds_show_configuration")
+	if err != nil {
+		return 0, fmt.Errorf("read the RDS binlog retention (CALL mysql.rds_show_configuration): %w", err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return 0, err
+	}
+	var table [][]sql.NullString
+	for rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return 0, err
+		}
+		table = append(table, vals)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	return ParseRDSConfiguration(cols, table)
+}
+
+// ParseRDSConfiguration finds 'binlog retention hours' in the rows of mysql.rds_show_configuration (columns
+// name, value, description) and returns it in seconds, RDSNotRetained when it is NULL or missing.
+func ParseRDSConfiguration(cols []string, rows [][]sql.NullString) (int64, error) {
+	name, value := -1, -1
+	for i, c := range cols {
+		switch strings.ToLower(c) {
+		case "name":
+			name = i
+		case "value":
+			value = i
+		}
+	}
+	if name < 0 || value < 0 {
+		return 0, fmt.Errorf("mysql.rds_show_configuration returned columns %v, not name and value", cols)
+	}
+	for _, r := range rows {
+		if !strings.EqualFold(strings.TrimSpace(r[name].String), "binlog retention hours") {
+			continue
+		}
+		if !r[value].Valid || strings.EqualFold(r[value].String, "NULL") {
+			return RDSNotRetained, nil
+		}
+		h, err := strconv.ParseFloat(strings.TrimSpace(r[value].String), 64)
+		if err != nil || h <= 0 {
+			return RDSNotRetained, nil
+		}
+		return int64(h * 3600), nil
+	}
+	return RDSNotRetained, nil
 }
 
 // IsTransient reports errors worth retrying after a pause: lock-wait timeouts and deadlocks (production won

@@ -170,7 +170,15 @@ func (c *Checker) checkSourceServer(ctx context.Context, r *Report, db *sql.DB) 
 	if c.cfg.ServerID != 0 && c.cfg.ServerID == si.ServerID {
 		r.add(Fail, "server-id", "--server-id %d equals the source's server_id: choose an id no server or replica uses", c.cfg.ServerID)
 	}
-	if ret, err := dbconn.BinlogRetention(ctx, db); err == nil && ret > 0 && ret < 3*86400 {
+	switch ret, rds, err := dbconn.BinlogRetention(ctx, db); {
+	case err != nil && rds:
+		r.add(Warn, "retention", "the source is Amazon RDS and its binlog retention could not be read (%v): check it with CALL mysql.rds_show_configuration", err)
+	case err != nil:
+	case rds && ret == dbconn.RDSNotRetained:
+		r.add(Fail, "retention", "the source is Amazon RDS with 'binlog retention hours' NULL: it purges binlogs within minutes; run CALL mysql.rds_set_configuration('binlog retention hours', 72) on it")
+	case rds && ret < 3*86400:
+		r.add(Warn, "retention", "the source (Amazon RDS) keeps binlogs %s: a stop longer than that forces a new copy; consider CALL mysql.rds_set_configuration('binlog retention hours', 72)", time.Duration(ret)*time.Second)
+	case ret > 0 && ret < 3*86400:
 		r.add(Warn, "retention", "the source keeps binlogs %s: a stop longer than that forces a new copy; consider 3 days or more", time.Duration(ret)*time.Second)
 	}
 	return si

@@ -105,7 +105,7 @@ func (r *Replicator) probeStream(ctx context.Context) {
 		age = time.Since(advancedAt)
 	}
 	r.m.CheckpointAge.Set(age.Seconds())
-	ret, err := dbconn.BinlogRetention(pctx, r.src)
+	ret, _, err := dbconn.BinlogRetention(pctx, r.src)
 	if err != nil {
 		return
 	}
