@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -44,11 +45,14 @@ func metricValue(page, series string) (float64, bool) {
 	return 0, false
 }
 
-// What a Kubernetes probe and a Prometheus scrape see: /readyz turns ready once the backfill is done and the
-// stream is current; /metrics counts exactly the rows copied; POST /pause shows up as a gauge.
+// What a Kubernetes probe and a Prometheus scrape see: /readyz refuses (with the reason) while the backfill
+// runs and turns ready once it is done and the stream is current; /metrics counts exactly the rows copied and
+// the changes applied, and its id and retention gauges agree with the servers; POST /pause shows up as a gauge.
 func TestRunServesProbesAndMetrics(t *testing.T) {
 	ctx := context.Background()
-	p := newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 1_000_000})
+	const retention = 86400
+	p := newPair(t, harness.Options{ExtraArgs: []string{"--binlog-expire-logs-seconds=" + strconv.Itoa(retention)}},
+		harness.SchemaOptions{TargetAutoIncrement: 1_000_000})
 	src, _ := p.src.Open("")
 	defer src.Close()
 	gen, err := harness.GenerateCSMH(ctx, src, harness.SourceTable, harness.GenOptions{Rows: 5000, Seed: 41})
@@ -57,15 +61,20 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 	}
 	addr := freeAddr(t)
 	base := "http://" + addr
-	d := startRun(t, p, "--metrics-addr", addr)
-	var page string
+	// 5,000 rows at 500 rows/s: the copy outlasts the start of the stream by seconds.
+	d := startRun(t, p, "--metrics-addr", addr, "--max-rows-per-second", "500")
+	harness.Eventually(t, time.Minute, "/healthz 200", func() (bool, error) {
+		code, _, err := get(base + "/healthz")
+		return code == 200, err
+	})
+	if code, body, err := get(base + "/readyz"); err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "backfill not done") {
+		t.Fatalf("/readyz during the backfill: %d %q %v; want 503 naming the backfill", code, body, err)
+	}
 	harness.Eventually(t, time.Minute, "/readyz 200", func() (bool, error) {
 		code, _, err := get(base + "/readyz")
 		return code == 200, err
 	})
-	if code, body, err := get(base + "/healthz"); err != nil || code != 200 {
-		t.Fatalf("/healthz %d %q %v", code, body, err)
-	}
+	var page string
 	harness.Eventually(t, 10*time.Second, "metrics show the copy", func() (bool, error) {
 		_, page, err = get(base + "/metrics")
 		v, ok := metricValue(page, "csmh_sync_backfill_rows_copied_total")
@@ -76,13 +85,66 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 			t.Errorf("%s = %v (present %v), want 1", series, v, ok)
 		}
 	}
-	for _, series := range []string{"csmh_sync_replication_lag_seconds", "csmh_sync_id_runway_ids", "csmh_sync_source_id_used_ratio"} {
-		if _, ok := metricValue(page, series); !ok {
-			t.Errorf("%s missing from /metrics", series)
-		}
+	if v, _ := metricValue(page, "csmh_sync_backfill_eta_seconds"); v != 0 {
+		t.Errorf("ETA %v s after the backfill finished, want 0", v)
+	}
+	if v, _ := metricValue(page, "csmh_sync_backfill_throttled_seconds_total"); v < 2 {
+		t.Errorf("throttled %v s under a 500 rows/s limit for 5,000 rows, want several seconds", v)
 	}
 	if !strings.Contains(page, "csmh_sync_build_info{") {
 		t.Error("build info missing")
+	}
+
+	// Live changes after the copy: each reaches the target through the stream and is counted once, by kind.
+	for i := range 7 {
+		if _, err := src.Exec(`INSERT INTO `+harness.SourceTable+` (version, created, state, grade, max_grade, student_module_id)
+			VALUES (NULL, UTC_TIMESTAMP(6), ?, 1, 2, ?)`, `{"attempts": 1}`, 900+i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, q := range []string{
+		`UPDATE ` + harness.SourceTable + ` SET grade = 2 WHERE id IN (10, 20, 30)`,
+		`DELETE FROM ` + harness.SourceTable + ` WHERE id IN (40, 50)`,
+	} {
+		if res, err := src.Exec(q); err != nil {
+			t.Fatal(err)
+		} else if n, _ := res.RowsAffected(); n == 0 {
+			t.Fatalf("%s changed no row", q)
+		}
+	}
+	var autoInc float64
+	if err := src.QueryRow(`SELECT AUTO_INCREMENT FROM information_schema.TABLES
+		WHERE TABLE_SCHEMA = 'edxapp' AND TABLE_NAME = 'courseware_studentmodulehistory'`).Scan(&autoInc); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{
+		`csmh_sync_replication_applied_rows_total{op="insert"}`: 7,
+		`csmh_sync_replication_applied_rows_total{op="update"}`: 3,
+		`csmh_sync_replication_applied_rows_total{op="delete"}`: 2,
+		"csmh_sync_replication_transactions_behind":             0,
+		"csmh_sync_replication_lag_seconds":                     0,
+		"csmh_sync_checkpoint_age_seconds":                      0,
+		// Ids are probed every 10 s.
+		"csmh_sync_source_id_used_ratio": autoInc / 2147483647,
+		"csmh_sync_id_runway_ids":        1_000_000 - autoInc,
+	}
+	harness.Eventually(t, 30*time.Second, "metrics show the live changes", func() (bool, error) {
+		if _, page, err = get(base + "/metrics"); err != nil {
+			return false, err
+		}
+		for series, v := range want {
+			if got, ok := metricValue(page, series); !ok || got != v {
+				return false, fmt.Errorf("%s = %v (present %v), want %v", series, got, ok, v)
+			}
+		}
+		return true, nil
+	})
+	// Caught up, the next binlog the stream needs is the source's next write: the whole retention is ahead.
+	if v, ok := metricValue(page, "csmh_sync_binlog_retention_headroom_seconds"); !ok || v > retention || v < retention-60 {
+		t.Errorf("retention headroom %v s (present %v) on a source keeping binlogs %d s, want close to it", v, ok, retention)
+	}
+	if v, _ := metricValue(page, "csmh_sync_replication_applied_transactions_total"); v < 9 {
+		t.Errorf("applied transactions %v, want at least the 9 written after the copy", v)
 	}
 	resp, err := http.Post(base+"/pause", "text/plain", nil)
 	if err != nil || resp.StatusCode != 200 {
