@@ -39,7 +39,7 @@ func runFlags(fs *pflag.FlagSet, r *runner.Run, lf *logFlags) {
 	b := &r.Backfill
 	fs.Uint64Var(&b.StartID, "start-id", 0, "first id to copy (default: the source's smallest id at the first start)")
 	fs.Uint64Var(&b.EndID, "end-id", 0, "last id to copy (default: the source's largest id at the first start)")
-	fs.IntVar(&b.Workers, "workers", 4, "parallel backfill workers on disjoint id segments (fixed at the first start)")
+	fs.IntVar(&b.Workers, "workers", 0, "parallel backfill workers on disjoint id segments, fixed at the first start (default 4 across servers, 2 on one server)")
 	fs.Int64Var(&b.ChunkBytes, "chunk-bytes", 8<<20, "memory budget of one backfill chunk, bytes")
 	fs.StringVar(&b.WriteMethod, "write-method", "auto", "how the cross-server backfill writes: load-data (LOAD DATA LOCAL INFILE; needs local_infile=ON on the target), insert (multi-row INSERT IGNORE), or auto (load-data where the target allows it)")
 	fs.DurationVar(&b.ChunkTime, "chunk-time", 500*time.Millisecond, "target duration of one backfill chunk")
