@@ -197,6 +197,35 @@ func (s *Store) StreamGTID(ctx context.Context) (string, error) {
 	return g, nil
 }
 
+// RaiseIDBoundary moves the id boundary from from up to to, only if it still is from, and reports whether it
+// moved. The caller must have made sure that no row at or above from and below to was written by the app
+// (and that none can be any more: the target's AUTO_INCREMENT is at least to).
+func (s *Store) RaiseIDBoundary(ctx context.Context, from, to uint64) (bool, error) {
+	if to <= from {
+		return false, nil
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE `+s.state+` SET id_boundary = ?, updated_at = ? WHERE id = 1 AND id_boundary = ?`,
+		to, time.Now().UTC(), from)
+	if err != nil {
+		return false, fmt.Errorf("raise the id boundary in the checkpoint: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// IDBoundary reads the id boundary alone.
+func (s *Store) IDBoundary(ctx context.Context) (uint64, error) {
+	var b uint64
+	err := s.db.QueryRowContext(ctx, `SELECT id_boundary FROM `+s.state+` WHERE id = 1`).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) || isNoTable(err) {
+		return 0, ErrNone
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read the id boundary: %w", err)
+	}
+	return b, nil
+}
+
 func (s *Store) segments(ctx context.Context) ([]Segment, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT segment, start_id, end_id, next_id, rows_copied, done,
 		DATE_FORMAT(updated_at, '%Y-%m-%d %H:%i:%s.%f') FROM `+s.fill+` ORDER BY segment`)

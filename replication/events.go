@@ -123,7 +123,7 @@ func (d *rowDecoder) decode(t *txn, e *replication.RowsEvent) error {
 			return fmt.Errorf("%w: source id value %v (%T) is not a non-negative integer", ErrSchema, row[d.idIdx], row[d.idIdx])
 		}
 		if d.boundary > 0 && id >= d.boundary {
-			return fmt.Errorf("%w: the source wrote a row with id %d, at or above the id boundary %d where the app writes its own rows into the target: stopped instead of overwriting one; raise the target's AUTO_INCREMENT far above the source's, record the new boundary, then start again",
+			return fmt.Errorf("%w: the source wrote a row with id %d, at or above the id boundary %d where the app writes its own rows into the target: stopped instead of overwriting one: if the app has written no row to the target yet, 'csmh-sync cutover --bump-auto-increment' raises the target's AUTO_INCREMENT and the boundary; otherwise make every app server write to the target only (ENABLE_CSMH_EXTENDED) so the source stops growing; then start again",
 				ErrIDCollision, id, d.boundary)
 		}
 		rows[i], ids[i] = row, id

@@ -2,7 +2,6 @@ package replication
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"math"
 	"time"
@@ -131,14 +130,12 @@ func (r *Replicator) probeStream(ctx context.Context) {
 func (r *Replicator) probeIDs(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var ai sql.NullInt64
-	err := r.src.QueryRowContext(pctx, "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-		r.cfg.SourceTable.Schema, r.cfg.SourceTable.Table).Scan(&ai)
-	if err != nil || !ai.Valid {
+	_, ai, err := table.Status(pctx, r.src, r.cfg.SourceTable)
+	if err != nil || ai == 0 {
 		return
 	}
-	r.m.SourceIDUsed.Set(float64(ai.Int64) / math.MaxInt32)
-	if r.cfg.IDBoundary > 0 {
-		r.m.IDRunway.Set(float64(r.cfg.IDBoundary) - float64(ai.Int64))
+	r.m.SourceIDUsed.Set(float64(ai) / math.MaxInt32)
+	if b := r.boundary.Load(); b > 0 {
+		r.m.IDRunway.Set(float64(b) - float64(ai))
 	}
 }

@@ -49,6 +49,7 @@ type PositionStore interface {
 	SaveStream(ctx context.Context, tx checkpoint.Execer, epoch uint64, p checkpoint.StreamProgress) error
 	SaveLane(ctx context.Context, tx checkpoint.Execer, epoch uint64, l checkpoint.Lane) error
 	Lanes(ctx context.Context) ([]checkpoint.Lane, error)
+	IDBoundary(ctx context.Context) (uint64, error)
 }
 
 var _ PositionStore = (*checkpoint.Store)(nil)
@@ -114,7 +115,8 @@ type Replicator struct {
 
 	seq         atomic.Uint64 // numbers received transactions
 	connected   atomic.Bool
-	lastContact atomic.Int64 // unix nanos of the last event or heartbeat
+	lastContact atomic.Int64  // unix nanos of the last event or heartbeat
+	boundary    atomic.Uint64 // the id boundary in force: Config.IDBoundary, or higher once cutover raised it
 }
 
 // pendingTxn is a received transaction not yet committed to the target.
@@ -153,8 +155,10 @@ func New(srcDB, dstDB *sql.DB, store *checkpoint.Store, m *metrics.Metrics, log 
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = time.Second
 	}
-	return &Replicator{src: srcDB, dst: dstDB, store: store, m: m, log: log.With("component", "replication"), baseLog: log,
-		cfg: cfg, changed: make(chan struct{})}, nil
+	r := &Replicator{src: srcDB, dst: dstDB, store: store, m: m, log: log.With("component", "replication"), baseLog: log,
+		cfg: cfg, changed: make(chan struct{})}
+	r.boundary.Store(cfg.IDBoundary)
+	return r, nil
 }
 
 // Run streams from start until ctx ends — then it returns nil, after committing the transactions already
@@ -185,6 +189,9 @@ func (r *Replicator) Run(ctx context.Context, start *gtid.Set) error {
 		if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 			return nil
 		}
+		if errors.Is(err, ErrIDCollision) && r.boundaryRaised(ctx) {
+			continue // the transaction is streamed again, checked against the new boundary
+		}
 		if !retryable(err) {
 			return err
 		}
@@ -202,6 +209,19 @@ func (r *Replicator) Run(ctx context.Context, start *gtid.Set) error {
 		}
 		delay = min(delay*2, 10*time.Second)
 	}
+}
+
+// boundaryRaised reports whether the checkpoint's id boundary is now above the one in force (cutover
+// --bump-auto-increment raises it when the app has written no row in between), and adopts it.
+func (r *Replicator) boundaryRaised(ctx context.Context) bool {
+	b, err := r.store.IDBoundary(ctx)
+	old := r.boundary.Load()
+	if err != nil || b <= old {
+		return false
+	}
+	r.boundary.Store(b)
+	r.log.Info("id boundary raised in the checkpoint; streaming on", "from", old, "to", b)
+	return true
 }
 
 // retryable reports whether Run should reconnect after err rather than return it.

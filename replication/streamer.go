@@ -38,7 +38,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	if err != nil {
 		return schemaErr("target", err)
 	}
-	dec, err := newRowDecoder(src, r.cfg.IDBoundary)
+	dec, err := newRowDecoder(src, r.boundary.Load())
 	if err != nil {
 		return err
 	}

@@ -101,7 +101,7 @@ func (c *Cutover) Run(ctx context.Context) (int, error) {
 		done = done && g.Done
 	}
 	rep.check(done, "backfill complete: %s", map[bool]string{true: "every segment copied", false: "segments still copying: wait for 'csmh-sync status' to show done"}[done])
-	if err := c.checkRunway(ctx, k.src, k.dst, st, rep); err != nil {
+	if err := c.checkRunway(ctx, k.src, k.dst, store, st, rep); err != nil {
 		return ExitError, err
 	}
 	if rep.GO {
@@ -144,10 +144,16 @@ func (c *Cutover) verify(ctx context.Context, src, dst *sql.DB, store *checkpoin
 	return v.Run(ctx)
 }
 
-// checkRunway requires the target's AUTO_INCREMENT (where the app's CSMHE ids start) to stay at least
-// MinRunway ids above the source's, so rows that app servers still running the old code write to CSMH
-// during the flip cannot collide with rows the new code writes to CSMHE.
-func (c *Cutover) checkRunway(ctx context.Context, src, dst *sql.DB, st *checkpoint.State, rep *CutoverReport) error {
+// checkRunway requires the first id the app writes to CSMHE — the checkpoint's id boundary (the lowest
+// app-written id) or, below it, CSMHE's AUTO_INCREMENT — to stay at least MinRunway ids above CSMH's next
+// id, so rows that app servers still running the old code write to CSMH during the flip can neither collide
+// with rows the new code writes to CSMHE nor stop the stream at the boundary.
+//
+// With BumpAutoIncrement it raises CSMHE's AUTO_INCREMENT first, and then the boundary too, up to the lowest
+// row at or above the old boundary (none: the new AUTO_INCREMENT). The order makes the raise safe while the
+// app writes: once the ALTER has returned, no app row can land below the new AUTO_INCREMENT, so the rows
+// above the old boundary that exist then are all there will ever be below it.
+func (c *Cutover) checkRunway(ctx context.Context, src, dst *sql.DB, store *checkpoint.Store, st *checkpoint.State, rep *CutoverReport) error {
 	s, err := table.Load(ctx, src, c.SourceTable)
 	if err != nil {
 		return err
@@ -156,24 +162,55 @@ func (c *Cutover) checkRunway(ctx context.Context, src, dst *sql.DB, st *checkpo
 	if err != nil {
 		return err
 	}
-	runway := int64(t.AutoIncrement) - int64(s.AutoIncrement)
+	first := func() (uint64, string) {
+		if st.IDBoundary > 0 && st.IDBoundary < t.AutoIncrement {
+			return st.IDBoundary, "the checkpoint's id boundary, the lowest app-written CSMHE id"
+		}
+		return t.AutoIncrement, "CSMHE's AUTO_INCREMENT"
+	}
+	app, what := first()
+	runway := int64(app) - int64(s.AutoIncrement)
 	if runway < int64(c.MinRunway) && c.BumpAutoIncrement {
 		to := s.AutoIncrement + c.MinRunway
-		if _, err := dst.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s AUTO_INCREMENT = %d", c.TargetTable.Quoted(), to)); err != nil {
-			return fmt.Errorf("raise %s AUTO_INCREMENT to %d (needs ALTER on it): %w", c.TargetTable, to, err)
+		if t.AutoIncrement < to {
+			if _, err := dst.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s AUTO_INCREMENT = %d", c.TargetTable.Quoted(), to)); err != nil {
+				return fmt.Errorf("raise %s AUTO_INCREMENT to %d (needs ALTER on it): %w", c.TargetTable, to, err)
+			}
+			c.Log.Info("raised target AUTO_INCREMENT", "from", t.AutoIncrement, "to", to)
+			if t, err = table.Load(ctx, dst, c.TargetTable); err != nil {
+				return err
+			}
 		}
-		c.Log.Info("raised target AUTO_INCREMENT", "from", t.AutoIncrement, "to", to)
-		if t, err = table.Load(ctx, dst, c.TargetTable); err != nil {
-			return err
+		if st.IDBoundary > 0 && st.IDBoundary < t.AutoIncrement {
+			var low sql.NullInt64
+			if err := dst.QueryRowContext(ctx, "SELECT MIN(id) FROM "+c.TargetTable.Quoted()+" WHERE id >= ?", st.IDBoundary).Scan(&low); err != nil {
+				return fmt.Errorf("read the target's app-written ids: %w", err)
+			}
+			nb := t.AutoIncrement
+			if low.Valid && uint64(low.Int64) < nb {
+				nb = uint64(low.Int64)
+			}
+			moved, err := store.RaiseIDBoundary(ctx, st.IDBoundary, nb)
+			if err != nil {
+				return err
+			}
+			if moved {
+				c.Log.Info("raised the id boundary", "from", st.IDBoundary, "to", nb)
+				st.IDBoundary = nb
+			}
 		}
-		runway = int64(t.AutoIncrement) - int64(s.AutoIncrement)
+		app, what = first()
+		runway = int64(app) - int64(s.AutoIncrement)
 	}
-	rep.check(runway >= int64(c.MinRunway), "id runway: target AUTO_INCREMENT %d is %d ids above the source's %d (need ≥ %d%s)",
-		t.AutoIncrement, runway, s.AutoIncrement, c.MinRunway, map[bool]string{true: "", false: "; --bump-auto-increment raises it"}[runway >= int64(c.MinRunway)])
-	if st.IDBoundary > 0 {
-		left := int64(st.IDBoundary) - int64(s.AutoIncrement)
-		rep.check(left > 0, "id boundary: the source's next id %d stays below the first app-written target id %d (%d ids left)", s.AutoIncrement, st.IDBoundary, left)
+	hint := ""
+	if runway < int64(c.MinRunway) {
+		hint = "; --bump-auto-increment raises it unless app-written CSMHE rows are in the way"
+		if c.BumpAutoIncrement {
+			hint = "; the app has written CSMHE rows there: make every app server write to CSMHE only, so CSMH stops growing"
+		}
 	}
+	rep.check(runway >= int64(c.MinRunway), "id runway: the app's first CSMHE id %d (%s) is %d ids above CSMH's next id %d (need ≥ %d%s)",
+		app, what, runway, s.AutoIncrement, c.MinRunway, hint)
 	return nil
 }
 

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/go-sql-driver/mysql"
 )
 
 // Name is a schema-qualified table name.
@@ -59,23 +61,61 @@ type Table struct {
 // ErrNotFound means the table does not exist (or the user cannot see it).
 var ErrNotFound = errors.New("table not found")
 
+// Status reads the table's engine and its next AUTO_INCREMENT value (0 if unknown) as they are now. MySQL 8
+// caches information_schema.TABLES figures for up to a day (information_schema_stats_expiry, 86400 s by
+// default), which would make a stale AUTO_INCREMENT look like a wide id runway: the read runs on its own
+// connection with the cache turned off for the session. MariaDB and MySQL 5.7 have no such cache (nor the
+// variable) and read live values anyway.
+func Status(ctx context.Context, db *sql.DB, n Name) (engine string, autoIncrement uint64, err error) {
+	conn, err := LiveStatsConn(ctx, db)
+	if err != nil {
+		return "", 0, fmt.Errorf("read %s metadata: %w", n, err)
+	}
+	defer conn.Close()
+	var ai sql.NullInt64
+	var eng sql.NullString
+	err = conn.QueryRowContext(ctx, `SELECT ENGINE, AUTO_INCREMENT FROM information_schema.TABLES
+		WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?`, n.Schema, n.Table).Scan(&eng, &ai)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", 0, fmt.Errorf("%w: %s does not exist or the user has no privilege on it", ErrNotFound, n)
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("read %s metadata: %w", n, err)
+	}
+	if ai.Valid && ai.Int64 > 0 {
+		autoIncrement = uint64(ai.Int64)
+	}
+	return eng.String, autoIncrement, nil
+}
+
+// LiveStatsConn returns a connection whose reads of information_schema.TABLES (AUTO_INCREMENT, CREATE_TIME)
+// are live on MySQL 8 too (see Status). The caller closes it.
+func LiveStatsConn(ctx context.Context, db *sql.DB) (*sql.Conn, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.ExecContext(ctx, "SET SESSION information_schema_stats_expiry = 0"); err != nil && !unknownVariable(err) {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// unknownVariable reports the server's "Unknown system variable" error (1193).
+func unknownVariable(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1193
+}
+
 // Load reads the table's metadata.
 func Load(ctx context.Context, db *sql.DB, n Name) (*Table, error) {
 	t := &Table{Name: n, UniqueKeys: map[string][]string{}}
-	var ai sql.NullInt64
-	var engine sql.NullString
-	err := db.QueryRowContext(ctx, `SELECT ENGINE, AUTO_INCREMENT FROM information_schema.TABLES
-		WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?`, n.Schema, n.Table).Scan(&engine, &ai)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("%w: %s does not exist or the user has no privilege on it", ErrNotFound, n)
-	}
+	engine, ai, err := Status(ctx, db, n)
 	if err != nil {
-		return nil, fmt.Errorf("read %s metadata: %w", n, err)
+		return nil, err
 	}
-	t.Engine = engine.String
-	if ai.Valid {
-		t.AutoIncrement = uint64(ai.Int64)
-	}
+	t.Engine, t.AutoIncrement = engine, ai
 	rows, err := db.QueryContext(ctx, `SELECT COLUMN_NAME, LOWER(DATA_TYPE), LOWER(COLUMN_TYPE), IS_NULLABLE,
 		CHARACTER_MAXIMUM_LENGTH, DATETIME_PRECISION, CHARACTER_SET_NAME, EXTRA, COLUMN_DEFAULT IS NOT NULL
 		FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`,

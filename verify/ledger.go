@@ -206,7 +206,12 @@ func (l *ledger) save(ctx context.Context, r ledgerRow) error {
 // before then are not trusted.
 func scopeOf(ctx context.Context, db *sql.DB, src, dst table.Name) (string, error) {
 	var created sql.NullString
-	err := db.QueryRowContext(ctx, `SELECT DATE_FORMAT(CREATE_TIME, '%Y-%m-%d %H:%i:%s') FROM information_schema.TABLES
+	conn, err := table.LiveStatsConn(ctx, db)
+	if err != nil {
+		return "", fmt.Errorf("%w: read the creation time of %s: %w", ErrLedger, dst, err)
+	}
+	defer conn.Close()
+	err = conn.QueryRowContext(ctx, `SELECT DATE_FORMAT(CREATE_TIME, '%Y-%m-%d %H:%i:%s') FROM information_schema.TABLES
 		WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?`, dst.Schema, dst.Table).Scan(&created)
 	if err != nil {
 		return "", fmt.Errorf("%w: read the creation time of %s: %w", ErrLedger, dst, err)

@@ -38,6 +38,38 @@ func TestCutoverAndVerifyCommands(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "GO: safe to set ENABLE_READING_FROM_MULTIPLE_HISTORY_TABLES=False") {
 		t.Fatalf("want GO after the bump: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// The app had written no CSMHE row: the bump raised the id boundary with CSMHE's AUTO_INCREMENT, and the
+	// running stream adopts the new boundary instead of stopping at the old one (500,000).
+	targetAI := func() int64 {
+		var ai int64
+		if err := dst.QueryRow(`SELECT AUTO_INCREMENT FROM information_schema.TABLES
+			WHERE TABLE_SCHEMA = 'edxapp_csmh' AND TABLE_NAME = 'coursewarehistoryextended_studentmodulehistoryextended'`).Scan(&ai); err != nil {
+			t.Fatal(err)
+		}
+		return ai
+	}
+	boundary := func() int64 {
+		var b int64
+		if err := dst.QueryRow("SELECT id_boundary FROM edxapp_csmh.csmh_sync_state").Scan(&b); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if ai, b := targetAI(), boundary(); ai < 1_000_000 || b != ai {
+		t.Fatalf("after the bump: target AUTO_INCREMENT %d, id boundary %d; want the boundary raised to it (≥ 1,000,000)", ai, b)
+	}
+	sqlExec(t, p.src, "INSERT INTO "+harness.SourceTable+" (id, created, state, student_module_id) VALUES (600000, UTC_TIMESTAMP(6), '{}', 7)")
+	harness.Eventually(t, 30*time.Second, "row 600000 streamed past the old boundary", func() (bool, error) {
+		select {
+		case err := <-d.done:
+			d.done <- err
+			t.Fatalf("run exited (%v) on a row above the old boundary:\n%s", err, tailStr(d.out.String(), 20))
+		default:
+		}
+		var n int
+		err := dst.QueryRow("SELECT COUNT(*) FROM " + harness.TargetTable + " WHERE id = 600000").Scan(&n)
+		return n == 1, err
+	})
 	r = csmh(t, 2*time.Minute, nil, append([]string{"verify", "--json"}, p.args()...)...)
 	if r.code != 0 || !strings.Contains(r.stdout, `"equal": true`) {
 		t.Fatalf("verify of a correct copy: exit %d\n%s%s", r.code, r.stdout, r.stderr)
@@ -53,7 +85,7 @@ func TestCutoverAndVerifyCommands(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stdout, itoa(id)) {
 		t.Fatalf("verify after a change to id %d: exit %d\n%s%s", id, r.code, r.stdout, r.stderr)
 	}
-	r = csmh(t, 2*time.Minute, nil, append([]string{"cutover", "--timeout", "60s"}, p.args()...)...)
+	r = csmh(t, 2*time.Minute, nil, append([]string{"cutover", "--timeout", "60s", "--min-runway", "1000"}, p.args()...)...)
 	if r.code != 1 || !hasLine(r.stdout, "NO-GO", "verify") {
 		t.Fatalf("cutover with a differing row: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -62,7 +94,18 @@ func TestCutoverAndVerifyCommands(t *testing.T) {
 		t.Fatalf("verify --repair: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	requireEqual(t, src, dst)
-	_ = d
+
+	// Once the app has written a CSMHE row, the boundary can rise only up to it: a bump cannot make room, and
+	// cutover says so instead of GO.
+	appID := boundary() + 100
+	sqlExec(t, p.dst, "INSERT INTO "+harness.TargetTable+" (id, created, state, student_module_id) VALUES ("+itoa(appID)+", UTC_TIMESTAMP(6), '{}', 8)")
+	r = csmh(t, 2*time.Minute, nil, append([]string{"cutover", "--timeout", "60s", "--bump-auto-increment", "--min-runway", "2000000"}, p.args()...)...)
+	if r.code != 1 || !hasLine(r.stdout, "NO-GO", "the app has written CSMHE rows there") {
+		t.Fatalf("bump past an app-written row: exit %d, want 1 with an id-runway NO-GO line:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if b := boundary(); b != appID {
+		t.Fatalf("id boundary %d after the bump, want the app-written id %d", b, appID)
+	}
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
