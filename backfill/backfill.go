@@ -63,6 +63,10 @@ type Config struct {
 	// CPU per row than parsing INSERT text (docs/benchmarks.md).
 	WriteMethod string
 	Throttle    Throttler // may be nil
+	// MaxAttempts is how many consecutive transient failures of a segment, without progress, end the backfill
+	// with an error: 0 = 20 (about 2.5 minutes of backoff), negative = never (the daemon, whose stream
+	// beside it also rides out outages of any length).
+	MaxAttempts int
 	Hooks       Hooks
 }
 

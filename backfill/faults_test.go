@@ -172,3 +172,62 @@ func TestTargetRestartIsSurvived(t *testing.T) {
 	e.requireEqual(t)
 	e.requireCounted(t, e.gen.Rows)
 }
+
+// A source outage longer than the retry budget ends a one-shot backfill with an error naming the attempts;
+// with no limit (the daemon) the same outage is ridden out and the copy completes once the server is back.
+func TestSourceOutageAndRetryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		attempts int
+	}{{"limited", 3}, {"unlimited", -1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t, false, harness.GenOptions{Rows: 20000, Seed: 24})
+			ctx := ctxT(t, 5*time.Minute)
+			h := &retryLog{}
+			var calls atomic.Int64
+			down := make(chan error, 1)
+			hooks := backfill.Hooks{AfterChunkCopied: func(int, uint64) {
+				if calls.Add(1) == 2 {
+					go func() { down <- e.srcS.Kill() }()
+				}
+			}}
+			b, err := backfill.New(e.src, e.dst, e.store, e.m, slog.New(h), backfill.Config{Workers: 1, SourceTable: srcName,
+				TargetTable: dstName, MaxRowsPerSecond: 4000, MaxAttempts: tc.attempts, Hooks: hooks})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- b.Run(ctx) }()
+			if err := <-down; err != nil {
+				t.Fatal(err)
+			}
+			if tc.attempts > 0 {
+				err := <-done
+				if err == nil || !strings.Contains(err.Error(), "attempts failed") {
+					t.Fatalf("backfill with the source down: %v; want it to give up naming the attempts", err)
+				}
+				if n := h.retries.Load(); n != int64(tc.attempts) {
+					t.Fatalf("%d retries before giving up, want %d", n, tc.attempts)
+				}
+				return
+			}
+			// Twice the failures the limited run gave up after (6 retries are ~6 s of backoff), then the server returns.
+			harness.Eventually(t, time.Minute, "6 retries while the source is down", func() (bool, error) {
+				select {
+				case err := <-done:
+					t.Fatalf("backfill ended while the source was down: %v", err)
+				default:
+				}
+				return h.retries.Load() >= 6, nil
+			})
+			if err := e.srcS.StartAgain(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("backfill after the source came back: %v", err)
+			}
+			e.requireEqual(t)
+			e.requireCounted(t, e.gen.Rows)
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package backfill
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,9 +17,9 @@ import (
 )
 
 const (
-	maxAttempts  = 20 // consecutive transient failures without progress before a segment gives up
-	retryBackoff = 100 * time.Millisecond
-	maxBackoff   = 10 * time.Second
+	defaultMaxAttempts = 20 // consecutive transient failures without progress before a segment gives up
+	retryBackoff       = 100 * time.Millisecond
+	maxBackoff         = 10 * time.Second
 )
 
 // worker copies one segment. seg is the segment's committed state: only the goroutine that commits a chunk
@@ -79,7 +80,7 @@ func (b *Backfill) runSegment(ctx context.Context, seg checkpoint.Segment) error
 		if w.seg.Next != before {
 			failures, delay = 0, retryBackoff
 		}
-		if failures++; failures > maxAttempts {
+		if failures++; b.cfg.MaxAttempts >= 0 && failures > cmp.Or(b.cfg.MaxAttempts, defaultMaxAttempts) {
 			return fmt.Errorf("backfill segment %d at id %d: %d attempts failed: %w", w.seg.ID, w.seg.Next, failures, err)
 		}
 		var me *mysql.MySQLError

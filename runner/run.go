@@ -141,10 +141,15 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		}
 		thr = t
 	}
+	attempts := -1 // the daemon rides out source and target outages of any length, like its stream
+	if r.BackfillOnly {
+		attempts = 0 // the one-shot command gives up after its default number of attempts
+	}
 	bf, err := backfill.New(k.src, k.dst, p.store, m, log, backfill.Config{
 		SourceTable: r.SourceTable, TargetTable: r.TargetTable, StartID: r.Backfill.StartID, EndID: r.Backfill.EndID,
 		IDBoundary: p.state.IDBoundary, Workers: r.Backfill.Workers, ChunkBytes: r.Backfill.ChunkBytes, WriteMethod: r.Backfill.WriteMethod,
-		ChunkTime: r.Backfill.ChunkTime, MaxRowsPerSecond: r.Backfill.MaxRowsPerSecond, Throttle: thr, Hooks: r.BackfillHooks})
+		ChunkTime: r.Backfill.ChunkTime, MaxRowsPerSecond: r.Backfill.MaxRowsPerSecond, Throttle: thr, Hooks: r.BackfillHooks,
+		MaxAttempts: attempts})
 	if err != nil {
 		return ExitError, err
 	}
