@@ -15,7 +15,7 @@ import (
 
 // Probe is what the HTTP endpoints ask of the running migration.
 type Probe interface {
-	Alive() (bool, string) // stream connected (or reconnecting within its grace period)
+	Alive() (bool, string) // stream connected; a liveness probe's failure threshold gives reconnects their grace
 	Ready() (bool, string) // backfill done and lag under the threshold
 	Pause()
 	Resume()

@@ -158,6 +158,30 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 	if code, _, _ := get(base + "/pause"); code != http.StatusMethodNotAllowed {
 		t.Fatalf("GET /pause answered %d, want 405", code)
 	}
+	if resp, err = http.Post(base+"/resume", "text/plain", nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("POST /resume: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	_, page, _ = get(base + "/metrics")
+	if v, _ := metricValue(page, "csmh_sync_backfill_paused"); v != 0 {
+		t.Fatalf("paused gauge %v after POST /resume", v)
+	}
+	// The source goes away: /healthz says so (a liveness probe restarts the sidecar only if it stays so);
+	// once the source is back the stream reconnects and /healthz recovers.
+	if err := p.src.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 30*time.Second, "/healthz 503 with the source down", func() (bool, error) {
+		code, body, err := get(base + "/healthz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "not connected"), err
+	})
+	if err := p.src.StartAgain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, time.Minute, "/healthz 200 after the source restarted", func() (bool, error) {
+		code, _, err := get(base + "/healthz")
+		return code == 200, err
+	})
 	// A second process on the same target table is refused before it writes anything; the first one goes on.
 	for _, cmd := range []string{"run", "backfill"} {
 		r := csmh(t, 30*time.Second, nil, append([]string{cmd}, p.args("--server-id", "1043")...)...)
