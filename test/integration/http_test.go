@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -145,6 +146,29 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 	}
 	if v, _ := metricValue(page, "csmh_sync_replication_applied_transactions_total"); v < 9 {
 		t.Errorf("applied transactions %v, want at least the 9 written after the copy", v)
+	}
+
+	// `status` reads the same story from the checkpoint alone (and the source, for what is behind).
+	r := csmh(t, 30*time.Second, nil, append([]string{"status", "--json"}, p.args()...)...)
+	var st struct {
+		Stage      string  `json:"stage"`
+		RowsCopied int64   `json:"backfill_rows_copied"`
+		Ratio      float64 `json:"backfill_progress_ratio"`
+		Behind     int64   `json:"transactions_behind"`
+		Lag        float64 `json:"lag_seconds"`
+		IDBoundary int64   `json:"id_boundary"`
+		Applied    struct{ Inserts, Updates, Deletes int64 }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &st); r.code != 0 || err != nil {
+		t.Fatalf("status --json: exit %d, %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	if st.Stage != "streaming" || st.RowsCopied != int64(gen.Rows) || st.Ratio != 1 || st.Behind != 0 || st.Lag != 0 ||
+		st.IDBoundary != 1_000_000 || st.Applied.Inserts != 7 || st.Applied.Updates != 3 || st.Applied.Deletes != 2 {
+		t.Fatalf("status --json after the copy and 12 live changes: %+v", st)
+	}
+	r = csmh(t, 30*time.Second, nil, "status", "--target-dsn", p.src.DSN(""), "--metrics-addr", "")
+	if r.code != 2 || !strings.Contains(r.stderr, "no checkpoint") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+		t.Fatalf("status against a database without a checkpoint: exit %d, stderr %q; want 2 and one line", r.code, r.stderr)
 	}
 	resp, err := http.Post(base+"/pause", "text/plain", nil)
 	if err != nil || resp.StatusCode != 200 {
