@@ -20,8 +20,12 @@ const (
 // purgedRemedy is what the operator must do when the binlog the position needs is gone.
 func (r *Replicator) purgedRemedy() string {
 	s := table.QuoteIdent(r.cfg.TargetTable.Schema)
-	return fmt.Sprintf("the copy cannot be completed from the binlog; start over: drop %s.%s, %s.%s and %s.%s and TRUNCATE %s, then run again, and raise the source's binlog retention",
-		s, checkpoint.StateTable, s, checkpoint.BackfillTable, s, checkpoint.LanesTable, r.cfg.TargetTable.Quoted())
+	rows := "the copied rows of " + r.cfg.TargetTable.Quoted()
+	if b := r.boundary.Load(); b > 0 {
+		rows = fmt.Sprintf("the rows of %s below the id boundary %d (not the app's above it)", r.cfg.TargetTable.Quoted(), b)
+	}
+	return fmt.Sprintf("the copy cannot be completed from the binlog; start over (docs/runbook.md, \"Recover from a purged binlog\"): drop %s.%s, %s.%s and %s.%s, delete %s, run again, and raise the source's binlog retention",
+		s, checkpoint.StateTable, s, checkpoint.BackfillTable, s, checkpoint.LanesTable, rows)
 }
 
 // checkPosition enforces purged ⊆ pos ⊆ executed on the source before streaming from pos: never start

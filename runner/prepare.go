@@ -30,7 +30,7 @@ type prepared struct {
 // prepare validates both tables, creates or loads the checkpoint and checks that the source can still serve
 // the checkpoint's position (purged ⊆ checkpoint ⊆ executed). On a first start it captures the source's GTID
 // position BEFORE any backfill read, which is what makes the backfill/stream race safe.
-func prepare(ctx context.Context, log *slog.Logger, c *Common, k *conns) (*prepared, error) {
+func prepare(ctx context.Context, log *slog.Logger, c *Common, k *conns, adoptExisting bool) (*prepared, error) {
 	p := &prepared{}
 	var err error
 	if p.info, err = dbconn.Inspect(ctx, k.src); err != nil {
@@ -68,6 +68,9 @@ func prepare(ctx context.Context, log *slog.Logger, c *Common, k *conns) (*prepa
 		}
 		boundary, err := idBoundary(ctx, k.src, k.dst, p.src, p.dst)
 		if err != nil {
+			return nil, err
+		}
+		if err := checkCopyRangeEmpty(ctx, k.dst, c.TargetTable, boundary, adoptExisting, log); err != nil {
 			return nil, err
 		}
 		first := checkpoint.State{SourceTable: c.SourceTable.String(), TargetTable: c.TargetTable.String(),
@@ -112,7 +115,7 @@ func checkResumable(ctx context.Context, db *sql.DB, f dbconn.Flavor, pos *gtid.
 		return err
 	}
 	if !executed.Contains(pos) {
-		return fmt.Errorf("%w: the checkpoint (%s) holds transactions the source never executed (%s): this is another server or a restored backup; point --source-dsn at the right server, or start over by dropping the csmh_sync_* tables in the target schema",
+		return fmt.Errorf("%w: the checkpoint (%s) holds transactions the source never executed (%s): this is another server or a restored backup; point --source-dsn at the right server, or start over (docs/runbook.md, \"Recover from a purged binlog\")",
 			ErrResume, pos, executed)
 	}
 	purgedStr, err := dbconn.PurgedGTID(ctx, db, f)
@@ -124,7 +127,7 @@ func checkResumable(ctx context.Context, db *sql.DB, f dbconn.Flavor, pos *gtid.
 		return err
 	}
 	if !pos.Contains(purged) {
-		return fmt.Errorf("%w: the source has purged binlogs the checkpoint needs (checkpoint %s, purged %s): the missing changes cannot be replayed; start over (drop the csmh_sync_* tables in the target schema and empty the target's copied range), and raise binlog retention",
+		return fmt.Errorf("%w: the source has purged binlogs the checkpoint needs (checkpoint %s, purged %s): the missing changes cannot be replayed; start over (docs/runbook.md, \"Recover from a purged binlog\": drop the csmh_sync_* tables in the target schema, delete the target's rows below the id boundary and keep the app's), and raise binlog retention",
 			ErrResume, pos, purged)
 	}
 	return nil
@@ -135,6 +138,29 @@ func sourceIdentity(si dbconn.ServerInfo) string {
 		return si.ServerUUID
 	}
 	return "server_id=" + strconv.FormatUint(uint64(si.ServerID), 10)
+}
+
+// checkCopyRangeEmpty refuses a first start on a target that already holds rows below the id boundary: rows an
+// earlier copy left (the old INSERT … SELECT loop, or a migration started over without emptying the range).
+// The backfill never overwrites a row, so such rows would stay as they are, stale if the source changed them
+// since, and a row deleted from the source since would stay too. With adopt the start goes on, and verify
+// --repair corrects those rows once the backfill is done.
+func checkCopyRangeEmpty(ctx context.Context, dst *sql.DB, t table.Name, boundary uint64, adopt bool, log *slog.Logger) error {
+	var id uint64
+	err := dst.QueryRowContext(ctx, "SELECT id FROM "+t.Quoted()+" WHERE id < ? ORDER BY id LIMIT 1", boundary).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the target's copied range: %w", err)
+	}
+	if adopt {
+		log.Warn("the target already holds rows below the id boundary; keeping them (--adopt-existing-rows): run 'csmh-sync verify --repair' once the backfill is done",
+			"first_id", id, "id_boundary", boundary)
+		return nil
+	}
+	return fmt.Errorf("%w: %s already holds rows below the id boundary %d (id %d) and there is no checkpoint: an earlier copy left them, and the backfill never overwrites a row, so stale ones would stay; delete them (docs/runbook.md, \"Recover from a purged binlog\", step 4), or pass --adopt-existing-rows and run 'csmh-sync verify --repair' after the backfill",
+		ErrUsage, t, boundary, id)
 }
 
 // idBoundary is the first id the app may write to the target: the smallest target id above the source's max,

@@ -52,6 +52,9 @@ type Run struct {
 	Stream       StreamOptions
 	ReadyMaxLag  time.Duration
 	BackfillOnly bool // copy the range and exit; no stream
+	// AdoptExistingRows lets a first start proceed although the target already holds rows in the copied
+	// range (an earlier copy): the backfill keeps them as they are, and 'verify --repair' corrects them.
+	AdoptExistingRows bool
 
 	Log *slog.Logger
 	Out io.Writer // progress display
@@ -120,7 +123,7 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		return ExitError, err
 	}
 	defer lock.release()
-	p, err := prepare(ctx, log, &r.Common, k)
+	p, err := prepare(ctx, log, &r.Common, k, r.AdoptExistingRows)
 	if err != nil {
 		return ExitError, err
 	}

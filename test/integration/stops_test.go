@@ -58,6 +58,7 @@ func TestRunRefusesPurgedBinlog(t *testing.T) {
 	}
 	// More writes, then the source purges every binlog the checkpoint's position needs.
 	sqlExec(t, p.src, "INSERT INTO "+harness.SourceTable+" (created, student_module_id) VALUES (NOW(6), 8)")
+	sqlExec(t, p.src, "UPDATE "+harness.SourceTable+" SET grade = 99 WHERE id = 5")
 	sqlExec(t, p.src, "FLUSH BINARY LOGS")
 	var last string
 	if err := src.QueryRow("SELECT @@gtid_binlog_pos").Scan(&last); err != nil {
@@ -98,4 +99,30 @@ func TestRunRefusesPurgedBinlog(t *testing.T) {
 	if r.code != 2 || !strings.Contains(r.stderr, "purged binlogs the checkpoint needs") || !strings.Contains(r.stderr, "start over") {
 		t.Fatalf("exit %d; want 2 with the remediation:\n%s", r.code, r.stderr)
 	}
+
+	// Starting over by dropping the state alone is refused: the copied rows are still there, and the backfill
+	// would keep them as they are (row 5 misses the update the stream never saw).
+	for _, tbl := range []string{"csmh_sync_state", "csmh_sync_backfill", "csmh_sync_lanes"} {
+		sqlExec(t, p.dst, "DROP TABLE IF EXISTS edxapp_csmh."+tbl)
+	}
+	r = csmh(t, time.Minute, nil, append([]string{"backfill"}, p.args()...)...)
+	if r.code != 2 || !strings.Contains(r.stderr, "already holds rows below the id boundary") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+		t.Fatalf("first start over a filled copy range: exit %d; want 2 and one line naming the rows:\n%s", r.code, r.stderr)
+	}
+	// Adopting them instead: the backfill completes around them, verify names the stale row, repair fixes it.
+	r = csmh(t, time.Minute, nil, append([]string{"backfill", "--adopt-existing-rows"}, p.args()...)...)
+	if r.code != 0 {
+		t.Fatalf("backfill --adopt-existing-rows: exit %d:\n%s", r.code, r.stderr)
+	}
+	r = csmh(t, time.Minute, nil, append([]string{"verify", "--mode", "rows"}, p.args()...)...)
+	if r.code != 1 || !strings.Contains(r.stdout, "different: 5\n") {
+		t.Fatalf("verify after adopting a stale copy: exit %d, want 1 naming id 5:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = csmh(t, time.Minute, nil, append([]string{"verify", "--repair"}, p.args()...)...)
+	if r.code != 0 {
+		t.Fatalf("verify --repair: exit %d:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	dst, _ := p.dst.Open("")
+	defer dst.Close()
+	requireEqual(t, src, dst)
 }
