@@ -103,6 +103,18 @@ type applier struct {
 	ahead *lanesAhead
 	// epoch is the checkpoint fence epoch read before the session loaded its position.
 	epoch uint64
+	gate  *byteGate // released as transactions are taken from the queue
+	// large is the open target transaction of a source transaction arriving in parts; nil normally.
+	large *largeTxn
+}
+
+// largeTxn is a source transaction too large to hold whole, being written into one target transaction.
+type largeTxn struct {
+	gtid   string
+	tx     *sql.Tx
+	cancel context.CancelFunc
+	sum    checkpoint.Counters
+	parts  int
 }
 
 func newApplier(r *Replicator, src, dst *table.Table) (*applier, error) {
@@ -150,6 +162,7 @@ func (a *applier) run(ctx context.Context, in <-chan *txn) error {
 	b := newBatch(a.r.Position())
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	defer a.abortLarge() // a transaction whose last part never came is not committed: it is streamed again
 	for {
 		var due <-chan time.Time
 		if b.pending() {
@@ -160,6 +173,15 @@ func (a *applier) run(ctx context.Context, in <-chan *txn) error {
 		case t, ok := <-in:
 			if !ok {
 				return a.flush(ctx, b)
+			}
+			if a.gate != nil {
+				a.gate.release(t.bytes)
+			}
+			if t.partial || a.large != nil {
+				if err := a.applyLarge(ctx, b, t); err != nil {
+					return err
+				}
+				continue
 			}
 			if err := b.add(t); err != nil {
 				return fmt.Errorf("%w: %v", ErrUnsupported, err)
@@ -223,16 +245,110 @@ func (a *applier) flush(ctx context.Context, b *batch) error {
 		}
 	}
 	a.r.committed(b.pos, b.lastSeq, b.lastTS)
-	m := a.r.m
-	m.AppliedTx.Add(float64(sum.Transactions))
-	m.AppliedRows.WithLabelValues("insert").Add(float64(sum.Inserts))
-	m.AppliedRows.WithLabelValues("update").Add(float64(sum.Updates))
-	m.AppliedRows.WithLabelValues("delete").Add(float64(sum.Deletes))
+	a.count(sum)
 	b.reset()
 	if h := a.r.cfg.Hooks.AfterBatchApplied; h != nil {
 		h(b.pos.String())
 	}
 	return nil
+}
+
+// applyLarge writes one part of a source transaction that arrives in parts (streamer.fragment) into a target
+// transaction held open from the first part to the last, which also saves the position: the source
+// transaction is applied whole and exactly once, although no more than a part of it is ever in memory.
+// Earlier transactions are committed first, so the order of commits stays the binlog's. Such a transaction
+// goes over one connection: lanes would each hold a transaction open for its whole length.
+func (a *applier) applyLarge(ctx context.Context, b *batch, t *txn) error {
+	if a.large == nil {
+		if !t.partial {
+			return fmt.Errorf("%w: transaction %s ended without its first part", ErrUnsupported, t.gtid)
+		}
+		if err := a.flush(ctx, b); err != nil {
+			return err
+		}
+		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		tx, err := a.r.dst.BeginTx(lctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+		if err != nil {
+			cancel()
+			return fmt.Errorf("apply to target: begin: %w", err)
+		}
+		a.large = &largeTxn{gtid: t.gtid, tx: tx, cancel: cancel}
+		a.r.log.Info("applying a large source transaction in parts", "gtid", t.gtid)
+	}
+	l := a.large
+	if t.gtid != l.gtid {
+		return fmt.Errorf("%w: transaction %s began before %s ended", ErrUnsupported, t.gtid, l.gtid)
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+	defer cancel()
+	if err := a.applyOps(fctx, l.tx, t.ops); err != nil {
+		return fmt.Errorf("apply to target (part %d of transaction %s): %w", l.parts+1, t.gtid, err)
+	}
+	if touched := a.r.cfg.Touched; touched != nil && len(t.ops) > 0 {
+		ids := make([]uint64, len(t.ops))
+		for i, o := range t.ops {
+			ids[i] = o.id
+		}
+		if err := touched(fctx, l.tx, ids); err != nil {
+			return fmt.Errorf("apply to target: mark verified chunks touched: %w", err)
+		}
+	}
+	l.parts++
+	l.sum.Inserts += t.counts.Inserts
+	l.sum.Updates += t.counts.Updates
+	l.sum.Deletes += t.counts.Deletes
+	if h := a.r.cfg.Hooks.FragmentApplied; h != nil && t.partial {
+		if err := h(t.gtid, t.bytes); err != nil {
+			return err
+		}
+	}
+	if t.partial {
+		return nil
+	}
+	pos := b.pos.Clone()
+	if err := pos.Add(t.gtid); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnsupported, err)
+	}
+	l.sum.Transactions = 1
+	if err := a.r.store.SaveStream(fctx, l.tx, a.epoch, checkpoint.StreamProgress{GTID: pos.String(), Added: l.sum, LastEventAt: t.commitTS}); err != nil {
+		return err
+	}
+	if err := l.tx.Commit(); err != nil {
+		return fmt.Errorf("apply to target: commit: %w", err)
+	}
+	sum, parts := l.sum, l.parts
+	a.large = nil
+	l.cancel()
+	if h := a.r.cfg.Hooks.AfterPositionCommit; h != nil {
+		if err := h(); err != nil {
+			return err
+		}
+	}
+	b.pos = pos
+	a.r.committed(pos, t.seq, t.commitTS)
+	a.count(sum)
+	a.r.log.Info("applied a large source transaction", "gtid", t.gtid, "parts", parts, "rows", sum.Inserts+sum.Updates+sum.Deletes)
+	if h := a.r.cfg.Hooks.AfterBatchApplied; h != nil {
+		h(pos.String())
+	}
+	return nil
+}
+
+// abortLarge rolls back a large transaction still open.
+func (a *applier) abortLarge() {
+	if l := a.large; l != nil {
+		_ = l.tx.Rollback()
+		l.cancel()
+		a.large = nil
+	}
+}
+
+func (a *applier) count(sum checkpoint.Counters) {
+	m := a.r.m
+	m.AppliedTx.Add(float64(sum.Transactions))
+	m.AppliedRows.WithLabelValues("insert").Add(float64(sum.Inserts))
+	m.AppliedRows.WithLabelValues("update").Add(float64(sum.Updates))
+	m.AppliedRows.WithLabelValues("delete").Add(float64(sum.Deletes))
 }
 
 // applyOps executes ops, in order, in tx.

@@ -35,6 +35,10 @@ type txn struct {
 	commitTS time.Time
 	bytes    int // approximate size of the row data, for the applier's statement budget
 	seq      uint64
+	// partial marks a fragment of a transaction too large to hold whole: more of the same GTID follows, and
+	// the last part, not partial, carries the commit time and sequence number.
+	partial bool
+	parts   int // parts of this transaction already handed to the applier
 }
 
 // rowDecoder turns rows events of the source table into ops. Binlog rows carry values by column position;

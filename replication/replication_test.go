@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -474,4 +475,67 @@ func parallelApplyCutShort(t *testing.T, restartLanes int) {
 		t.Fatalf("lane 0 was failed %d times after the other lanes committed, want 2 (batches were not split?)", failed)
 	}
 	requireAppliedOnce(t, f, gen.Rows, updated, want.String())
+}
+
+// A source transaction larger than the fragment size reaches the target in parts, never whole in memory, inside
+// one target transaction: a failure after some parts were written leaves nothing of it behind, and the retry
+// applies it whole, exactly once.
+func TestLargeTransactionInParts(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	ctx := context.Background()
+	const fragment = 256 << 10
+	var parts []int
+	var failed atomic.Bool
+	r := f.replicator(t, func(c *replication.Config) {
+		c.FragmentBytes = fragment
+		c.Hooks.FragmentApplied = func(_ string, bytes int) error {
+			parts = append(parts, bytes)
+			if len(parts) == 3 && failed.CompareAndSwap(false, true) {
+				return errors.New("injected: target lost after the third part")
+			}
+			return nil
+		}
+	})
+	run := start(t, r, f.start)
+	tx, err := f.srcDB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 { // 40 rows of 64 KiB: 2.5 MiB in one transaction, about ten parts
+		if _, err := tx.Exec("INSERT INTO "+harness.SourceTable+" (created, state, student_module_id) VALUES (UTC_TIMESTAMP(6), REPEAT(?, 65536), ?)",
+			string(rune('a'+i%26)), i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, f.srcDB, "UPDATE "+harness.SourceTable+" SET grade = 1, state = CONCAT(state, 'x')")
+	exec(t, f.srcDB, "DELETE FROM "+harness.SourceTable+" WHERE id % 2 = 0")
+	exec(t, f.srcDB, "INSERT INTO "+harness.SourceTable+" (created, state, student_module_id) VALUES (UTC_TIMESTAMP(6), 'small', 99)")
+	want := f.waitCaughtUp(t, r, 2*time.Minute)
+	f.sameRows(t)
+	if err := run.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if !failed.Load() {
+		t.Fatal("the injected failure never ran: no large transaction was split")
+	}
+	if len(parts) < 20 {
+		t.Fatalf("%d parts for two transactions of 2.5 MiB in parts of 256 KiB: %v", len(parts), parts)
+	}
+	for _, p := range parts {
+		if p > fragment+(70<<10) { // a part closes at the first rows event that crosses the size
+			t.Fatalf("a part of %d bytes, over the %d-byte fragment size plus one row", p, fragment)
+		}
+	}
+	st, err := f.store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GTID != want.String() || st.Applied.Inserts != 41 || st.Applied.Updates != 40 || st.Applied.Deletes != 20 ||
+		st.Applied.Transactions != uint64(f.start.Behind(want)) {
+		t.Fatalf("checkpoint %s, counters %+v; want %s, 41 inserts, 40 updates, 20 deletes, %d transactions, each counted once",
+			st.GTID, st.Applied, want, f.start.Behind(want))
+	}
 }

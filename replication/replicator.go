@@ -67,6 +67,9 @@ type Hooks struct {
 	// BeforeLaneApply runs in a lane's goroutine before the lane applies its share of a split batch, and
 	// LaneApplied after it applied it (before it commits): tests order lanes with them.
 	BeforeLaneApply, LaneApplied func(lane int)
+	// FragmentApplied runs after a part of a large source transaction was written into its open target
+	// transaction, with the part's row data size; an error it returns fails that transaction.
+	FragmentApplied func(gtid string, bytes int) error
 }
 
 // Config tunes the stream.
@@ -93,7 +96,10 @@ type Config struct {
 	// Touched, if set, is called inside each batch's target transaction with the ids the batch changed, so a
 	// verification ledger can tell which chunks replication has touched since they were verified.
 	Touched func(ctx context.Context, tx checkpoint.Execer, ids []uint64) error
-	Hooks   Hooks
+	// FragmentBytes: a source transaction whose row data outgrows it reaches the target in parts of about
+	// this size, inside one target transaction (default 16 MiB). It bounds memory, not atomicity.
+	FragmentBytes int
+	Hooks         Hooks
 }
 
 // Replicator streams the source's binlog and applies the source table's changes to the target.
@@ -154,6 +160,9 @@ func New(srcDB, dstDB *sql.DB, store *checkpoint.Store, m *metrics.Metrics, log 
 	}
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = time.Second
+	}
+	if cfg.FragmentBytes <= 0 {
+		cfg.FragmentBytes = fragmentBytes
 	}
 	r := &Replicator{src: srcDB, dst: dstDB, store: store, m: m, log: log.With("component", "replication"), baseLog: log,
 		cfg: cfg, changed: make(chan struct{})}

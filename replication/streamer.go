@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/replication"
@@ -17,9 +18,16 @@ import (
 	"github.com/csmh-sync/csmh-sync/table"
 )
 
-// txnQueue is how many complete source transactions may wait between the streamer and the applier. It
-// bounds memory and lets the streamer read ahead while the applier commits.
-const txnQueue = 64
+const (
+	// txnQueue is how many source transactions (or fragments) may wait between the streamer and the applier,
+	// and queueBytes how much row data they may hold together: the streamer reads ahead while the applier
+	// commits, within a memory bound.
+	txnQueue   = 64
+	queueBytes = 64 << 20
+	// fragmentBytes is the default Config.FragmentBytes: a source transaction whose rows outgrow it is handed
+	// to the applier in parts of about this size instead of whole (see applier.applyLarge).
+	fragmentBytes = 16 << 20
+)
 
 // session is one binlog connection: it streams from the last committed position until an error or the end
 // of ctx. The streamer goroutine assembles transactions; the applier (this goroutine) commits them. When the
@@ -63,7 +71,9 @@ func (r *Replicator) session(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ch := make(chan *txn, txnQueue)
-	st := &streamer{r: r, dec: dec, out: ch}
+	gate := newByteGate(queueBytes)
+	st := &streamer{r: r, dec: dec, out: ch, gate: gate}
+	ap.gate = gate
 	var streamErr error
 	done := make(chan struct{})
 	go func() {
@@ -116,9 +126,10 @@ func schemaErr(role string, err error) error {
 
 // streamer turns binlog events into complete source transactions.
 type streamer struct {
-	r   *Replicator
-	dec *rowDecoder
-	out chan<- *txn
+	r    *Replicator
+	dec  *rowDecoder
+	out  chan<- *txn
+	gate *byteGate // row data queued for the applier
 
 	cur    *txn // the transaction being read; nil between transactions
 	handed int  // transactions handed to the applier in this session
@@ -165,7 +176,13 @@ func (s *streamer) handle(ctx context.Context, ev *replication.BinlogEvent) erro
 		if s.cur == nil {
 			return fmt.Errorf("%w: a rows event of the source table outside a GTID transaction", ErrUnsupported)
 		}
-		return s.dec.decode(s.cur, e)
+		if err := s.dec.decode(s.cur, e); err != nil {
+			return err
+		}
+		if s.cur.bytes >= s.r.cfg.FragmentBytes {
+			return s.fragment(ctx)
+		}
+		return nil
 	case *replication.XIDEvent:
 		return s.end(ctx, ev)
 	case *replication.TransactionPayloadEvent:
@@ -177,7 +194,7 @@ func (s *streamer) handle(ctx context.Context, ev *replication.BinlogEvent) erro
 		}
 	default:
 		if ev.Header.EventType == replication.XA_PREPARE_LOG_EVENT && s.cur != nil {
-			if len(s.cur.ops) > 0 {
+			if len(s.cur.ops) > 0 || s.cur.parts > 0 {
 				return fmt.Errorf("%w: XA transaction %s changes the source table; XA transactions are not replayed: apply it by hand or start over", ErrUnsupported, s.cur.gtid)
 			}
 			return s.end(ctx, ev)
@@ -261,12 +278,68 @@ func (s *streamer) end(ctx context.Context, ev *replication.BinlogEvent) error {
 	t.seq = s.r.seq.Add(1)
 	s.handed++
 	s.r.received(t)
+	return s.send(ctx, t)
+}
+
+// fragment hands the rows read so far of a transaction that has outgrown Config.FragmentBytes, so no
+// transaction, however large, is held whole: the applier writes the parts into one target transaction that
+// it commits, with the position, when the last part arrives.
+func (s *streamer) fragment(ctx context.Context) error {
+	c := s.cur
+	f := &txn{gtid: c.gtid, ops: c.ops, counts: c.counts, bytes: c.bytes, partial: true}
+	c.ops, c.counts, c.bytes = nil, checkpoint.Counters{}, 0
+	c.parts++
+	return s.send(ctx, f)
+}
+
+func (s *streamer) send(ctx context.Context, t *txn) error {
+	if err := s.gate.acquire(ctx, t.bytes); err != nil {
+		return err
+	}
 	select {
 	case s.out <- t:
 		return nil
 	case <-ctx.Done():
+		s.gate.release(t.bytes)
 		return ctx.Err()
 	}
+}
+
+// byteGate bounds the bytes in flight between the streamer and the applier. One item larger than the whole
+// budget still passes when nothing else is in flight.
+type byteGate struct {
+	mu    sync.Mutex
+	used  int
+	limit int
+	freed chan struct{} // closed and replaced on every release
+}
+
+func newByteGate(limit int) *byteGate { return &byteGate{limit: limit, freed: make(chan struct{})} }
+
+func (g *byteGate) acquire(ctx context.Context, n int) error {
+	for {
+		g.mu.Lock()
+		if g.used == 0 || g.used+n <= g.limit {
+			g.used += n
+			g.mu.Unlock()
+			return nil
+		}
+		freed := g.freed
+		g.mu.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (g *byteGate) release(n int) {
+	g.mu.Lock()
+	g.used -= n
+	close(g.freed)
+	g.freed = make(chan struct{})
+	g.mu.Unlock()
 }
 
 func (s *streamer) isSource(t *replication.TableMapEvent) bool {
