@@ -184,10 +184,15 @@ func (s *Store) Load(ctx context.Context) (*State, error) {
 }
 
 // StreamGTID reads the stream position alone: where a new stream session must start, whatever this
-// process last believed it committed.
+// process last believed it committed. The read is a locking one, so it waits for a transaction still
+// committing a newer position: the commit of a process that was killed (or whose connection broke) after
+// sending COMMIT goes on in the server, holding the state row's lock until it is done, and a plain read
+// could return the position before it and make the new session apply its transactions again.
 func (s *Store) StreamGTID(ctx context.Context) (string, error) {
 	var g string
-	err := s.db.QueryRowContext(ctx, `SELECT gtid_set FROM `+s.state+` WHERE id = 1`).Scan(&g)
+	err := s.lockedRead(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRowContext(ctx, `SELECT gtid_set FROM `+s.state+` WHERE id = 1 FOR UPDATE`).Scan(&g)
+	})
 	if errors.Is(err, sql.ErrNoRows) || isNoTable(err) {
 		return "", ErrNone
 	}
@@ -195,6 +200,16 @@ func (s *Store) StreamGTID(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("read checkpoint position: %w", err)
 	}
 	return g, nil
+}
+
+// lockedRead runs f, which holds locking reads, in a transaction it then rolls back.
+func (s *Store) lockedRead(ctx context.Context, f func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	return f(tx)
 }
 
 // RaiseIDBoundary moves the id boundary from from up to to, only if it still is from, and reports whether it
@@ -339,25 +354,32 @@ func (s *Store) SaveLane(ctx context.Context, tx Execer, epoch uint64, l Lane) e
 	return nil
 }
 
-// Lanes reads the lane rows (none when the table does not exist).
+// Lanes reads the lane rows (none when the table does not exist), with a locking read for the same reason as
+// StreamGTID.
 func (s *Store) Lanes(ctx context.Context) ([]Lane, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT lane, lanes, block, gtid_set FROM `+s.lanes+` ORDER BY lane`)
+	var out []Lane
+	err := s.lockedRead(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT lane, lanes, block, gtid_set FROM `+s.lanes+` ORDER BY lane FOR UPDATE`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var l Lane
+			if err := rows.Scan(&l.Lane, &l.Lanes, &l.Block, &l.GTID); err != nil {
+				return err
+			}
+			out = append(out, l)
+		}
+		return rows.Err()
+	})
 	if isNoTable(err) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read apply lane checkpoint: %w", err)
 	}
-	defer rows.Close()
-	var out []Lane
-	for rows.Next() {
-		var l Lane
-		if err := rows.Scan(&l.Lane, &l.Lanes, &l.Block, &l.GTID); err != nil {
-			return nil, err
-		}
-		out = append(out, l)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // PlanSegments writes the backfill plan if none exists and returns the plan in force: a restart always

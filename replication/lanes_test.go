@@ -3,6 +3,8 @@ package replication_test
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -170,4 +172,61 @@ func requireAppliedOnce(t *testing.T, f *fixture, rows int64, updated uint64, po
 	if st.GTID != pos || st.Applied.Inserts != uint64(rows) || st.Applied.Updates != updated {
 		t.Fatalf("checkpoint %s %+v, want %s with %d inserts and %d updates", st.GTID, st.Applied, pos, rows, updated)
 	}
+}
+
+// A process killed just after sending COMMIT leaves that commit running in the server, and the next process
+// can be connected before it ends. Here the first replicator's second batch is held between its checkpoint
+// write and its commit while a second replicator starts from the checkpoint it can read (the first batch's):
+// the second one must wait for that commit and resume after it, and nothing is applied twice.
+func TestCommitInFlightIsNotReapplied(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	countApplies(t, f)
+	gen, updated := generateAndUpdate(t, f)
+	held, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	r1 := f.replicator(t, func(c *replication.Config) {
+		c.BatchRows, c.ApplyLanes = 1000, 1
+		c.Hooks.BeforePositionCommit = func(int) error {
+			switch n := calls.Add(1); {
+			case n == 2:
+				close(held)
+				<-release // then commit: the commit that outlives its process
+			case n > 2:
+				return errors.New("injected: the process is gone")
+			}
+			return nil
+		}
+	})
+	var once sync.Once
+	releaseOnce := func() { once.Do(func() { close(release) }) }
+	run1 := start(t, r1, f.start)
+	t.Cleanup(releaseOnce) // cleanups run last-in first-out: release before the runs are stopped
+	select {
+	case <-held:
+	case <-time.After(time.Minute):
+		t.Fatal("the second batch never reached its commit")
+	}
+	st, err := f.store.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2 := f.replicator(t, func(c *replication.Config) { c.BatchRows, c.ApplyLanes = 1000, 1 })
+	run2 := start(t, r2, mustParse(t, st.GTID))
+	t.Cleanup(releaseOnce)
+	// The second replicator's session waits on the state row the commit in flight holds.
+	harness.Eventually(t, 30*time.Second, "the new session waiting for the commit in flight (not reading the checkpoint from before it)", func() (bool, error) {
+		var waiting int
+		err := f.dstDB.QueryRow("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT gtid_set FROM % FOR UPDATE'").Scan(&waiting)
+		return waiting > 0, err
+	})
+	run1.cancel()
+	releaseOnce()
+	if err := run1.wait(t, time.Minute); err != nil && !strings.Contains(err.Error(), "the process is gone") {
+		t.Fatalf("first Run: %v", err)
+	}
+	want := f.waitCaughtUp(t, r2, 2*time.Minute)
+	if err := run2.stop(t); err != nil {
+		t.Fatalf("second Run: %v", err)
+	}
+	requireAppliedOnce(t, f, gen.Rows, updated, want.String())
 }

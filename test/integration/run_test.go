@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,27 +39,40 @@ func startRun(t *testing.T, p *pair, extra ...string) *daemon {
 	return d
 }
 
-// caughtUp polls until the target's checkpoint contains everything the source executed and the backfill is done.
-func caughtUp(t *testing.T, src, dst *sql.DB, within time.Duration, d *daemon) {
+// caughtUp is the cutover barrier: it takes the source's executed GTID set once and polls until the target's
+// checkpoint contains it and the backfill is done. (Polling a fresh set each time would never end where source
+// and target share a server: every checkpoint write is itself a new source transaction.)
+func caughtUp(t *testing.T, src, dst *sql.DB, within time.Duration, d *daemon) *gtid.Set {
 	t.Helper()
 	t.Cleanup(func() {
 		if t.Failed() && d != nil {
 			t.Logf("daemon output:\n%s", tailStr(d.out.String(), 40))
 		}
 	})
+	var exec string
+	if err := src.QueryRow("SELECT @@gtid_binlog_pos").Scan(&exec); err != nil {
+		t.Fatal(err)
+	}
+	e := mustGTID(t, exec)
 	harness.Eventually(t, within, "target caught up with the source", func() (bool, error) {
-		var exec, pos string
-		if err := src.QueryRow("SELECT @@gtid_binlog_pos").Scan(&exec); err != nil {
-			return false, err
-		}
+		var pos string
 		if err := dst.QueryRow("SELECT gtid_set FROM edxapp_csmh.csmh_sync_state").Scan(&pos); err != nil {
 			return false, err
 		}
 		done, err := backfillDone(dst)
-		e, _ := gtid.Parse("mariadb", exec)
 		c, _ := gtid.Parse("mariadb", pos)
 		return done && c.Contains(e), err
 	})
+	return e
+}
+
+func mustGTID(t *testing.T, s string) *gtid.Set {
+	t.Helper()
+	g, err := gtid.Parse("mariadb", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
 }
 
 func requireEqual(t *testing.T, src, dst *sql.DB) {
@@ -74,15 +88,43 @@ func requireEqual(t *testing.T, src, dst *sql.DB) {
 
 // The backfill and the binlog stream race while the source takes inserts, updates and deletes everywhere in the
 // id range (rows not yet copied, rows being copied, rows copied); the daemon is SIGKILLed at random moments
-// and restarted. After a catch-up barrier, a full-row comparison must find nothing.
+// during the backfill and restarted. After a catch-up barrier, a full-row comparison must find nothing, and the
+// checkpoint must have counted every source transaction exactly once. Each copy path races: across servers
+// with multi-row INSERTs and with LOAD DATA, and on one server.
 func TestRunRacesLoadAndSurvivesSIGKILL(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		same bool
+		args []string
+	}{
+		{"cross-server INSERT", false, []string{"--workers", "3", "--write-method", "insert"}},
+		{"cross-server LOAD DATA", false, []string{"--workers", "3", "--write-method", "load-data"}},
+		{"same server", true, []string{"--workers", "2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { raceAndKill(t, tc.same, tc.args) })
+	}
+}
+
+var firstGTID = regexp.MustCompile(`"msg":"first start: stream position captured before the backfill".*?"gtid":"([^"]*)"`)
+
+func raceAndKill(t *testing.T, same bool, args []string) {
 	ctx := context.Background()
-	p := newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 50_000_000})
+	var p *pair
+	if same {
+		s := harness.StartT(t, harness.Options{})
+		if err := s.LoadEdxSchemaWith(ctx, harness.SchemaOptions{TargetAutoIncrement: 50_000_000}); err != nil {
+			t.Fatal(err)
+		}
+		p = &pair{src: s, dst: s}
+	} else {
+		p = newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 50_000_000})
+	}
 	src, _ := p.src.Open("")
 	dst, _ := p.dst.Open("")
 	defer src.Close()
 	defer dst.Close()
-	if _, err := harness.GenerateCSMH(ctx, src, harness.SourceTable, harness.GenOptions{Rows: 80000, Seed: 21}); err != nil {
+	const rows = 60000
+	if _, err := harness.GenerateCSMH(ctx, src, harness.SourceTable, harness.GenOptions{Rows: rows, Seed: 21}); err != nil {
 		t.Fatal(err)
 	}
 	load, err := harness.NewLoadGen(src, harness.LoadOptions{Table: harness.SourceTable, RowsPerSecond: 400, Conns: 8,
@@ -95,10 +137,12 @@ func TestRunRacesLoadAndSurvivesSIGKILL(t *testing.T) {
 	go func() { loadDone <- load.Run(lctx) }()
 	defer stopLoad()
 
+	// At 2,000 rows/s (plus a second of burst per start) 60,000 rows outlast the five kills' 0.5–3 s lives: every
+	// kill lands during the backfill.
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
-	kills := 0
-	for kills < 5 {
-		d := startRun(t, p, "--workers", "3", "--chunk-time", "40ms", "--batch-rows", "200")
+	var start *gtid.Set
+	for kills := 1; kills <= 5; kills++ {
+		d := startRun(t, p, append([]string{"--chunk-time", "40ms", "--batch-rows", "200", "--max-rows-per-second", "2000"}, args...)...)
 		wait := time.Duration(500+rng.Intn(2500)) * time.Millisecond
 		select {
 		case err := <-d.done:
@@ -108,10 +152,19 @@ func TestRunRacesLoadAndSurvivesSIGKILL(t *testing.T) {
 		_ = d.cmd.Process.Signal(syscall.SIGKILL)
 		<-d.done
 		d.done <- nil // for the cleanup
-		kills++
-		t.Logf("SIGKILL %d after %s", kills, wait)
+		if kills == 1 {
+			m := firstGTID.FindStringSubmatch(d.out.String())
+			if m == nil {
+				t.Fatalf("the first start did not log its captured position:\n%s", tailStr(d.out.String(), 20))
+			}
+			start = mustGTID(t, m[1])
+		}
+		if done, err := backfillDone(dst); err != nil || done {
+			t.Fatalf("kill %d landed after the backfill finished (%v): slow the copy down", kills, err)
+		}
+		t.Logf("SIGKILL %d after %s, during the backfill", kills, wait)
 	}
-	d := startRun(t, p, "--workers", "3", "--batch-rows", "200")
+	d := startRun(t, p, append([]string{"--batch-rows", "200"}, args...)...)
 	// The load keeps writing while the final daemon finishes the backfill; then it stops and the barrier waits.
 	harness.Eventually(t, 3*time.Minute, "backfill done", func() (bool, error) {
 		return backfillDone(dst)
@@ -121,10 +174,10 @@ func TestRunRacesLoadAndSurvivesSIGKILL(t *testing.T) {
 	if st := load.Stats(); st.Updates == 0 || st.Deletes == 0 || st.Inserts == 0 {
 		t.Fatalf("load did not exercise every kind of change: %+v", st)
 	}
-	caughtUp(t, src, dst, time.Minute, d)
+	executed := caughtUp(t, src, dst, time.Minute, d)
 
 	// SIGTERM: finish the batch, commit, exit 0 within 10 s.
-	start := time.Now()
+	began := time.Now()
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-d.done:
@@ -135,12 +188,22 @@ func TestRunRacesLoadAndSurvivesSIGKILL(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("run did not exit within 10s of SIGTERM")
 	}
-	t.Logf("SIGTERM to exit: %s; load: %+v", time.Since(start), load.Stats())
+	t.Logf("SIGTERM to exit: %s; load: %+v", time.Since(began), load.Stats())
 	requireEqual(t, src, dst)
 
-	var applied int64
-	if err := dst.QueryRow("SELECT applied_inserts + applied_updates + applied_deletes FROM edxapp_csmh.csmh_sync_state").Scan(&applied); err != nil || applied == 0 {
-		t.Fatalf("stream applied %d changes (%v)", applied, err)
+	var txs, changes int64
+	var pos string
+	if err := dst.QueryRow(`SELECT applied_transactions, applied_inserts + applied_updates + applied_deletes, gtid_set
+		FROM edxapp_csmh.csmh_sync_state`).Scan(&txs, &changes, &pos); err != nil {
+		t.Fatal(err)
+	}
+	final := mustGTID(t, pos)
+	if !final.Contains(executed) {
+		t.Fatalf("checkpoint %s after SIGTERM, behind the barrier's %s", final, executed)
+	}
+	if want := start.Behind(final); txs != want || changes == 0 {
+		t.Fatalf("the checkpoint counts %d source transactions (%d row changes) between %s and %s, which hold %d: some were applied twice or never",
+			txs, changes, start, final, want)
 	}
 }
 
