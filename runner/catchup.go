@@ -26,9 +26,20 @@ func catchUp(ctx context.Context, src *sql.DB, store *checkpoint.Store, flavor s
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	var have *gtid.Set
+	timedOut := func() error {
+		behind := "checkpoint not read"
+		if have != nil {
+			behind = fmt.Sprintf("checkpoint %s, %d transactions behind", have, have.Behind(want))
+		}
+		return fmt.Errorf("the target has not applied the source's position %s (%s): is 'csmh-sync run' running and connected? %w",
+			want, behind, ctx.Err())
+	}
 	for {
 		st, err := store.Load(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return want, timedOut()
+			}
 			return want, err
 		}
 		if have, err = gtid.Parse(flavor, st.GTID); err != nil {
@@ -39,8 +50,7 @@ func catchUp(ctx context.Context, src *sql.DB, store *checkpoint.Store, flavor s
 		}
 		select {
 		case <-ctx.Done():
-			return want, fmt.Errorf("the target has not applied the source's position %s (checkpoint %s, %d transactions behind): is 'csmh-sync run' running and connected? %w",
-				want, have, have.Behind(want), ctx.Err())
+			return want, timedOut()
 		case <-t.C:
 		}
 	}

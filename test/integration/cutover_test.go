@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -105,6 +106,19 @@ func TestCutoverAndVerifyCommands(t *testing.T) {
 	}
 	if b := boundary(); b != appID {
 		t.Fatalf("id boundary %d after the bump, want the app-written id %d", b, appID)
+	}
+
+	// With the daemon stopped, a source write never reaches the target: cutover waits out its timeout and
+	// says why instead of GO.
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-d.done; err != nil {
+		t.Fatalf("run after SIGTERM: %v", err)
+	}
+	d.done <- nil
+	sqlExec(t, p.src, "INSERT INTO "+harness.SourceTable+" (created, state, student_module_id) VALUES (UTC_TIMESTAMP(6), '{}', 9)")
+	r = csmh(t, time.Minute, nil, append([]string{"cutover", "--timeout", "2s", "--min-runway", "1000"}, p.args()...)...)
+	if r.code != 1 || !hasLine(r.stdout, "NO-GO", "is 'csmh-sync run' running") {
+		t.Fatalf("cutover with the daemon stopped: exit %d, want 1 with a catch-up NO-GO line:\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
 

@@ -71,6 +71,10 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 	if code, body, err := get(base + "/readyz"); err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "backfill not done") {
 		t.Fatalf("/readyz during the backfill: %d %q %v; want 503 naming the backfill", code, body, err)
 	}
+	// So does cutover, the barrier before the read flip.
+	if r := csmh(t, time.Minute, nil, append([]string{"cutover", "--timeout", "30s"}, p.args()...)...); r.code != 1 || !hasLine(r.stdout, "NO-GO", "backfill complete") {
+		t.Fatalf("cutover during the backfill: exit %d, want 1 with a backfill NO-GO line:\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	harness.Eventually(t, time.Minute, "/readyz 200", func() (bool, error) {
 		code, _, err := get(base + "/readyz")
 		return code == 200, err
