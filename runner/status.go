@@ -25,21 +25,24 @@ type Status struct {
 
 // StatusReport is what status prints.
 type StatusReport struct {
-	Stage              string               `json:"stage"` // not-started | backfill | streaming
-	SourceTable        string               `json:"source_table"`
-	TargetTable        string               `json:"target_table"`
-	GTID               string               `json:"gtid"`
-	SourceExecuted     string               `json:"source_executed,omitempty"`
-	TransactionsBehind int64                `json:"transactions_behind"` // -1 unknown
-	LagSeconds         float64              `json:"lag_seconds"`         // -1 unknown
-	LastEventAt        *time.Time           `json:"last_event_at,omitempty"`
-	CheckpointAt       time.Time            `json:"checkpoint_at"`
-	IDBoundary         uint64               `json:"id_boundary"`
-	RowsCopied         uint64               `json:"backfill_rows_copied"`
-	BackfillRatio      float64              `json:"backfill_progress_ratio"`
-	BackfillDone       bool                 `json:"backfill_done"`
-	Applied            checkpoint.Counters  `json:"applied"`
-	Segments           []checkpoint.Segment `json:"segments"`
+	Stage              string `json:"stage"` // not-started | backfill | streaming
+	SourceTable        string `json:"source_table"`
+	TargetTable        string `json:"target_table"`
+	GTID               string `json:"gtid"`
+	SourceExecuted     string `json:"source_executed,omitempty"`
+	TransactionsBehind int64  `json:"transactions_behind"` // -1 unknown
+	// LagSeconds is 0 when nothing is behind; otherwise the age of the last applied source change, an upper
+	// bound of the lag (the oldest change not applied is newer); -1 unknown. The daemon's
+	// csmh_sync_replication_lag_seconds is exact.
+	LagSeconds    float64              `json:"lag_seconds"`
+	LastEventAt   *time.Time           `json:"last_event_at,omitempty"`
+	CheckpointAt  time.Time            `json:"checkpoint_at"`
+	IDBoundary    uint64               `json:"id_boundary"`
+	RowsCopied    uint64               `json:"backfill_rows_copied"`
+	BackfillRatio float64              `json:"backfill_progress_ratio"`
+	BackfillDone  bool                 `json:"backfill_done"`
+	Applied       checkpoint.Counters  `json:"applied"`
+	Segments      []checkpoint.Segment `json:"segments"`
 }
 
 // Validate checks the flags; the source is optional for status.
@@ -136,7 +139,11 @@ func printStatus(w io.Writer, r *StatusReport) {
 	fmt.Fprintf(w, "backfill:     %.1f%% of the id range, %d rows copied, done=%v\n", 100*r.BackfillRatio, r.RowsCopied, r.BackfillDone)
 	fmt.Fprintf(w, "position:     %s (checkpoint at %s)\n", r.GTID, r.CheckpointAt.Format(time.RFC3339))
 	if r.TransactionsBehind >= 0 {
-		fmt.Fprintf(w, "behind:       %d transactions, lag %.1fs (source executed %s)\n", r.TransactionsBehind, r.LagSeconds, r.SourceExecuted)
+		lag := "0s"
+		if r.TransactionsBehind > 0 {
+			lag = fmt.Sprintf("at most %.1fs (the last applied change's age)", r.LagSeconds)
+		}
+		fmt.Fprintf(w, "behind:       %d transactions, lag %s (source executed %s)\n", r.TransactionsBehind, lag, r.SourceExecuted)
 	} else {
 		fmt.Fprintf(w, "behind:       unknown (give --source-dsn to compare with the source)\n")
 	}
