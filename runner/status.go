@@ -140,8 +140,11 @@ func printStatus(w io.Writer, r *StatusReport) {
 	fmt.Fprintf(w, "position:     %s (checkpoint at %s)\n", r.GTID, r.CheckpointAt.Format(time.RFC3339))
 	if r.TransactionsBehind >= 0 {
 		lag := "0s"
-		if r.TransactionsBehind > 0 {
+		switch {
+		case r.TransactionsBehind > 0 && r.LagSeconds >= 0:
 			lag = fmt.Sprintf("at most %.1fs (the last applied change's age)", r.LagSeconds)
+		case r.TransactionsBehind > 0:
+			lag = "unknown (nothing applied yet)"
 		}
 		fmt.Fprintf(w, "behind:       %d transactions, lag %s (source executed %s)\n", r.TransactionsBehind, lag, r.SourceExecuted)
 	} else {
