@@ -505,3 +505,39 @@ func TestLossyTargetFails(t *testing.T) {
 		t.Fatalf("%d rows of the failed chunk committed", n)
 	}
 }
+
+// The id range is captured at the first start and kept: a restart without the overrides, after the source has
+// grown, copies exactly the range the first start chose (rows above it are the stream's), and --start-id /
+// --end-id narrow it.
+func TestRangeIsCapturedOnce(t *testing.T) {
+	e := setup(t, false, harness.GenOptions{Rows: 5000, Seed: 31})
+	const lo, hi = 1000, 3000
+	ctx, cancel := context.WithCancel(ctxT(t, 5*time.Minute))
+	var chunks atomic.Int64
+	b := e.backfill(t, backfill.Config{StartID: lo, EndID: hi, Workers: 2, ChunkBytes: 256 << 10,
+		Hooks: backfill.Hooks{AfterChunkCopied: func(int, uint64) {
+			if chunks.Add(1) == 2 {
+				cancel()
+			}
+		}}})
+	if err := b.Run(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("first run: %v, want canceled", err)
+	}
+	// The source grows: the new rows land above its max.
+	if _, err := harness.GenerateCSMH(ctxT(t, time.Minute), e.src, harness.SourceTable, harness.GenOptions{Rows: 500, Seed: 32, StartID: 20_000}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.backfill(t, backfill.Config{Workers: 2}).Run(ctxT(t, 5*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	var want, got, outside int64
+	if err := e.src.QueryRow("SELECT COUNT(*) FROM "+harness.SourceTable+" WHERE id BETWEEN ? AND ?", lo, hi).Scan(&want); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.dst.QueryRow("SELECT COUNT(*), COALESCE(SUM(id NOT BETWEEN ? AND ?), 0) FROM "+harness.TargetTable, lo, hi).Scan(&got, &outside); err != nil {
+		t.Fatal(err)
+	}
+	if got != want || outside != 0 || want == 0 {
+		t.Fatalf("target holds %d rows, %d outside [%d, %d]; the source has %d in it", got, outside, lo, hi, want)
+	}
+}
