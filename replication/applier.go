@@ -27,7 +27,7 @@ const (
 	// source table still gets its checkpoint advanced about once a second, never once per transaction.
 	positionEvery = time.Second
 	// flushTimeout bounds one target transaction. A flush runs to completion even when the run is being
-	// stopped, so a stop commits the transactions already received instead of throwing them away.
+	// stopped, so a stop commits the batch in hand instead of throwing it away.
 	flushTimeout = 30 * time.Second
 )
 
@@ -157,7 +157,8 @@ func introducer(charset string) string {
 }
 
 // run consumes transactions until in is closed, committing a batch when it is full or old enough, and the
-// rest when in closes. It returns early only on a target error.
+// rest when in closes; when ctx ends it commits the batch in hand and returns. It returns early only on a
+// target error.
 func (a *applier) run(ctx context.Context, in <-chan *txn) error {
 	b := newBatch(a.r.Position())
 	timer := time.NewTimer(time.Hour)
@@ -195,6 +196,11 @@ func (a *applier) run(ctx context.Context, in <-chan *txn) error {
 			if err := a.flush(ctx, b); err != nil {
 				return err
 			}
+		case <-ctx.Done():
+			// A stop (SIGTERM) commits the batch in hand and leaves the queued transactions to be streamed
+			// again at the next start: draining a full queue behind a slow target could take longer than
+			// the stop may.
+			return a.flush(ctx, b)
 		}
 	}
 }

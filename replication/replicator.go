@@ -170,8 +170,8 @@ func New(srcDB, dstDB *sql.DB, store *checkpoint.Store, m *metrics.Metrics, log 
 	return r, nil
 }
 
-// Run streams from start until ctx ends — then it returns nil, after committing the transactions already
-// received — or a definitive error. Lost connections and transient target errors reconnect with backoff
+// Run streams from start until ctx ends — then it returns nil, after committing the batch in hand — or a
+// definitive error. Lost connections and transient target errors reconnect with backoff
 // (100 ms doubling to 10 s, jittered) from the last committed position.
 func (r *Replicator) Run(ctx context.Context, start *gtid.Set) error {
 	if start == nil || start.Flavor() != r.cfg.Flavor {

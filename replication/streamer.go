@@ -31,7 +31,8 @@ const (
 
 // session is one binlog connection: it streams from the last committed position until an error or the end
 // of ctx. The streamer goroutine assembles transactions; the applier (this goroutine) commits them. When the
-// stream ends for any reason, the transactions already received are committed before session returns.
+// stream ends on an error, the transactions already received are committed before session returns; when
+// ctx ends, the batch in hand is (the queued rest is streamed again next time).
 func (r *Replicator) session(ctx context.Context) error {
 	epoch := r.store.Epoch()
 	pos, err := r.resume(ctx)
