@@ -3,10 +3,13 @@ package replication
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/csmh-sync/csmh-sync/checkpoint"
 	"github.com/csmh-sync/csmh-sync/gtid"
@@ -287,12 +290,27 @@ func (a *applier) applyLarge(ctx context.Context, b *batch, t *txn) error {
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 	defer cancel()
-	if err := a.applyOps(fctx, l.tx, t.ops); err != nil {
+	ops, err := a.notAhead(t)
+	if err != nil {
+		return err
+	}
+	// A lock wait timeout rolls back only the statement that waited: the part is applied again in the same
+	// transaction (its earlier statements once more, in order, which leaves the same rows), rather than the
+	// whole transaction being thrown away and streamed again.
+	for attempt := 1; ; attempt++ {
+		err = a.applyOps(fctx, l.tx, ops)
+		var me *mysql.MySQLError
+		if err == nil || attempt == laneRetries || !errors.As(err, &me) || me.Number != 1205 {
+			break
+		}
+		a.r.log.Debug("a part of a large transaction waited too long for a lock; applying it again", "gtid", t.gtid, "attempt", attempt)
+	}
+	if err != nil {
 		return fmt.Errorf("apply to target (part %d of transaction %s): %w", l.parts+1, t.gtid, err)
 	}
-	if touched := a.r.cfg.Touched; touched != nil && len(t.ops) > 0 {
-		ids := make([]uint64, len(t.ops))
-		for i, o := range t.ops {
+	if touched := a.r.cfg.Touched; touched != nil && len(ops) > 0 {
+		ids := make([]uint64, len(ops))
+		for i, o := range ops {
 			ids[i] = o.id
 		}
 		if err := touched(fctx, l.tx, ids); err != nil {
@@ -331,6 +349,7 @@ func (a *applier) applyLarge(ctx context.Context, b *batch, t *txn) error {
 		}
 	}
 	b.pos = pos
+	a.passedAhead(pos)
 	a.r.committed(pos, t.seq, t.commitTS)
 	a.count(sum)
 	a.r.log.Info("applied a large source transaction", "gtid", t.gtid, "parts", parts, "rows", sum.Inserts+sum.Updates+sum.Deletes)

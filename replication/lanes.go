@@ -175,18 +175,44 @@ func (a *applier) commitLanes(ctx context.Context, b *batch, parts [][]op, k, bl
 		wg.Wait() // never return while a lane still runs
 		return err
 	}
-	if a.ahead != nil {
-		passed := true
-		for _, p := range a.ahead.pos {
-			if p != nil && !b.pos.Contains(p) {
-				passed = false
-			}
-		}
-		if passed {
-			a.ahead = nil
+	a.passedAhead(b.pos)
+	return nil
+}
+
+// passedAhead forgets the lanes-ahead state once the stream position has caught up with every lane.
+func (a *applier) passedAhead(pos *gtid.Set) {
+	if a.ahead == nil {
+		return
+	}
+	for _, p := range a.ahead.pos {
+		if p != nil && !pos.Contains(p) {
+			return
 		}
 	}
-	return nil
+	a.ahead = nil
+}
+
+// notAhead returns t's ops less those a lane ahead of the position applied already: the ops of a
+// transaction applied whole (in parts, applier.applyLarge) that a parallel apply cut short had dealt to a
+// lane that committed.
+func (a *applier) notAhead(t *txn) ([]op, error) {
+	if a.ahead == nil {
+		return t.ops, nil
+	}
+	one, err := gtid.Parse(a.r.cfg.Flavor, t.gtid)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnsupported, err)
+	}
+	k, block := a.ahead.lanes, a.ahead.block
+	out := t.ops[:0:0]
+	for _, o := range t.ops {
+		l := int(o.id / uint64(block) % uint64(k))
+		if a.ahead.pos[l] != nil && a.ahead.pos[l].Contains(one) {
+			continue
+		}
+		out = append(out, o)
+	}
+	return out, nil
 }
 
 // inTx runs f in a target transaction, then (if set) waits for before, and commits only if both succeeded.

@@ -486,9 +486,14 @@ func TestLargeTransactionInParts(t *testing.T) {
 	const fragment = 256 << 10
 	var parts []int
 	var failed atomic.Bool
-	r := f.replicator(t, func(c *replication.Config) {
+	var r *replication.Replicator
+	var lagZero atomic.Int32 // parts applied while the lag read 0: the transaction is not applied yet
+	r = f.replicator(t, func(c *replication.Config) {
 		c.FragmentBytes = fragment
 		c.Hooks.FragmentApplied = func(_ string, bytes int) error {
+			if r.Lag() <= 0 {
+				lagZero.Add(1)
+			}
 			parts = append(parts, bytes)
 			if len(parts) == 3 && failed.CompareAndSwap(false, true) {
 				return errors.New("injected: target lost after the third part")
@@ -520,6 +525,9 @@ func TestLargeTransactionInParts(t *testing.T) {
 	}
 	if !failed.Load() {
 		t.Fatal("the injected failure never ran: no large transaction was split")
+	}
+	if n := lagZero.Load(); n > 0 {
+		t.Fatalf("the lag read 0 while %d parts of a transaction not yet applied were being written", n)
 	}
 	if len(parts) < 20 {
 		t.Fatalf("%d parts for two transactions of 2.5 MiB in parts of 256 KiB: %v", len(parts), parts)

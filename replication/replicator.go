@@ -326,10 +326,15 @@ func (r *Replicator) Lag() time.Duration {
 
 // received records a complete transaction handed to the applier.
 func (r *Replicator) received(t *txn) {
-	r.mu.Lock()
-	r.pending = append(r.pending, pendingTxn{seq: t.seq, commitTS: t.commitTS})
-	r.mu.Unlock()
+	r.receiving(t.seq, t.commitTS)
 	r.m.SourceWrites.Inc()
+}
+
+// receiving records a change not yet applied, for the lag: a transaction, or the first part of a large one.
+func (r *Replicator) receiving(seq uint64, ts time.Time) {
+	r.mu.Lock()
+	r.pending = append(r.pending, pendingTxn{seq: seq, commitTS: ts})
+	r.mu.Unlock()
 }
 
 // committed records a batch the target committed.

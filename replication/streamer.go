@@ -20,10 +20,10 @@ import (
 
 const (
 	// txnQueue is how many source transactions (or fragments) may wait between the streamer and the applier,
-	// and queueBytes how much row data they may hold together: the streamer reads ahead while the applier
-	// commits, within a memory bound.
+	// and queueParts how many fragments' worth of row data they may hold together (64 MiB by default): the
+	// streamer reads ahead while the applier commits, within a memory bound.
 	txnQueue   = 64
-	queueBytes = 64 << 20
+	queueParts = 4
 	// fragmentBytes is the default Config.FragmentBytes: a source transaction whose rows outgrow it is handed
 	// to the applier in parts of about this size instead of whole (see applier.applyLarge).
 	fragmentBytes = 16 << 20
@@ -72,7 +72,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ch := make(chan *txn, txnQueue)
-	gate := newByteGate(queueBytes)
+	gate := newByteGate(queueParts * r.cfg.FragmentBytes)
 	st := &streamer{r: r, dec: dec, out: ch, gate: gate}
 	ap.gate = gate
 	var streamErr error
@@ -181,7 +181,7 @@ func (s *streamer) handle(ctx context.Context, ev *replication.BinlogEvent) erro
 			return err
 		}
 		if s.cur.bytes >= s.r.cfg.FragmentBytes {
-			return s.fragment(ctx)
+			return s.fragment(ctx, ev)
 		}
 		return nil
 	case *replication.XIDEvent:
@@ -285,8 +285,16 @@ func (s *streamer) end(ctx context.Context, ev *replication.BinlogEvent) error {
 // fragment hands the rows read so far of a transaction that has outgrown Config.FragmentBytes, so no
 // transaction, however large, is held whole: the applier writes the parts into one target transaction that
 // it commits, with the position, when the last part arrives.
-func (s *streamer) fragment(ctx context.Context) error {
+func (s *streamer) fragment(ctx context.Context, ev *replication.BinlogEvent) error {
 	c := s.cur
+	if c.parts == 0 {
+		// The lag counts from the first part: the transaction is not applied until its last part is.
+		ts := time.Now()
+		if ev.Header.Timestamp > 0 {
+			ts = time.Unix(int64(ev.Header.Timestamp), 0)
+		}
+		s.r.receiving(s.r.seq.Add(1), ts)
+	}
 	f := &txn{gtid: c.gtid, ops: c.ops, counts: c.counts, bytes: c.bytes, partial: true}
 	c.ops, c.counts, c.bytes = nil, checkpoint.Counters{}, 0
 	c.parts++

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
 	"github.com/csmh-sync/csmh-sync/checkpoint"
 	"github.com/csmh-sync/csmh-sync/metrics"
 	"github.com/csmh-sync/csmh-sync/table"
@@ -171,15 +173,18 @@ func (c *Cutover) checkRunway(ctx context.Context, src, dst *sql.DB, store *chec
 	app, what := first()
 	runway := int64(app) - int64(s.AutoIncrement)
 	if runway < int64(c.MinRunway) && c.BumpAutoIncrement {
-		to := s.AutoIncrement + c.MinRunway
-		if t.AutoIncrement < to {
-			if _, err := dst.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s AUTO_INCREMENT = %d", c.TargetTable.Quoted(), to)); err != nil {
-				return fmt.Errorf("raise %s AUTO_INCREMENT to %d (needs ALTER on it): %w", c.TargetTable, to, err)
-			}
+		// The ALTER runs even when the AUTO_INCREMENT is high enough already: its metadata lock waits for
+		// the app's open transactions on CSMHE, so every id handed out below the AUTO_INCREMENT belongs to
+		// a committed (or rolled back) row when the ALTER returns, and the read below sees all of them.
+		to := max(s.AutoIncrement+c.MinRunway, t.AutoIncrement)
+		if err := alterAutoIncrement(ctx, dst, c.TargetTable, to); err != nil {
+			return err
+		}
+		if to > t.AutoIncrement {
 			c.Log.Info("raised target AUTO_INCREMENT", "from", t.AutoIncrement, "to", to)
-			if t, err = table.Load(ctx, dst, c.TargetTable); err != nil {
-				return err
-			}
+		}
+		if t, err = table.Load(ctx, dst, c.TargetTable); err != nil {
+			return err
 		}
 		if st.IDBoundary > 0 && st.IDBoundary < t.AutoIncrement {
 			var low sql.NullInt64
@@ -211,6 +216,27 @@ func (c *Cutover) checkRunway(ctx context.Context, src, dst *sql.DB, store *chec
 	}
 	rep.check(runway >= int64(c.MinRunway), "id runway: the app's first CSMHE id %d (%s) is %d ids above CSMH's next id %d (need ≥ %d%s)",
 		app, what, runway, s.AutoIncrement, c.MinRunway, hint)
+	return nil
+}
+
+// alterAutoIncrement sets the table's AUTO_INCREMENT with a short metadata-lock wait: behind an ALTER that
+// waits for a long transaction, every new query on the table would queue too.
+func alterAutoIncrement(ctx context.Context, db *sql.DB, t table.Name, to uint64) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SET SESSION lock_wait_timeout = 5"); err != nil {
+		return err
+	}
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s AUTO_INCREMENT = %d", t.Quoted(), to)); err != nil {
+		var me *mysql.MySQLError
+		if errors.As(err, &me) && me.Number == 1205 {
+			return fmt.Errorf("raise %s AUTO_INCREMENT to %d: a transaction held the table for over 5 s (the app's queries would have queued behind the ALTER); run cutover again", t, to)
+		}
+		return fmt.Errorf("raise %s AUTO_INCREMENT to %d (needs ALTER on it): %w", t, to, err)
+	}
 	return nil
 }
 

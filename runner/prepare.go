@@ -30,7 +30,8 @@ type prepared struct {
 // prepare validates both tables, creates or loads the checkpoint and checks that the source can still serve
 // the checkpoint's position (purged ⊆ checkpoint ⊆ executed). On a first start it captures the source's GTID
 // position BEFORE any backfill read, which is what makes the backfill/stream race safe.
-func prepare(ctx context.Context, log *slog.Logger, c *Common, k *conns, adoptExisting bool) (*prepared, error) {
+// startID is --start-id (0: none); adoptExisting is --adopt-existing-rows.
+func prepare(ctx context.Context, log *slog.Logger, c *Common, k *conns, startID uint64, adoptExisting bool) (*prepared, error) {
 	p := &prepared{}
 	var err error
 	if p.info, err = dbconn.Inspect(ctx, k.src); err != nil {
@@ -70,7 +71,7 @@ func prepare(ctx context.Context, log *slog.Logger, c *Common, k *conns, adoptEx
 		if err != nil {
 			return nil, err
 		}
-		if err := checkCopyRangeEmpty(ctx, k.dst, c.TargetTable, boundary, adoptExisting, log); err != nil {
+		if err := checkCopyRangeEmpty(ctx, k.dst, c.TargetTable, startID, boundary, adoptExisting, log); err != nil {
 			return nil, err
 		}
 		first := checkpoint.State{SourceTable: c.SourceTable.String(), TargetTable: c.TargetTable.String(),
@@ -140,14 +141,14 @@ func sourceIdentity(si dbconn.ServerInfo) string {
 	return "server_id=" + strconv.FormatUint(uint64(si.ServerID), 10)
 }
 
-// checkCopyRangeEmpty refuses a first start on a target that already holds rows below the id boundary: rows an
-// earlier copy left (the old INSERT … SELECT loop, or a migration started over without emptying the range).
-// The backfill never overwrites a row, so such rows would stay as they are, stale if the source changed them
-// since, and a row deleted from the source since would stay too. With adopt the start goes on, and verify
-// --repair corrects those rows once the backfill is done.
-func checkCopyRangeEmpty(ctx context.Context, dst *sql.DB, t table.Name, boundary uint64, adopt bool, log *slog.Logger) error {
+// checkCopyRangeEmpty refuses a first start on a target that already holds rows in the range to copy (from
+// --start-id to below the id boundary): rows an earlier copy left (the old INSERT … SELECT loop, or a
+// migration started over without emptying the range). The backfill never overwrites a row, so such rows would
+// stay as they are, stale if the source changed them since, and a row deleted from the source since would
+// stay too. With adopt the start goes on, and verify --repair corrects those rows once the backfill is done.
+func checkCopyRangeEmpty(ctx context.Context, dst *sql.DB, t table.Name, startID, boundary uint64, adopt bool, log *slog.Logger) error {
 	var id uint64
-	err := dst.QueryRowContext(ctx, "SELECT id FROM "+t.Quoted()+" WHERE id < ? ORDER BY id LIMIT 1", boundary).Scan(&id)
+	err := dst.QueryRowContext(ctx, "SELECT id FROM "+t.Quoted()+" WHERE id >= ? AND id < ? ORDER BY id LIMIT 1", startID, boundary).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}

@@ -123,7 +123,7 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		return ExitError, err
 	}
 	defer lock.release()
-	p, err := prepare(ctx, log, &r.Common, k, r.AdoptExistingRows)
+	p, err := prepare(ctx, log, &r.Common, k, r.Backfill.StartID, r.AdoptExistingRows)
 	if err != nil {
 		return ExitError, err
 	}
