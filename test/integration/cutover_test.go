@@ -123,3 +123,52 @@ func TestCutoverAndVerifyCommands(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// Raising the id boundary while the app is inserting into CSMHE: an insert still open when cutover starts has
+// its id already, below the AUTO_INCREMENT cutover reads. The raise must wait for it and stop below it, or a
+// later source row with that id would overwrite the app's row.
+func TestBoundaryRaiseWaitsForOpenAppInsert(t *testing.T) {
+	ctx := context.Background()
+	p := newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 500_000})
+	src, _ := p.src.Open("")
+	dst, _ := p.dst.Open("")
+	defer src.Close()
+	defer dst.Close()
+	if _, err := harness.GenerateCSMH(ctx, src, harness.SourceTable, harness.GenOptions{Rows: 2000, Seed: 61}); err != nil {
+		t.Fatal(err)
+	}
+	d := startRun(t, p)
+	caughtUp(t, src, dst, time.Minute, d)
+	// The operator raised CSMHE's AUTO_INCREMENT by hand; the boundary stayed at 500,000. An app insert is open.
+	sqlExec(t, p.dst, "ALTER TABLE "+harness.TargetTable+" AUTO_INCREMENT = 3000000")
+	app, err := dst.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Rollback()
+	res, err := app.Exec("INSERT INTO " + harness.TargetTable + " (created, state, student_module_id) VALUES (UTC_TIMESTAMP(6), '{}', 5)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appID, _ := res.LastInsertId()
+	done := make(chan result, 1)
+	go func() {
+		done <- csmh(t, 2*time.Minute, nil, append([]string{"cutover", "--timeout", "60s", "--bump-auto-increment"}, p.args()...)...)
+	}()
+	harness.Eventually(t, 30*time.Second, "cutover's ALTER waiting for the open app insert", func() (bool, error) {
+		var n int
+		err := dst.QueryRow("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'ALTER TABLE%AUTO_INCREMENT%' AND STATE LIKE '%metadata lock%'").Scan(&n)
+		return n > 0, err
+	})
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	var boundary int64
+	if err := dst.QueryRow("SELECT id_boundary FROM edxapp_csmh.csmh_sync_state").Scan(&boundary); err != nil {
+		t.Fatal(err)
+	}
+	if boundary != appID || r.code != 0 {
+		t.Fatalf("cutover --bump-auto-increment: exit %d, id boundary %d; want GO with the boundary at the app's row %d:\n%s%s", r.code, boundary, appID, r.stdout, r.stderr)
+	}
+}
