@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -331,6 +332,12 @@ func ParseRDSConfiguration(cols []string, rows [][]sql.NullString) (int64, error
 		return int64(h * 3600), nil
 	}
 	return RDSNotRetained, nil
+}
+
+// ServerError reports whether err is a server error with one of the given numbers.
+func ServerError(err error, numbers ...uint16) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && slices.Contains(numbers, me.Number)
 }
 
 // IsTransient reports errors worth retrying after a pause: lock-wait timeouts and deadlocks (production won

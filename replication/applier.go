@@ -3,15 +3,13 @@ package replication
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
-
 	"github.com/csmh-sync/csmh-sync/checkpoint"
+	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/gtid"
 	"github.com/csmh-sync/csmh-sync/internal/sqllit"
 	"github.com/csmh-sync/csmh-sync/table"
@@ -232,15 +230,13 @@ func (a *applier) flush(ctx context.Context, b *batch) error {
 		if err := a.applyOps(fctx, tx, parts[0]); err != nil {
 			return fmt.Errorf("apply to target (batch ending at %s): %w", b.pos, err)
 		}
-		if touched := a.r.cfg.Touched; touched != nil {
-			var ids []uint64
+		if a.r.cfg.Touched != nil {
+			ops := make([]op, 0, b.rows)
 			for _, t := range b.txs {
-				for _, o := range t.ops {
-					ids = append(ids, o.id)
-				}
+				ops = append(ops, t.ops...)
 			}
-			if err := touched(fctx, tx, ids); err != nil {
-				return fmt.Errorf("apply to target: mark verified chunks touched: %w", err)
+			if err := a.touch(fctx, tx, ops); err != nil {
+				return err
 			}
 		}
 		return a.r.store.SaveStream(fctx, tx, a.epoch, checkpoint.StreamProgress{GTID: b.pos.String(), Added: sum, LastEventAt: b.lastTS})
@@ -299,8 +295,7 @@ func (a *applier) applyLarge(ctx context.Context, b *batch, t *txn) error {
 	// whole transaction being thrown away and streamed again.
 	for attempt := 1; ; attempt++ {
 		err = a.applyOps(fctx, l.tx, ops)
-		var me *mysql.MySQLError
-		if err == nil || attempt == laneRetries || !errors.As(err, &me) || me.Number != 1205 {
+		if err == nil || attempt == laneRetries || !dbconn.ServerError(err, 1205) {
 			break
 		}
 		a.r.log.Debug("a part of a large transaction waited too long for a lock; applying it again", "gtid", t.gtid, "attempt", attempt)
@@ -308,14 +303,8 @@ func (a *applier) applyLarge(ctx context.Context, b *batch, t *txn) error {
 	if err != nil {
 		return fmt.Errorf("apply to target (part %d of transaction %s): %w", l.parts+1, t.gtid, err)
 	}
-	if touched := a.r.cfg.Touched; touched != nil && len(ops) > 0 {
-		ids := make([]uint64, len(ops))
-		for i, o := range ops {
-			ids[i] = o.id
-		}
-		if err := touched(fctx, l.tx, ids); err != nil {
-			return fmt.Errorf("apply to target: mark verified chunks touched: %w", err)
-		}
+	if err := a.touch(fctx, l.tx, ops); err != nil {
+		return err
 	}
 	l.parts++
 	l.sum.Inserts += t.counts.Inserts
@@ -355,6 +344,22 @@ func (a *applier) applyLarge(ctx context.Context, b *batch, t *txn) error {
 	a.r.log.Info("applied a large source transaction", "gtid", t.gtid, "parts", parts, "rows", sum.Inserts+sum.Updates+sum.Deletes)
 	if h := a.r.cfg.Hooks.AfterBatchApplied; h != nil {
 		h(pos.String())
+	}
+	return nil
+}
+
+// touch tells the verification ledger (Config.Touched), inside tx, which ids ops changed.
+func (a *applier) touch(ctx context.Context, tx *sql.Tx, ops []op) error {
+	touched := a.r.cfg.Touched
+	if touched == nil || len(ops) == 0 {
+		return nil
+	}
+	ids := make([]uint64, len(ops))
+	for i, o := range ops {
+		ids[i] = o.id
+	}
+	if err := touched(ctx, tx, ids); err != nil {
+		return fmt.Errorf("apply to target: mark verified chunks touched: %w", err)
 	}
 	return nil
 }

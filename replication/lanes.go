@@ -20,9 +20,8 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/go-sql-driver/mysql"
-
 	"github.com/csmh-sync/csmh-sync/checkpoint"
+	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/gtid"
 )
 
@@ -256,6 +255,5 @@ func (a *applier) tryTx(ctx context.Context, f func(*sql.Tx) error, before func(
 
 // lockConflict: 1213 deadlock (the transaction was rolled back), 1205 lock wait timeout.
 func lockConflict(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
+	return dbconn.ServerError(err, 1213, 1205)
 }

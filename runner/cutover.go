@@ -10,9 +10,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
-
 	"github.com/csmh-sync/csmh-sync/checkpoint"
+	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/metrics"
 	"github.com/csmh-sync/csmh-sync/table"
 	"github.com/csmh-sync/csmh-sync/verify"
@@ -231,8 +230,7 @@ func alterAutoIncrement(ctx context.Context, db *sql.DB, t table.Name, to uint64
 		return err
 	}
 	if _, err := conn.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s AUTO_INCREMENT = %d", t.Quoted(), to)); err != nil {
-		var me *mysql.MySQLError
-		if errors.As(err, &me) && me.Number == 1205 {
+		if dbconn.ServerError(err, 1205) {
 			return fmt.Errorf("raise %s AUTO_INCREMENT to %d: a transaction held the table for over 5 s (the app's queries would have queued behind the ALTER); run cutover again", t, to)
 		}
 		return fmt.Errorf("raise %s AUTO_INCREMENT to %d (needs ALTER on it): %w", t, to, err)

@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/go-sql-driver/mysql"
+	"github.com/csmh-sync/csmh-sync/dbconn"
 )
 
 // Name is a schema-qualified table name.
@@ -95,17 +95,12 @@ func LiveStatsConn(ctx context.Context, db *sql.DB) (*sql.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := conn.ExecContext(ctx, "SET SESSION information_schema_stats_expiry = 0"); err != nil && !unknownVariable(err) {
+	// 1193, unknown system variable: MariaDB and MySQL 5.7, which have no such cache.
+	if _, err := conn.ExecContext(ctx, "SET SESSION information_schema_stats_expiry = 0"); err != nil && !dbconn.ServerError(err, 1193) {
 		conn.Close()
 		return nil, err
 	}
 	return conn, nil
-}
-
-// unknownVariable reports the server's "Unknown system variable" error (1193).
-func unknownVariable(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == 1193
 }
 
 // Load reads the table's metadata.
