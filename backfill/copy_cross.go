@@ -248,7 +248,7 @@ func (b *Backfill) writeChunk(ctx context.Context, w *worker, c *crossChunk, tok
 		return c.err
 	}
 	next := nextSegment(w.seg, c.hi, inserted)
-	if err := b.store.SaveSegment(ctx, dtx, w.epoch, next); err != nil {
+	if err := b.store.SaveSegment(ctx, dtx, w.epoch, w.seg, next); err != nil {
 		return err
 	}
 	if h := b.cfg.Hooks.BeforeChunkCommit; h != nil {

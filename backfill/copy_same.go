@@ -71,7 +71,7 @@ func (b *Backfill) copySameChunk(ctx context.Context, w *worker, insert string, 
 		return 0, err
 	}
 	next := nextSegment(w.seg, hi, n)
-	if err := b.store.SaveSegment(ctx, tx, w.epoch, next); err != nil {
+	if err := b.store.SaveSegment(ctx, tx, w.epoch, w.seg, next); err != nil {
 		return 0, err
 	}
 	if h := b.cfg.Hooks.BeforeChunkCommit; h != nil {

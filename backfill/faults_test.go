@@ -2,6 +2,7 @@ package backfill_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -225,6 +226,63 @@ func TestSourceOutageAndRetryLimit(t *testing.T) {
 			}
 			if err := <-done; err != nil {
 				t.Fatalf("backfill after the source came back: %v", err)
+			}
+			e.requireEqual(t)
+			e.requireCounted(t, e.gen.Rows)
+		})
+	}
+}
+
+// A process can die with its chunk's COMMIT already sent: the server finishes that commit after the next
+// process has loaded the checkpoint. The next process's copy of the same ids then finds the rows present and
+// counts none of them; it must not write its stale count over the one just committed.
+func TestCommitInFlightIsCountedOnce(t *testing.T) {
+	for _, same := range []bool{false, true} {
+		t.Run(fmt.Sprintf("same_server=%v", same), func(t *testing.T) {
+			e := setup(t, same, harness.GenOptions{Rows: 20000, Seed: 23})
+			ctx1, cancel1 := context.WithCancel(ctxT(t, 5*time.Minute))
+			held, release := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			releaseOnce := func() { once.Do(func() { close(release) }) }
+			t.Cleanup(releaseOnce)
+			var before, after atomic.Int32
+			b1 := e.backfill(t, backfill.Config{Workers: 1, Hooks: backfill.Hooks{
+				BeforeChunkCommit: func(int, uint64, uint64) {
+					if before.Add(1) == 2 {
+						close(held)
+						<-release // the commit that outlives its process
+					}
+				},
+				AfterChunkCopied: func(int, uint64) {
+					if after.Add(1) == 2 {
+						cancel1() // the process is gone once that commit lands
+					}
+				},
+			}})
+			done1 := make(chan error, 1)
+			go func() { done1 <- b1.Run(ctx1) }()
+			select {
+			case <-held:
+			case err := <-done1:
+				t.Fatalf("first backfill ended before its second chunk: %v", err)
+			}
+			b2 := e.backfill(t, backfill.Config{Workers: 1})
+			done2 := make(chan error, 1)
+			go func() { done2 <- b2.Run(ctxT(t, 5*time.Minute)) }()
+			// Its copy statement proves it has loaded the checkpoint from before that commit (the first process is
+			// parked before its commit and writes nothing else).
+			harness.Eventually(t, time.Minute, "the second backfill copying the chunk whose commit is in flight", func() (bool, error) {
+				var copying int
+				err := e.dst.QueryRow(`SELECT COUNT(*) FROM information_schema.PROCESSLIST
+					WHERE INFO LIKE 'LOAD DATA %' OR INFO LIKE 'INSERT IGNORE INTO %'`).Scan(&copying)
+				return copying > 0, err
+			})
+			releaseOnce()
+			if err := <-done1; err != nil && !errors.Is(err, context.Canceled) {
+				t.Fatalf("first backfill: %v", err)
+			}
+			if err := <-done2; err != nil {
+				t.Fatalf("second backfill: %v", err)
 			}
 			e.requireEqual(t)
 			e.requireCounted(t, e.gen.Rows)

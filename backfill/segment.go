@@ -74,7 +74,7 @@ func (b *Backfill) runSegment(ctx context.Context, seg checkpoint.Segment) error
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !dbconn.IsTransient(err) && !errors.Is(err, checkpoint.ErrFenced) {
+		if !dbconn.IsTransient(err) && !errors.Is(err, checkpoint.ErrFenced) && !errors.Is(err, checkpoint.ErrSegmentMoved) {
 			return fmt.Errorf("backfill segment %d at id %d: %w", w.seg.ID, w.seg.Next, err)
 		}
 		if w.seg.Next != before {

@@ -11,6 +11,11 @@ import (
 // writer must load the checkpoint again — another process may have advanced it meanwhile — and retry.
 var ErrFenced = errors.New("checkpoint writer does not hold the migration lock")
 
+// ErrSegmentMoved means a backfill segment's committed state is no longer the one its writer loaded: a
+// commit of another process (one that died with its commit in flight) moved it. The writer must reload the
+// segment and retry from there.
+var ErrSegmentMoved = errors.New("backfill segment moved since it was loaded")
+
 // Fence proves, inside the transaction of a checkpoint write, that the writer may still write. The runner's
 // migration lock implements it: the lock's holder connection must be the one this process took, and it must
 // not have been taken again since epoch.

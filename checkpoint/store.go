@@ -407,16 +407,28 @@ func (s *Store) PlanSegments(ctx context.Context, plan []Segment) ([]Segment, er
 	return s.segments(ctx)
 }
 
-// SaveSegment records a segment's progress inside the caller's transaction, the one that wrote the rows.
-// epoch is the fence epoch read before the segment's state was loaded (see Fence).
-func (s *Store) SaveSegment(ctx context.Context, tx Execer, epoch uint64, g Segment) error {
+// SaveSegment moves a segment's progress from one state to the next inside the caller's transaction, the one
+// that wrote the chunk's rows. epoch is the fence epoch read before from was loaded (see Fence).
+//
+// The update is a compare-and-set on from: it names the state the chunk was planned from, and an UPDATE reads
+// the latest committed row (waiting for a commit still in flight). A process that died with its commit in
+// flight may have moved the segment after this process loaded it; then this chunk's INSERT IGNORE found those
+// rows present and counted none of them, and writing to.Rows would erase the dead process's count. Instead
+// the write fails with ErrSegmentMoved: the caller rolls back, reloads and goes on from the moved state.
+func (s *Store) SaveSegment(ctx context.Context, tx Execer, epoch uint64, from, to Segment) error {
 	if err := s.check(ctx, tx, epoch); err != nil {
 		return err
 	}
-	_, err := tx.ExecContext(ctx, `UPDATE `+s.fill+` SET next_id = ?, rows_copied = ?, done = ?, updated_at = ? WHERE segment = ?`,
-		g.Next, g.Rows, g.Done, time.Now().UTC(), g.ID)
+	res, err := tx.ExecContext(ctx, `UPDATE `+s.fill+` SET next_id = ?, rows_copied = ?, done = ?, updated_at = ?
+		WHERE segment = ? AND next_id = ? AND rows_copied = ? AND done = ?`,
+		to.Next, to.Rows, to.Done, time.Now().UTC(), to.ID, from.Next, from.Rows, from.Done)
 	if err != nil {
 		return fmt.Errorf("save backfill checkpoint: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("save backfill checkpoint: %w", err)
+	} else if n != 1 {
+		return fmt.Errorf("%w: segment %d is no longer at id %d", ErrSegmentMoved, to.ID, from.Next)
 	}
 	return nil
 }
