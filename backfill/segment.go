@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
-
 	"github.com/csmh-sync/csmh-sync/checkpoint"
 	"github.com/csmh-sync/csmh-sync/dbconn"
 )
@@ -83,8 +81,7 @@ func (b *Backfill) runSegment(ctx context.Context, seg checkpoint.Segment) error
 		if failures++; b.cfg.MaxAttempts >= 0 && failures > cmp.Or(b.cfg.MaxAttempts, defaultMaxAttempts) {
 			return fmt.Errorf("backfill segment %d at id %d: %d attempts failed: %w", w.seg.ID, w.seg.Next, failures, err)
 		}
-		var me *mysql.MySQLError
-		if errors.As(err, &me) && (me.Number == 1205 || me.Number == 1213) {
+		if dbconn.ServerError(err, 1205, 1213) {
 			w.sp.shrink() // fewer rows locked per chunk, fewer collisions with production writes
 		}
 		b.log.Warn("backfill chunk failed, retrying", "segment", w.seg.ID, "next_id", w.seg.Next, "attempt", failures, "err", err)
