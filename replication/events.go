@@ -33,7 +33,8 @@ type txn struct {
 	ops      []op
 	counts   checkpoint.Counters
 	commitTS time.Time
-	bytes    int // approximate size of the row data, for the applier's statement budget
+	exactTS  time.Time // MySQL 8's microsecond commit timestamp from the GTID event; zero elsewhere
+	bytes    int       // approximate size of the row data, for the applier's statement budget
 	seq      uint64
 	// partial marks a fragment of a transaction too large to hold whole: more of the same GTID follows, and
 	// the last part, not partial, carries the commit time and sequence number.

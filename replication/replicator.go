@@ -127,8 +127,8 @@ type Replicator struct {
 
 // pendingTxn is a received transaction not yet committed to the target.
 type pendingTxn struct {
-	seq      uint64
-	commitTS time.Time
+	seq     uint64
+	lagFrom time.Time // the source commit, as closely as the binlog tells it (see lagFrom)
 }
 
 // New validates the configuration and fills defaults.
@@ -307,7 +307,7 @@ func (r *Replicator) Lag() time.Duration {
 	r.mu.Lock()
 	var oldest time.Time
 	if len(r.pending) > 0 {
-		oldest = r.pending[0].commitTS
+		oldest = r.pending[0].lagFrom
 	}
 	r.mu.Unlock()
 	now := time.Now()
@@ -324,16 +324,16 @@ func (r *Replicator) Lag() time.Duration {
 	return 0
 }
 
-// received records a complete transaction handed to the applier.
-func (r *Replicator) received(t *txn) {
-	r.receiving(t.seq, t.commitTS)
+// received records a complete transaction handed to the applier; its lag counts from from.
+func (r *Replicator) received(t *txn, from time.Time) {
+	r.receiving(t.seq, from)
 	r.m.SourceWrites.Inc()
 }
 
 // receiving records a change not yet applied, for the lag: a transaction, or the first part of a large one.
-func (r *Replicator) receiving(seq uint64, ts time.Time) {
+func (r *Replicator) receiving(seq uint64, from time.Time) {
 	r.mu.Lock()
-	r.pending = append(r.pending, pendingTxn{seq: seq, commitTS: ts})
+	r.pending = append(r.pending, pendingTxn{seq: seq, lagFrom: from})
 	r.mu.Unlock()
 }
 

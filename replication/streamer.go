@@ -168,6 +168,9 @@ func (s *streamer) handle(ctx context.Context, ev *replication.BinlogEvent) erro
 			return err
 		}
 		s.open(mysqlGTID(e.SID, e.Tag, e.GNO))
+		if e.ImmediateCommitTimestamp > 0 { // MySQL 8.0.1+: the commit time on this server, in microseconds
+			s.cur.exactTS = e.ImmediateCommitTime()
+		}
 	case *replication.QueryEvent:
 		return s.query(ctx, ev, e)
 	case *replication.RowsEvent:
@@ -263,23 +266,48 @@ func (s *streamer) query(ctx context.Context, ev *replication.BinlogEvent, e *re
 	return s.end(ctx, ev) // a standalone statement: DDL of another table, GRANT, …
 }
 
-// end hands the current transaction to the applier. Its commit time is the header timestamp of the event
-// that ends it.
+// end hands the current transaction to the applier. Its commit time is MySQL's microsecond commit timestamp
+// where the GTID event carries one, else the header timestamp of the event that ends it (whole seconds).
 func (s *streamer) end(ctx context.Context, ev *replication.BinlogEvent) error {
 	t := s.cur
 	if t == nil {
 		return nil
 	}
 	s.cur = nil
-	if ts := ev.Header.Timestamp; ts > 0 {
-		t.commitTS = time.Unix(int64(ts), 0)
-	} else {
-		t.commitTS = time.Now()
-	}
+	now := time.Now()
+	t.commitTS = commitTime(ev.Header.Timestamp, t.exactTS, now)
 	t.seq = s.r.seq.Add(1)
 	s.handed++
-	s.r.received(t)
+	s.r.received(t, lagFrom(ev.Header.Timestamp, t.exactTS, now))
 	return s.send(ctx, t)
+}
+
+// commitTime is the source's commit time of a transaction: exact (MySQL 8's immediate commit timestamp) when
+// known, else the binlog header's whole second, else now.
+func commitTime(header uint32, exact, now time.Time) time.Time {
+	switch {
+	case !exact.IsZero():
+		return exact
+	case header > 0:
+		return time.Unix(int64(header), 0)
+	}
+	return now
+}
+
+// lagFrom is the moment the lag of a transaction received at now counts from: its commit time, as closely as
+// the binlog tells it. A header timestamp is truncated to the second, so the commit happened within
+// [header, header+1s); it also happened before the transaction was received. The latest moment both allow is
+// taken: counting from the truncated second would add up to a second of lag to every transaction (the lag of
+// a stream applying within milliseconds would read anything from 0 to 1 s), while this estimate is exact to
+// the delivery delay when the stream keeps up and low by under a second when it reads an old binlog.
+func lagFrom(header uint32, exact, now time.Time) time.Time {
+	if !exact.IsZero() || header == 0 {
+		return commitTime(header, exact, now)
+	}
+	if ceil := time.Unix(int64(header), 0).Add(time.Second); ceil.Before(now) {
+		return ceil
+	}
+	return now
 }
 
 // fragment hands the rows read so far of a transaction that has outgrown Config.FragmentBytes, so no
@@ -289,11 +317,7 @@ func (s *streamer) fragment(ctx context.Context, ev *replication.BinlogEvent) er
 	c := s.cur
 	if c.parts == 0 {
 		// The lag counts from the first part: the transaction is not applied until its last part is.
-		ts := time.Now()
-		if ev.Header.Timestamp > 0 {
-			ts = time.Unix(int64(ev.Header.Timestamp), 0)
-		}
-		s.r.receiving(s.r.seq.Add(1), ts)
+		s.r.receiving(s.r.seq.Add(1), lagFrom(ev.Header.Timestamp, c.exactTS, time.Now()))
 	}
 	f := &txn{gtid: c.gtid, ops: c.ops, counts: c.counts, bytes: c.bytes, partial: true}
 	c.ops, c.counts, c.bytes = nil, checkpoint.Counters{}, 0

@@ -3,16 +3,20 @@ package replication
 import (
 	"context"
 	"database/sql/driver"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 	"github.com/go-sql-driver/mysql"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/csmh-sync/csmh-sync/metrics"
 	"github.com/csmh-sync/csmh-sync/table"
 )
 
@@ -211,5 +215,70 @@ func TestStatementWriterBinary(t *testing.T) {
 	}
 	if len(got) != 2 || len(got[0].args) != 4*binaryRows || len(got[1].args) != 4 {
 		t.Fatalf("split: %d statements", len(got))
+	}
+}
+
+// The lag of a transaction counts from its commit as closely as the binlog tells it. MariaDB (and MySQL 5.7)
+// headers hold whole seconds: counting from the truncated second would read a stream that applies within
+// milliseconds as lagging anything up to a second.
+func TestLagFrom(t *testing.T) {
+	const header = 1764633600 // 2025-12-02 00:00:00 UTC
+	sec := time.Unix(header, 0)
+	for _, c := range []struct {
+		name  string
+		exact time.Time
+		now   time.Time
+		want  time.Time
+	}{
+		{"received in the commit's second: lag counts from receipt", time.Time{}, sec.Add(300 * time.Millisecond), sec.Add(300 * time.Millisecond)},
+		{"read from an old binlog: lag counts from the end of the commit's second", time.Time{}, sec.Add(5300 * time.Millisecond), sec.Add(time.Second)},
+		{"MySQL 8 microsecond commit timestamp", sec.Add(123456 * time.Microsecond), sec.Add(5 * time.Second), sec.Add(123456 * time.Microsecond)},
+	} {
+		if got := lagFrom(header, c.exact, c.now); !got.Equal(c.want) {
+			t.Errorf("%s: lag from %s, want %s", c.name, got.Format(time.StampMicro), c.want.Format(time.StampMicro))
+		}
+	}
+	if got, now := lagFrom(0, time.Time{}, sec), sec; !got.Equal(now) {
+		t.Errorf("no timestamp at all: lag from %s, want now", got)
+	}
+}
+
+// A MySQL 8.0 GTID event (binary layout of Gtid_log_event: flags, SID, GNO, logical clock, the 7-byte
+// immediate commit timestamp in microseconds, transaction length, server version) gives the transaction its
+// exact commit time, and the lag counts from it.
+func TestMySQL8CommitTimestamp(t *testing.T) {
+	const commitMicros = 1764633600123456
+	sid := []byte{0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42, 0x95, 0x62}
+	data := []byte{0x01}
+	data = append(data, sid...)
+	data = binary.LittleEndian.AppendUint64(data, 23) // GNO
+	data = append(data, replication.LogicalTimestampTypeCode)
+	data = binary.LittleEndian.AppendUint64(data, 22) // last_committed
+	data = binary.LittleEndian.AppendUint64(data, 23) // sequence_number
+	ts := binary.LittleEndian.AppendUint64(nil, commitMicros)
+	data = append(data, ts[:7]...) // immediate_commit_timestamp; high bit clear: original = immediate
+	data = append(data, 200)       // transaction_length
+	data = binary.LittleEndian.AppendUint32(data, 80036)
+	ev := &replication.GTIDEvent{}
+	if err := ev.Decode(data); err != nil {
+		t.Fatal(err)
+	}
+	r := &Replicator{m: metrics.New(prometheus.NewRegistry())}
+	out := make(chan *txn, 1)
+	s := &streamer{r: r, out: out, gate: newByteGate(1 << 20)}
+	ctx := context.Background()
+	if err := s.handle(ctx, &replication.BinlogEvent{Header: &replication.EventHeader{Timestamp: 1764633600}, Event: ev}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.handle(ctx, &replication.BinlogEvent{Header: &replication.EventHeader{Timestamp: 1764633600}, Event: &replication.XIDEvent{}}); err != nil {
+		t.Fatal(err)
+	}
+	got := <-out
+	want := time.UnixMicro(commitMicros)
+	if got.gtid != "3e11fa47-71ca-11e1-9e33-c80aa9429562:23" || !got.commitTS.Equal(want) {
+		t.Fatalf("transaction %s committed at %s, want 3e11fa47-71ca-11e1-9e33-c80aa9429562:23 at %s", got.gtid, got.commitTS.Format(time.StampMicro), want.Format(time.StampMicro))
+	}
+	if lag, max := r.Lag(), time.Since(want); lag > max || lag < max-time.Second {
+		t.Fatalf("lag %s, want the time since the exact commit, %s", lag, max)
 	}
 }
