@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -545,5 +546,49 @@ func TestLargeTransactionInParts(t *testing.T) {
 		st.Applied.Transactions != uint64(f.start.Behind(want)) {
 		t.Fatalf("checkpoint %s, counters %+v; want %s, 41 inserts, 40 updates, 20 deletes, %d transactions, each counted once",
 			st.GTID, st.Applied, want, f.start.Behind(want))
+	}
+}
+
+// While the stream keeps up with a steady load, the lag reads the apply delay (the batch delay and a
+// commit: milliseconds), not the fraction of a second the binlog's whole-second timestamps leave out.
+func TestLagWhileKeepingUp(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	r := f.replicator(t, nil)
+	run := start(t, r, f.start)
+	load, err := harness.NewLoadGen(f.srcDB, harness.LoadOptions{Table: harness.SourceTable, RowsPerSecond: 50, Conns: 2, MaxOps: 200, Seed: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loadDone := make(chan error, 1)
+	go func() { loadDone <- load.Run(context.Background()) }()
+	var pending []time.Duration // lag samples taken while a transaction was waiting to be applied
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+sample:
+	for {
+		select {
+		case err := <-loadDone:
+			if err != nil {
+				t.Fatal(err)
+			}
+			break sample
+		case <-tick.C:
+			if lag := r.Lag(); lag > 0 {
+				pending = append(pending, lag)
+			}
+		}
+	}
+	f.waitCaughtUp(t, r, time.Minute)
+	if err := run.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if len(pending) < 20 {
+		t.Fatalf("only %d samples caught a transaction pending", len(pending))
+	}
+	slices.Sort(pending)
+	median := pending[len(pending)/2]
+	t.Logf("%d samples while pending: median %s, max %s", len(pending), median, pending[len(pending)-1])
+	if median > 300*time.Millisecond {
+		t.Fatalf("median lag %s while the stream keeps up, want the apply delay (well under 300 ms)", median)
 	}
 }
