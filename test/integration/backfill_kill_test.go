@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -16,16 +15,8 @@ import (
 // `csmh-sync backfill` is SIGKILLed at 5 random moments and restarted each time; the copy then completes with
 // zero differences and the checkpoint's row count equals the target's (nothing copied twice, nothing lost).
 func TestBackfillSurvivesSIGKILL(t *testing.T) {
-	ctx := context.Background()
 	p := newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 50_000_000})
-	src, _ := p.src.Open("")
-	dst, _ := p.dst.Open("")
-	defer src.Close()
-	defer dst.Close()
-	gen, err := harness.GenerateCSMH(ctx, src, harness.SourceTable, harness.GenOptions{Rows: 150000, Seed: 61})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, dst, gen := p.seed(t, harness.GenOptions{Rows: 150000, Seed: 61})
 	args := append([]string{"backfill"}, p.args("--workers", "3", "--chunk-time", "30ms", "--max-rows-per-second", "40000")...)
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	for kill := 1; kill <= 5; kill++ {

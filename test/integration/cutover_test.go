@@ -16,13 +16,7 @@ import (
 func TestCutoverAndVerifyCommands(t *testing.T) {
 	ctx := context.Background()
 	p := newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 500_000})
-	src, _ := p.src.Open("")
-	dst, _ := p.dst.Open("")
-	defer src.Close()
-	defer dst.Close()
-	if _, err := harness.GenerateCSMH(ctx, src, harness.SourceTable, harness.GenOptions{Rows: 8000, Seed: 51}); err != nil {
-		t.Fatal(err)
-	}
+	src, dst, _ := p.seed(t, harness.GenOptions{Rows: 8000, Seed: 51})
 	d := startRun(t, p)
 	// Changes keep flowing while cutover runs: it must wait for them, not call them differences.
 	load, _ := harness.NewLoadGen(src, harness.LoadOptions{Table: harness.SourceTable, RowsPerSecond: 100, MinID: 1, MaxOps: 300})
@@ -130,13 +124,7 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 func TestBoundaryRaiseWaitsForOpenAppInsert(t *testing.T) {
 	ctx := context.Background()
 	p := newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 500_000})
-	src, _ := p.src.Open("")
-	dst, _ := p.dst.Open("")
-	defer src.Close()
-	defer dst.Close()
-	if _, err := harness.GenerateCSMH(ctx, src, harness.SourceTable, harness.GenOptions{Rows: 2000, Seed: 61}); err != nil {
-		t.Fatal(err)
-	}
+	src, dst, _ := p.seed(t, harness.GenOptions{Rows: 2000, Seed: 61})
 	d := startRun(t, p)
 	caughtUp(t, src, dst, time.Minute, d)
 	// The operator raised CSMHE's AUTO_INCREMENT by hand; the boundary stayed at 500,000. An app insert is open.

@@ -54,12 +54,7 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 	const retention = 86400
 	p := newPair(t, harness.Options{ExtraArgs: []string{"--binlog-expire-logs-seconds=" + strconv.Itoa(retention)}},
 		harness.SchemaOptions{TargetAutoIncrement: 1_000_000})
-	src, _ := p.src.Open("")
-	defer src.Close()
-	gen, err := harness.GenerateCSMH(ctx, src, harness.SourceTable, harness.GenOptions{Rows: 5000, Seed: 41})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, _, gen := p.seed(t, harness.GenOptions{Rows: 5000, Seed: 41})
 	addr := freeAddr(t)
 	base := "http://" + addr
 	// 5,000 rows at 500 rows/s: the copy outlasts the start of the stream by seconds.
@@ -80,6 +75,7 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 		return code == 200, err
 	})
 	var page string
+	var err error
 	harness.Eventually(t, 10*time.Second, "metrics show the copy", func() (bool, error) {
 		_, page, err = get(base + "/metrics")
 		v, ok := metricValue(page, "csmh_sync_backfill_rows_copied_total")

@@ -20,13 +20,7 @@ import (
 func TestRunWritesNothingWithoutItsLock(t *testing.T) {
 	ctx := context.Background()
 	p := newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 1_000_000})
-	src, _ := p.src.Open("")
-	defer src.Close()
-	dst, _ := p.dst.Open("")
-	defer dst.Close()
-	if _, err := harness.GenerateCSMH(ctx, src, harness.SourceTable, harness.GenOptions{Rows: 3000, Seed: 51}); err != nil {
-		t.Fatal(err)
-	}
+	src, dst, _ := p.seed(t, harness.GenOptions{Rows: 3000, Seed: 51})
 	d := startRun(t, p)
 	caughtUp(t, src, dst, time.Minute, d)
 

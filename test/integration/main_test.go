@@ -87,6 +87,24 @@ func newPair(t *testing.T, srcOpts harness.Options, schema harness.SchemaOptions
 	return p
 }
 
+// seed connects to both servers (closed when the test ends) and fills the source table with generated rows.
+func (p *pair) seed(t *testing.T, opts harness.GenOptions) (src, dst *sql.DB, gen harness.GenResult) {
+	t.Helper()
+	var err error
+	if src, err = p.src.Open(""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	if dst, err = p.dst.Open(""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dst.Close() })
+	if gen, err = harness.GenerateCSMH(context.Background(), src, harness.SourceTable, opts); err != nil {
+		t.Fatal(err)
+	}
+	return src, dst, gen
+}
+
 func (p *pair) args(extra ...string) []string {
 	return append([]string{"--source-dsn", p.src.DSN(""), "--target-dsn", p.dst.DSN(""), "--metrics-addr", ""}, extra...)
 }

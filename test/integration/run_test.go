@@ -119,14 +119,8 @@ func raceAndKill(t *testing.T, same bool, args []string) {
 	} else {
 		p = newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 50_000_000})
 	}
-	src, _ := p.src.Open("")
-	dst, _ := p.dst.Open("")
-	defer src.Close()
-	defer dst.Close()
 	const rows = 60000
-	if _, err := harness.GenerateCSMH(ctx, src, harness.SourceTable, harness.GenOptions{Rows: rows, Seed: 21}); err != nil {
-		t.Fatal(err)
-	}
+	src, dst, _ := p.seed(t, harness.GenOptions{Rows: rows, Seed: 21})
 	load, err := harness.NewLoadGen(src, harness.LoadOptions{Table: harness.SourceTable, RowsPerSecond: 400, Conns: 8,
 		InsertWeight: 0.5, UpdateWeight: 0.3, DeleteWeight: 0.2, MinID: 1, Seed: 22})
 	if err != nil {

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -11,15 +10,8 @@ import (
 
 // ALTER TABLE on the source table stops run with a clear message after checkpointing what came before it.
 func TestRunStopsOnSourceDDL(t *testing.T) {
-	ctx := context.Background()
 	p := newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 1_000_000})
-	src, _ := p.src.Open("")
-	dst, _ := p.dst.Open("")
-	defer src.Close()
-	defer dst.Close()
-	if _, err := harness.GenerateCSMH(ctx, src, harness.SourceTable, harness.GenOptions{Rows: 2000, Seed: 31}); err != nil {
-		t.Fatal(err)
-	}
+	src, dst, _ := p.seed(t, harness.GenOptions{Rows: 2000, Seed: 31})
 	d := startRun(t, p)
 	harness.Eventually(t, time.Minute, "backfill done", func() (bool, error) { return backfillDone(dst) })
 	sqlExec(t, p.src, "INSERT INTO "+harness.SourceTable+" (created, student_module_id) VALUES (NOW(6), 7)")
@@ -45,13 +37,8 @@ func TestRunStopsOnSourceDDL(t *testing.T) {
 
 // A checkpoint whose binlog was purged makes run exit non-zero with the remediation, never skip.
 func TestRunRefusesPurgedBinlog(t *testing.T) {
-	ctx := context.Background()
 	p := newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 1_000_000})
-	src, _ := p.src.Open("")
-	defer src.Close()
-	if _, err := harness.GenerateCSMH(ctx, src, harness.SourceTable, harness.GenOptions{Rows: 1000, Seed: 32}); err != nil {
-		t.Fatal(err)
-	}
+	src, _, _ := p.seed(t, harness.GenOptions{Rows: 1000, Seed: 32})
 	r := csmh(t, time.Minute, nil, append([]string{"backfill"}, p.args()...)...)
 	if r.code != 0 {
 		t.Fatalf("backfill exit %d:\n%s%s", r.code, r.stdout, r.stderr)
