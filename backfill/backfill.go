@@ -88,6 +88,10 @@ const (
 	// sameServerChunkBytes is the least byte budget of a same-server chunk; larger chunks measured faster there
 	// (docs/benchmarks.md).
 	sameServerChunkBytes = 64 << 20
+	// bulkStatementBytes bounds the row data of one statement that holds CSMHE's AUTO-INC lock to its end (an
+	// INSERT … SELECT below innodb_autoinc_lock_mode 2, any insert at 0): a few milliseconds of the server's
+	// time, which is what the app's inserts into CSMHE may wait behind it.
+	bulkStatementBytes = 128 << 10
 )
 
 // Backfill is one copy job. Run it once at a time; Progress, Pause and Resume may be called from any goroutine.
@@ -111,6 +115,8 @@ type Backfill struct {
 	insertHead  string  // cross-server "INSERT IGNORE INTO t (cols) VALUES "
 	loadSQL     string  // cross-server LOAD DATA statement, with %s for the reader's name; "" = INSERT
 	sameServer  atomic.Bool
+	autoIncMode int   // the target's innodb_autoinc_lock_mode
+	bulkRows    int64 // most rows of one same-server INSERT … SELECT below lock mode 2; 0 = a chunk is one statement
 
 	mu       sync.Mutex
 	segs     map[int]checkpoint.Segment // committed state of every segment
@@ -255,15 +261,29 @@ func (b *Backfill) prepare(ctx context.Context) error {
 	b.selectSQL = "SELECT " + cols + " FROM " + b.cfg.SourceTable.Quoted() + " WHERE " + table.QuoteIdent(table.IDColumn) +
 		" BETWEEN ? AND ? ORDER BY " + table.QuoteIdent(table.IDColumn) + " LIMIT ? LOCK IN SHARE MODE"
 	b.insertHead = "INSERT IGNORE INTO " + b.cfg.TargetTable.Quoted() + " (" + cols + ") VALUES "
+	if b.autoIncMode, err = autoIncLockMode(ctx, b.dst); err != nil {
+		return err
+	}
+	if b.autoIncMode < 2 {
+		// Every statement that may hold CSMHE's AUTO-INC lock is kept to a few milliseconds of work: the app's
+		// inserts into CSMHE queue behind it (docs/design.md, "What the copy costs the app").
+		b.bulkRows = max(int64(bulkStatementBytes/b.rowBytesEst), 16)
+		if b.autoIncMode == 0 { // traditional: even a multi-row INSERT … VALUES holds the table lock
+			b.stmtBudget = min(b.stmtBudget, bulkStatementBytes)
+		}
+	}
 	if m := b.cfg.WriteMethod; !same && (m == WriteLoadData || m == "" || m == WriteAuto) {
-		interleaved, err := loadDataUsable(ctx, b.dst, st)
+		err := loadDataUsable(ctx, b.dst, st)
 		switch {
 		case err != nil && m == WriteLoadData:
 			return err
 		case err != nil:
 			b.log.Info("cross-server chunks are written with INSERT: LOAD DATA LOCAL is not usable here", "reason", err)
-		case !interleaved && b.workers() > 1 && m != WriteLoadData:
-			b.log.Info("cross-server chunks are written with INSERT: with innodb_autoinc_lock_mode below 2 on the target, each LOAD DATA holds the table's AUTO-INC lock and parallel workers would take turns")
+		case b.autoIncMode < 2 && m == WriteLoadData:
+			return fmt.Errorf("%w: --write-method %s with innodb_autoinc_lock_mode=%d on the target: every LOAD DATA would hold CSMHE's AUTO-INC lock and stall the app's inserts; set innodb_autoinc_lock_mode=2 on the target (restart) or use --write-method %s",
+				ErrConfig, WriteLoadData, b.autoIncMode, WriteInsert)
+		case b.autoIncMode < 2:
+			b.log.Info("cross-server chunks are written with INSERT: with innodb_autoinc_lock_mode below 2 on the target, each LOAD DATA would hold CSMHE's AUTO-INC lock while the app inserts", "innodb_autoinc_lock_mode", b.autoIncMode)
 		default:
 			b.loadSQL = "LOAD DATA LOCAL INFILE 'Reader::%s' IGNORE INTO TABLE " + b.cfg.TargetTable.Quoted() +
 				" CHARACTER SET utf8mb4 (" + cols + ")"

@@ -56,6 +56,15 @@ func open(t *testing.T, s *harness.Server) *sql.DB {
 	return db
 }
 
+// lockModeFor is the target's arguments for a write method: LOAD DATA is refused below
+// innodb_autoinc_lock_mode 2, where it would hold CSMHE's AUTO-INC lock while the app inserts.
+func lockModeFor(method string) []string {
+	if method == backfill.WriteLoadData {
+		return []string{"--innodb-autoinc-lock-mode=2"}
+	}
+	return nil
+}
+
 type env struct {
 	src, dst   *sql.DB
 	srcS, dstS *harness.Server
@@ -64,7 +73,8 @@ type env struct {
 	m          *metrics.Metrics
 }
 
-func setup(t *testing.T, sameServer bool, gen harness.GenOptions) *env {
+// setup starts the servers; dstArgs are extra arguments of a cross-server target.
+func setup(t *testing.T, sameServer bool, gen harness.GenOptions, dstArgs ...string) *env {
 	t.Helper()
 	ctx := ctxT(t, 5*time.Minute)
 	e := &env{srcS: harness.StartT(t, harness.Options{}), m: metrics.New(prometheus.NewRegistry())}
@@ -74,7 +84,7 @@ func setup(t *testing.T, sameServer bool, gen harness.GenOptions) *env {
 			t.Fatal(err)
 		}
 	} else {
-		e.dstS = harness.StartT(t, harness.Options{})
+		e.dstS = harness.StartT(t, harness.Options{ExtraArgs: dstArgs})
 		if err := e.srcS.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipTarget: true}); err != nil {
 			t.Fatal(err)
 		}
@@ -182,7 +192,7 @@ func TestCrossServerCopyIsExact(t *testing.T) {
 }
 
 func crossServerCopyIsExact(t *testing.T, method string) {
-	e := setup(t, false, harness.GenOptions{Rows: 50000, Seed: 11, LargeStateEvery: 2000})
+	e := setup(t, false, harness.GenOptions{Rows: 50000, Seed: 11, LargeStateEvery: 2000}, lockModeFor(method)...)
 	rows := e.gen.Rows + insertEdgeRows(t, e.src, e.gen.MaxID+1)
 	b := e.backfill(t, backfill.Config{Workers: 4, WriteMethod: method})
 	start := time.Now()
@@ -298,7 +308,7 @@ func TestLargeRowsWithSmallBudget(t *testing.T) {
 }
 
 func largeRowsWithSmallBudget(t *testing.T, method string) {
-	e := setup(t, false, harness.GenOptions{Rows: 3000, Seed: 14, LargeStateEvery: -1})
+	e := setup(t, false, harness.GenOptions{Rows: 3000, Seed: 14, LargeStateEvery: -1}, lockModeFor(method)...)
 	for i, size := range []int{8 << 20, 12 << 20, 16 << 20} {
 		big := strings.Repeat("abc😀\\'\n", size/10)
 		if _, err := e.src.Exec("UPDATE "+harness.SourceTable+" SET state = ? WHERE id = ?", big, e.gen.MinID+int64(i)*7); err != nil {

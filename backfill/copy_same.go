@@ -59,16 +59,26 @@ func (b *Backfill) copySameChunk(ctx context.Context, w *worker, insert string, 
 		return 0, err
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, insert, lo, hi)
-	if err != nil {
-		return 0, err
+	spans := [][2]uint64{{lo, hi}}
+	if b.bulkRows > 0 {
+		if spans, err = b.lockSpans(ctx, tx, lo, hi); err != nil {
+			return 0, err
+		}
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, err
-	}
-	if err := b.checkWarnings(ctx, tx); err != nil {
-		return 0, err
+	var n int64
+	for _, sp := range spans {
+		res, err := tx.ExecContext(ctx, insert, sp[0], sp[1])
+		if err != nil {
+			return 0, err
+		}
+		k, err := res.RowsAffected()
+		if err != nil {
+			return 0, err
+		}
+		n += k
+		if err := b.checkWarnings(ctx, tx); err != nil {
+			return 0, err
+		}
 	}
 	next := nextSegment(w.seg, hi, n)
 	if err := b.store.SaveSegment(ctx, tx, w.epoch, w.seg, next); err != nil {
@@ -91,4 +101,44 @@ func chunkEnd(lo, span, end uint64) uint64 {
 		return end
 	}
 	return lo + span - 1
+}
+
+// lockSpans serves innodb_autoinc_lock_mode 0 and 1, where an INSERT … SELECT holds CSMHE's AUTO-INC lock until
+// it ends and the app's inserts into CSMHE wait behind it. It first locks the chunk's source rows with a plain
+// locking read, which holds no lock on CSMHE: waiting for an app transaction on a CSMH row happens here, not
+// inside an INSERT that the app's inserts queue behind. It returns id spans of at most bulkRows rows each,
+// for INSERT … SELECT statements that then find every row already locked by this transaction and take a few
+// milliseconds each.
+func (b *Backfill) lockSpans(ctx context.Context, tx *sql.Tx, lo, hi uint64) ([][2]uint64, error) {
+	id := table.QuoteIdent(table.IDColumn)
+	rows, err := tx.QueryContext(ctx, "SELECT "+id+" FROM "+b.cfg.SourceTable.Quoted()+" WHERE "+id+
+		" BETWEEN ? AND ? ORDER BY "+id+" LOCK IN SHARE MODE", lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var spans [][2]uint64
+	var k int64
+	var last uint64
+	for rows.Next() {
+		if err := rows.Scan(&last); err != nil {
+			return nil, err
+		}
+		if k%b.bulkRows == 0 {
+			spans = append(spans, [2]uint64{last, last})
+		}
+		spans[len(spans)-1][1] = last
+		k++
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(spans) > 0 { // the spans cover the chunk without gaps
+		spans[0][0] = lo
+		for i := 1; i < len(spans); i++ {
+			spans[i][0] = spans[i-1][1] + 1
+		}
+		spans[len(spans)-1][1] = hi
+	}
+	return spans, nil
 }

@@ -25,27 +25,36 @@ const (
 var loadSeq atomic.Uint64
 
 // loadDataUsable checks that the target accepts LOAD DATA LOCAL and that every column of the source is UTF-8
-// text or not text at all (the data is sent as utf8mb4; a value of another charset would be converted). It
-// reports whether the target's innodb_autoinc_lock_mode is 2 (interleaved): below it, every LOAD DATA holds the
-// table's AUTO-INC lock to its end even when the rows carry their ids, so parallel writers take turns.
-func loadDataUsable(ctx context.Context, dst *sql.DB, src *table.Table) (interleaved bool, err error) {
-	var on, mode int
-	if err := dst.QueryRowContext(ctx, "SELECT @@local_infile, @@innodb_autoinc_lock_mode").Scan(&on, &mode); err != nil {
-		return false, fmt.Errorf("backfill: read the target's local_infile and innodb_autoinc_lock_mode: %w", err)
+// text or not text at all (the data is sent as utf8mb4; a value of another charset would be converted).
+func loadDataUsable(ctx context.Context, dst *sql.DB, src *table.Table) error {
+	var on int
+	if err := dst.QueryRowContext(ctx, "SELECT @@local_infile").Scan(&on); err != nil {
+		return fmt.Errorf("backfill: read the target's local_infile: %w", err)
 	}
 	if on == 0 {
-		return false, fmt.Errorf("%w: the target refuses LOAD DATA LOCAL (local_infile=OFF): run SET GLOBAL local_infile=ON on the target, or use --write-method %s",
+		return fmt.Errorf("%w: the target refuses LOAD DATA LOCAL (local_infile=OFF): run SET GLOBAL local_infile=ON on the target, or use --write-method %s",
 			ErrConfig, WriteInsert)
 	}
 	for _, c := range src.Columns {
 		switch strings.ToLower(c.Charset) {
 		case "", "binary", "utf8", "utf8mb3", "utf8mb4":
 		default:
-			return false, fmt.Errorf("%w: column %s is %s text, which --write-method %s would convert: use --write-method %s",
+			return fmt.Errorf("%w: column %s is %s text, which --write-method %s would convert: use --write-method %s",
 				ErrConfig, c.Name, c.Charset, WriteLoadData, WriteInsert)
 		}
 	}
-	return mode == 2, nil
+	return nil
+}
+
+// autoIncLockMode reads the target's innodb_autoinc_lock_mode. Below 2, a "bulk insert" (INSERT … SELECT,
+// LOAD DATA) holds the table's AUTO-INC lock until the statement ends, explicit ids or not, and every insert
+// of the app into the same table waits for it; at 0, every insert does.
+func autoIncLockMode(ctx context.Context, dst *sql.DB) (int, error) {
+	var mode int
+	if err := dst.QueryRowContext(ctx, "SELECT @@innodb_autoinc_lock_mode").Scan(&mode); err != nil {
+		return 0, fmt.Errorf("backfill: read the target's innodb_autoinc_lock_mode: %w", err)
+	}
+	return mode, nil
 }
 
 // execLoad writes one batch of TSV lines with LOAD DATA LOCAL … IGNORE, read by the server from memory.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -118,6 +119,12 @@ func raceAndKill(t *testing.T, same bool, args []string) {
 		p = &pair{src: s, dst: s}
 	} else {
 		p = newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 50_000_000})
+		if slices.Contains(args, "load-data") { // refused below innodb_autoinc_lock_mode 2
+			p.dst = harness.StartT(t, harness.Options{ExtraArgs: []string{"--innodb-autoinc-lock-mode=2"}})
+			if err := p.dst.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipSource: true, TargetAutoIncrement: 50_000_000}); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	const rows = 60000
 	src, dst, _ := p.seed(t, harness.GenOptions{Rows: rows, Seed: 21})

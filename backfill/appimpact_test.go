@@ -1,0 +1,108 @@
+package backfill_test
+
+import (
+	"context"
+	"database/sql"
+	"testing"
+	"time"
+
+	"github.com/csmh-sync/csmh-sync/backfill"
+	"github.com/csmh-sync/csmh-sync/test/integration/harness"
+)
+
+// At innodb_autoinc_lock_mode 1 (MariaDB's and MySQL 5.7's default) a chunk that waits for a row lock of the
+// app's must not hold CSMHE's AUTO-INC lock meanwhile: the app's inserts into CSMHE (every graded submission
+// with ENABLE_CSMH_EXTENDED) would wait for the chunk. The chunk is parked on a lock the test holds — a CSMH row
+// an app transaction is updating (same server), or a CSMHE row a stream lane is writing (across servers) —
+// and an app INSERT into CSMHE must complete while the chunk is still open.
+func TestAppInsertsWhileChunkWaits(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		same bool
+	}{{"same server", true}, {"cross server", false}} {
+		t.Run(tc.name, func(t *testing.T) { appInsertsWhileChunkWaits(t, tc.same) })
+	}
+}
+
+func appInsertsWhileChunkWaits(t *testing.T, same bool) {
+	e := setup(t, same, harness.GenOptions{Rows: 3000, Seed: 41, LargeStateEvery: -1})
+	ctx := ctxT(t, 3*time.Minute)
+	var mode int
+	if err := e.dst.QueryRow("SELECT @@innodb_autoinc_lock_mode").Scan(&mode); err != nil || mode != 1 {
+		t.Fatalf("target innodb_autoinc_lock_mode %d (%v), want MariaDB's default 1", mode, err)
+	}
+	if _, err := e.dst.Exec("ALTER TABLE "+harness.TargetTable+" AUTO_INCREMENT = ?", e.gen.MaxID+10000); err != nil {
+		t.Fatal(err)
+	}
+	// The lock the chunk will wait for, taken before the backfill starts: an uncommitted change of id MinID+10.
+	held := e.src
+	q := "UPDATE " + harness.SourceTable + " SET grade = grade WHERE id = ?"
+	if !same {
+		held, q = e.dst, "INSERT INTO "+harness.TargetTable+" (id, created, student_module_id) VALUES (?, UTC_TIMESTAMP(6), 1)"
+	}
+	lockConn, err := held.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lockConn.Close()
+	if _, err := lockConn.ExecContext(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockConn.ExecContext(ctx, q, e.gen.MinID+10); err != nil {
+		t.Fatal(err)
+	}
+
+	// One worker: the backfill's default choice for a single worker across servers used to be LOAD DATA.
+	b := e.backfill(t, backfill.Config{Workers: 1})
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	harness.Eventually(t, time.Minute, "the backfill's chunk waiting for the held row lock", func() (bool, error) {
+		select {
+		case err := <-done:
+			t.Fatalf("the backfill ended before its chunk waited: %v", err)
+		default:
+		}
+		n, err := parked(held)
+		return n > 0, err
+	})
+
+	app, cancel := context.WithTimeout(ctx, 2*time.Second) // the tool's own lock wait timeout is 5 s
+	defer cancel()
+	start := time.Now()
+	_, err = e.dst.ExecContext(app, "INSERT INTO "+harness.TargetTable+" (created, state, student_module_id) VALUES (UTC_TIMESTAMP(6), '{}', 7)")
+	took := time.Since(start)
+	waiting, qerr := parked(held)
+	if qerr != nil {
+		t.Fatal(qerr)
+	}
+	if err != nil {
+		t.Fatalf("the app's INSERT into CSMHE did not complete while the chunk waited (%s): %v", took.Round(time.Millisecond), err)
+	}
+	if waiting == 0 {
+		t.Fatal("the chunk stopped waiting before the app's INSERT was checked: the test proved nothing")
+	}
+	t.Logf("app INSERT took %s while the chunk waited", took.Round(time.Microsecond))
+
+	if _, err := lockConn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var copied int64
+	if err := e.dst.QueryRow("SELECT COUNT(*) FROM "+harness.TargetTable+" WHERE id <= ?", e.gen.MaxID).Scan(&copied); err != nil {
+		t.Fatal(err)
+	}
+	if copied != e.gen.Rows {
+		t.Fatalf("copied %d rows, want %d", copied, e.gen.Rows)
+	}
+}
+
+// parked counts the backfill's chunk statements that have been running for a second or more: waiting for the
+// held lock (the tool's lock wait timeout is 5 s; the chunk itself takes milliseconds).
+func parked(db *sql.DB) (int, error) {
+	var n int
+	err := db.QueryRow(`SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE TIME >= 1 AND COMMAND = 'Query'
+		AND (INFO LIKE 'SELECT %LOCK IN SHARE MODE' OR INFO LIKE 'INSERT IGNORE%' OR INFO LIKE 'LOAD DATA%')`).Scan(&n)
+	return n, err
+}
