@@ -32,6 +32,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build:", err)
 		os.Exit(2)
 	}
+	if bin := os.Getenv("CSMH_BENCH_BIN"); bin != "" { // another build, e.g. the code before a change
+		binPath = bin
+	}
 	code := m.Run()
 	harness.Cleanup()
 	os.RemoveAll(dir)

@@ -1,0 +1,284 @@
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/csmh-sync/csmh-sync/test/integration/harness"
+)
+
+// app plays the Open edX LMS beside a migration, open loop: every operation starts at its scheduled time
+// whether or not the ones before it have finished, and its latency counts from that time, so a stall shows
+// as the whole queue it causes, not as one slow sample.
+//
+//   - insert: a graded submission with ENABLE_CSMH_EXTENDED on, one autocommit INSERT into CSMHE (id from its
+//     AUTO_INCREMENT);
+//   - update: an UPDATE of one CSMH row (the app rewrites a history row of the same request);
+//   - read: the courseware history view, the rows of one student_module_id from CSMH and then from CSMHE,
+//     newest first.
+type app struct {
+	csmh, csmhe *sql.DB // the servers holding CSMH and CSMHE (the same one for a same-server layout)
+	minID       int64
+	maxID       int64
+	rates       map[string]float64 // operations per second by name
+}
+
+// appOps are the operation names, in print order.
+var appOps = []string{"insert", "update", "read"}
+
+// appStats are one phase's latencies by operation.
+type appStats struct {
+	lat    map[string][]time.Duration
+	errors map[string]int
+	first  map[string]error
+}
+
+func newApp(csmh, csmhe *sql.DB, minID, maxID int64) *app {
+	return &app{csmh: csmh, csmhe: csmhe, minID: minID, maxID: maxID,
+		rates: map[string]float64{"insert": 20, "update": 5, "read": 20}}
+}
+
+// run drives the load until ctx ends and returns what every operation measured.
+func (a *app) run(ctx context.Context) appStats {
+	st := appStats{lat: map[string][]time.Duration{}, errors: map[string]int{}, first: map[string]error{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for op, rate := range a.rates {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(t0.UnixNano()), uint64(len(op))))
+			var inflight sync.WaitGroup
+			defer inflight.Wait()
+			for k := 0; ; k++ {
+				at := t0.Add(time.Duration(float64(k) / rate * float64(time.Second)))
+				if d := time.Until(at); d > 0 {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(d): // the open loop's schedule, not a synchronisation
+					}
+				} else if ctx.Err() != nil {
+					return
+				}
+				arg := r.Int64()
+				inflight.Go(func() {
+					err := a.one(context.WithoutCancel(ctx), op, arg)
+					took := time.Since(at)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						st.errors[op]++
+						if st.first[op] == nil {
+							st.first[op] = err
+						}
+						return
+					}
+					st.lat[op] = append(st.lat[op], took)
+				})
+			}
+		})
+	}
+	wg.Wait()
+	return st
+}
+
+func (a *app) one(ctx context.Context, op string, arg int64) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	r := rand.New(rand.NewPCG(uint64(arg), 1))
+	switch op {
+	case "insert":
+		_, err := a.csmhe.ExecContext(ctx, "INSERT INTO "+dstT+" (version, created, state, grade, max_grade, student_module_id) VALUES (NULL, UTC_TIMESTAMP(6), ?, 1, 1, ?)",
+			`{"attempts": 1, "done": true, "seed": 1}`, 1+r.Int64N(5_000_000))
+		return err
+	case "update":
+		_, err := a.csmh.ExecContext(ctx, "UPDATE "+srcT+" SET grade = ?, state = CONCAT(IFNULL(state, ''), ' ') WHERE id = ?",
+			r.Float64(), a.minID+r.Int64N(a.maxID-a.minID+1))
+		return err
+	case "read":
+		sm := 1 + r.Int64N(5_000_000)
+		for _, q := range []struct {
+			db *sql.DB
+			t  string
+		}{{a.csmh, srcT}, {a.csmhe, dstT}} {
+			rows, err := q.db.QueryContext(ctx, "SELECT id, version, created, state, grade, max_grade FROM "+q.t+" WHERE student_module_id = ? ORDER BY id DESC", sm)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+			}
+			if err := rows.Close(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown operation %q", op)
+}
+
+// pct returns the p-th percentile (nearest rank) of d, which it sorts.
+func pct(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	i := int(p*float64(len(d))+0.5) - 1
+	return d[min(max(i, 0), len(d)-1)]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
+
+// warm opens the app's connections before a phase, so no sample pays for a connection set-up.
+func warm(b interface{ Fatal(...any) }, dbs ...*sql.DB) {
+	for _, db := range dbs {
+		db.SetMaxOpenConns(64)
+		db.SetMaxIdleConns(64)
+		db.SetConnMaxIdleTime(0)
+		var conns []*sql.Conn
+		for range 16 {
+			c, err := db.Conn(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+}
+
+// openApp opens a pool for the app on s, separate from the benchmark's own.
+func openApp(b interface{ Fatal(...any) }, s *harness.Server) *sql.DB {
+	db, err := s.Open("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return db
+}
+
+// BenchmarkAppImpact measures what the backfill costs the live site: for the same-server and the cross-server
+// path, at innodb_autoinc_lock_mode 1 (MariaDB's and MySQL 5.7's default) and 2 (MySQL 8's), the app's
+// latencies without the backfill and then during it, in the same run, and the backfill's rate beside the
+// ceiling (a same-server INSERT … SELECT of the whole table on the same servers, without the app).
+func BenchmarkAppImpact(b *testing.B) {
+	n := envInt("CSMH_BENCH_APP_ROWS")
+	if n <= 0 {
+		n = 400_000
+	}
+	baseline := 15 * time.Second
+	if s := envInt("CSMH_BENCH_APP_BASELINE_S"); s > 0 {
+		baseline = time.Duration(s) * time.Second
+	}
+	type result struct {
+		mode          int
+		path          string
+		base, during  appStats
+		rate, ceiling float64
+	}
+	var results []result
+	for _, mode := range []int{1, 2} {
+		arg := fmt.Sprintf("--innodb-autoinc-lock-mode=%d", mode)
+		src := start(b, harness.Options{ExtraArgs: []string{arg}})
+		dst := start(b, harness.Options{ExtraArgs: []string{arg}})
+		ctx, cancel := ctxT(time.Hour)
+		if err := src.LoadEdxSchema(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if err := dst.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipSource: true}); err != nil {
+			b.Fatal(err)
+		}
+		sdb, _ := src.Open("")
+		ddb, _ := dst.Open("")
+		gen, err := harness.GenerateCSMH(ctx, sdb, srcT, harness.GenOptions{Rows: n, Seed: 11})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cancel()
+		// CSMHE as edX creates it: AUTO_INCREMENT = max(CSMH.id) + STUDENTMODULEHISTORYEXTENDED_OFFSET.
+		reset := func(db *sql.DB) {
+			mustExec(b, db, "TRUNCATE TABLE "+dstT)
+			mustExec(b, db, fmt.Sprintf("ALTER TABLE %s AUTO_INCREMENT = %d", dstT, gen.MaxID+10000))
+			mustExec(b, db, "DROP TABLE IF EXISTS edxapp_csmh.csmh_sync_state, edxapp_csmh.csmh_sync_backfill, edxapp_csmh.csmh_sync_lanes, edxapp_csmh.csmh_sync_verify_ledger, edxapp_csmh.csmh_sync_verify_touched")
+		}
+		reset(sdb)
+		quiesce(b, sdb, ddb)
+		took, err := timeIt(func() error {
+			_, err := sdb.Exec("INSERT INTO " + dstT + " (" + cols + ") SELECT " + cols + " FROM " + srcT)
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ceiling := float64(gen.Rows) / took.Seconds()
+		for _, p := range []struct {
+			name   string
+			server *harness.Server
+			db     *sql.DB
+		}{{"same server", src, sdb}, {"cross server", dst, ddb}} {
+			reset(sdb)
+			reset(p.db)
+			appSrc, appDst := openApp(b, src), openApp(b, p.server)
+			warm(b, appSrc, appDst)
+			a := newApp(appSrc, appDst, gen.MinID, gen.MaxID)
+			quiesce(b, sdb, ddb)
+			bctx, stop := context.WithTimeout(context.Background(), baseline)
+			base := a.run(bctx)
+			stop()
+			reset(p.db)
+			quiesce(b, sdb, ddb)
+			dctx, stopApp := context.WithCancel(context.Background())
+			done := make(chan appStats)
+			go func() { done <- a.run(dctx) }()
+			took, _ := runBinary(b, "backfill", "--source-dsn", src.DSN(""), "--target-dsn", p.server.DSN(""), "--metrics-addr", "", "--log-level", "warn")
+			stopApp()
+			during := <-done
+			appSrc.Close()
+			appDst.Close()
+			var copied int64
+			if err := p.db.QueryRow(fmt.Sprintf("SELECT COUNT(*) FROM %s WHERE id <= %d", dstT, gen.MaxID)).Scan(&copied); err != nil {
+				b.Fatal(err)
+			}
+			if copied != gen.Rows {
+				b.Fatalf("lock mode %d, %s: copied %d rows, want %d", mode, p.name, copied, gen.Rows)
+			}
+			r := result{mode: mode, path: p.name, base: base, during: during, rate: float64(gen.Rows) / took.Seconds(), ceiling: ceiling}
+			results = append(results, r)
+			fmt.Printf("    lock mode %d, %s: %.0f rows/s (%.2f× the ceiling)\n", mode, p.name, r.rate, r.rate/ceiling)
+		}
+		sdb.Close()
+		ddb.Close()
+		src.Stop()
+		dst.Stop()
+	}
+
+	fmt.Printf("\nApp impact of the backfill of %d rows; app: %v per second, open loop; latencies in ms (baseline → during the backfill)\n", n, newApp(nil, nil, 0, 0).rates)
+	fmt.Printf("%-5s %-13s %-7s %8s %8s %8s  %8s %8s %8s %7s %9s %9s\n", "mode", "path", "op", "p50", "p99", "max", "p50", "p99", "max", "errors", "rows/s", "×ceiling")
+	worstP99, worstMax := time.Duration(0), time.Duration(0)
+	for _, r := range results {
+		for i, op := range appOps {
+			bl, dl := r.base.lat[op], r.during.lat[op]
+			bp50, bp99, bmax := pct(bl, 0.5), pct(bl, 0.99), pct(bl, 1)
+			dp50, dp99, dmax := pct(dl, 0.5), pct(dl, 0.99), pct(dl, 1)
+			worstP99, worstMax = max(worstP99, dp99-bp99), max(worstMax, dmax)
+			rate, ratio := "", ""
+			if i == 0 {
+				rate, ratio = fmt.Sprintf("%.0f", r.rate), fmt.Sprintf("%.2f", r.rate/r.ceiling)
+			}
+			fmt.Printf("%-5d %-13s %-7s %8s %8s %8s  %8s %8s %8s %7d %9s %9s\n", r.mode, r.path, op, ms(bp50), ms(bp99), ms(bmax),
+				ms(dp50), ms(dp99), ms(dmax), r.base.errors[op]+r.during.errors[op], rate, ratio)
+			if err := r.during.first[op]; err != nil {
+				fmt.Printf("      first error during the backfill: %v\n", err)
+			}
+		}
+	}
+	fmt.Printf("worst p99 increase %s ms (target ≤ 10), worst max during the backfill %s ms (target ≤ 100)\n", ms(worstP99), ms(worstMax))
+	b.ReportMetric(float64(worstP99.Microseconds())/1000, "worst-p99-increase-ms")
+	b.ReportMetric(float64(worstMax.Microseconds())/1000, "worst-max-ms")
+}
