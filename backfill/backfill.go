@@ -55,7 +55,7 @@ type Config struct {
 	ChunkBytes       int64         // data budget of one chunk (default 8 MiB); at least 64 KiB
 	ChunkTime        time.Duration // target duration of one chunk, read to target commit (default 500 ms)
 	MaxRowsPerSecond float64       // 0 = unlimited
-	SameServer       *bool         // nil = detect
+	SameServer       *bool         // nil = where proven (dbconn.SameServer); true = required, refused unless proven; false = never
 	// WriteMethod is how the cross-server path writes a chunk: "load-data" (LOAD DATA LOCAL INFILE … IGNORE
 	// from memory), "insert" (multi-row INSERT IGNORE), or "auto"/"" (the default): load-data where the target
 	// allows LOAD DATA LOCAL, every text column is UTF-8 and parallel workers do not serialize on the table's
@@ -240,10 +240,8 @@ func (b *Backfill) prepare(ctx context.Context) error {
 		b.cols = append(b.cols, c.Name)
 	}
 	b.otherUnique = len(tt.UniqueKeys) > 0
-	same := false
-	if b.cfg.SameServer != nil {
-		same = *b.cfg.SameServer
-	} else if same, err = sameServer(ctx, b.src, b.dst); err != nil {
+	same, err := b.chooseSameServer(ctx)
+	if err != nil {
 		return err
 	}
 	b.sameServer.Store(same)
@@ -397,24 +395,6 @@ func splitRange(lo, hi uint64, n int) []checkpoint.Segment {
 		plan = append(plan, checkpoint.Segment{ID: i, Start: s, End: e, Next: s})
 	}
 	return plan
-}
-
-// sameServer decides whether source and target tables live on one server, where a server-side copy is fastest.
-func sameServer(ctx context.Context, src, dst *sql.DB) (bool, error) {
-	ident := func(db *sql.DB) (string, error) {
-		var id, host, port, dir string
-		err := db.QueryRowContext(ctx, "SELECT @@server_id, @@hostname, @@port, @@datadir").Scan(&id, &host, &port, &dir)
-		return id + "|" + host + "|" + port + "|" + dir, err
-	}
-	a, err := ident(src)
-	if err != nil {
-		return false, fmt.Errorf("backfill: identify the source server: %w", err)
-	}
-	c, err := ident(dst)
-	if err != nil {
-		return false, fmt.Errorf("backfill: identify the target server: %w", err)
-	}
-	return a == c, nil
 }
 
 func quoteCols(cols []string) string {

@@ -27,6 +27,7 @@ type BackfillOptions struct {
 	Workers                int
 	ChunkBytes             int64
 	WriteMethod            string
+	SameServer             string // SameServerAuto, SameServerYes or SameServerNo
 	ChunkTime              time.Duration
 	MaxRowsPerSecond       float64
 	MaxThreadsRunning      int64
@@ -35,6 +36,13 @@ type BackfillOptions struct {
 	MaxReplicaLag          time.Duration
 	ProgressEvery          time.Duration
 }
+
+// The values of --same-server: whether the backfill may copy with INSERT … SELECT on the target server.
+const (
+	SameServerAuto = "auto" // where dbconn.SameServer proves one server and the target may read the source table
+	SameServerYes  = "yes"  // required: refused unless proven
+	SameServerNo   = "no"   // never
+)
 
 // StreamOptions are the binlog stream's flags.
 type StreamOptions struct {
@@ -80,6 +88,13 @@ func (r *Run) Validate() error {
 	if m := b.WriteMethod; m != "" && m != backfill.WriteAuto && m != backfill.WriteInsert && m != backfill.WriteLoadData {
 		return fmt.Errorf("%w: --write-method %q: use %s, %s or %s", ErrUsage, m, backfill.WriteAuto, backfill.WriteInsert, backfill.WriteLoadData)
 	}
+	switch b.SameServer {
+	case "":
+		b.SameServer = SameServerAuto
+	case SameServerAuto, SameServerYes, SameServerNo:
+	default:
+		return fmt.Errorf("%w: --same-server %q: use %s, %s or %s", ErrUsage, b.SameServer, SameServerAuto, SameServerYes, SameServerNo)
+	}
 	if b.MaxRowsPerSecond < 0 {
 		return fmt.Errorf("%w: --max-rows-per-second must not be negative", ErrUsage)
 	}
@@ -118,6 +133,10 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		return ExitError, err
 	}
 	defer k.Close()
+	sameServer, err := r.sameServer(ctx, k)
+	if err != nil {
+		return ExitError, err
+	}
 	lock, err := takeLock(ctx, k.dst, r.TargetTable.String())
 	if err != nil {
 		return ExitError, err
@@ -152,7 +171,7 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		SourceTable: r.SourceTable, TargetTable: r.TargetTable, StartID: r.Backfill.StartID, EndID: r.Backfill.EndID,
 		IDBoundary: p.state.IDBoundary, Workers: r.Backfill.Workers, ChunkBytes: r.Backfill.ChunkBytes, WriteMethod: r.Backfill.WriteMethod,
 		ChunkTime: r.Backfill.ChunkTime, MaxRowsPerSecond: r.Backfill.MaxRowsPerSecond, Throttle: thr, Hooks: r.BackfillHooks,
-		MaxAttempts: attempts})
+		MaxAttempts: attempts, SameServer: sameServer})
 	if err != nil {
 		return ExitError, err
 	}
@@ -238,6 +257,31 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		return ExitError, err
 	}
 	return ExitOK, nil
+}
+
+// sameServer turns --same-server into backfill.Config.SameServer. "yes" is also proven here, before the
+// checkpoint is touched (the backfill proves it again on every start): INSERT … SELECT on a server that is not
+// the source's would copy the target's own table of that name, a stale copy perhaps, without an error.
+func (r *Run) sameServer(ctx context.Context, k *conns) (*bool, error) {
+	switch r.Backfill.SameServer {
+	case SameServerNo:
+		return new(false), nil
+	case SameServerYes:
+		same, err := dbconn.SameServer(ctx, k.src, k.dst)
+		if err != nil && !errors.Is(err, dbconn.ErrUnproven) {
+			return nil, err
+		}
+		if !same {
+			why := "a named lock taken through the source connection is not seen through the target connection"
+			if err != nil {
+				why = err.Error()
+			}
+			return nil, fmt.Errorf("%w: --same-server yes, but source and target are different servers (%s): the same-server copy would read the target server's own %s; use --same-server auto",
+				ErrUsage, why, r.SourceTable)
+		}
+		return new(true), nil
+	}
+	return nil, nil // auto: the backfill proves it
 }
 
 // logStream logs the stream's state periodically so a log reader sees the daemon is current.
