@@ -313,6 +313,27 @@ func (s *Server) Kill() error {
 	return nil
 }
 
+// Freeze stops the server process (SIGSTOP) without closing anything: its connections stay open and nothing
+// answers, as when a server hangs, until Thaw.
+func (s *Server) Freeze() error { return s.signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server (SIGCONT).
+func (s *Server) Thaw() error { return s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) error {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd == nil {
+		return fmt.Errorf("harness: mariadbd on port %d is not running", s.Port)
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("harness: %s to mariadbd on port %d: %w", sig, s.Port, err)
+	}
+	s.log.Info("mariadbd signalled", "addr", s.Addr(), "signal", sig.String())
+	return nil
+}
+
 // shutdown stops the process gracefully: SIGTERM, then SIGKILL if it has not exited within the deadline.
 func (s *Server) shutdown() error {
 	s.mu.Lock()
@@ -329,6 +350,7 @@ func (s *Server) shutdown() error {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("harness: SIGTERM mariadbd on port %d: %w", s.Port, err)
 	}
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a frozen server (Freeze) acts on the SIGTERM only once it runs again
 	timer := time.NewTimer(shutdownTimeout)
 	defer timer.Stop()
 	select {
