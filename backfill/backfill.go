@@ -262,6 +262,7 @@ func (b *Backfill) prepare(ctx context.Context) error {
 	if b.autoIncMode, err = autoIncLockMode(ctx, b.dst); err != nil {
 		return err
 	}
+	b.bulkRows, b.loadSQL = 0, "" // a Run after an earlier one decides again: the target may have changed since
 	if b.autoIncMode < 2 {
 		// Every statement that may hold CSMHE's AUTO-INC lock is kept to a few milliseconds of work: the app's
 		// inserts into CSMHE queue behind it (docs/design.md, "What the copy costs the app").

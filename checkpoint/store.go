@@ -9,6 +9,8 @@
 //	csmh_sync_lanes     one row per extra apply lane (1…n-1): the position up to which that lane applied
 //	                    its share of the row changes. Only a lane row AHEAD of csmh_sync_state means
 //	                    anything: its share of the transactions between the two is applied already.
+//	csmh_sync_stages    one row per stage (backfill, stream) that stopped and was not started again since:
+//	                    why, and when. Progress never depends on it; status and operators read it.
 //
 // Writers update these rows inside the same transaction as the rows they copy or apply (Vitess's vplayer
 // does the same), so a crash can never leave progress that disagrees with the data. The replication
@@ -34,6 +36,7 @@ const (
 	StateTable    = "csmh_sync_state"
 	BackfillTable = "csmh_sync_backfill"
 	LanesTable    = "csmh_sync_lanes"
+	StagesTable   = "csmh_sync_stages"
 )
 
 // ErrNone means no checkpoint exists yet: a first start.
@@ -62,6 +65,7 @@ type State struct {
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
 	Segments      []Segment
+	Stops         []StageStop // stages that stopped and were not started again since
 }
 
 // Counters count what the stream applied.
@@ -95,15 +99,17 @@ type Store struct {
 	state  string
 	fill   string
 	lanes  string
+	stages string
 	fence  fenceBox
 }
 
 // New returns a store for the checkpoint tables in schema (the target table's schema).
 func New(db *sql.DB, schema string) *Store {
 	return &Store{db: db, schema: schema,
-		state: table.QuoteIdent(schema) + "." + table.QuoteIdent(StateTable),
-		fill:  table.QuoteIdent(schema) + "." + table.QuoteIdent(BackfillTable),
-		lanes: table.QuoteIdent(schema) + "." + table.QuoteIdent(LanesTable)}
+		state:  table.QuoteIdent(schema) + "." + table.QuoteIdent(StateTable),
+		fill:   table.QuoteIdent(schema) + "." + table.QuoteIdent(BackfillTable),
+		lanes:  table.QuoteIdent(schema) + "." + table.QuoteIdent(LanesTable),
+		stages: table.QuoteIdent(schema) + "." + table.QuoteIdent(StagesTable)}
 }
 
 // Ensure creates the checkpoint tables if needed.
@@ -145,6 +151,7 @@ func (s *Store) Ensure(ctx context.Context) error {
   updated_at datetime(6) NOT NULL,
   PRIMARY KEY (lane)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='csmh-sync checkpoint: parallel apply lanes'`,
+		stagesDDL(s.stages),
 	}
 	for _, q := range stmts {
 		if _, err := s.db.ExecContext(ctx, q); err != nil {
@@ -179,7 +186,10 @@ func (s *Store) Load(ctx context.Context) (*State, error) {
 	st.LastEventAt = parseTime(lastRaw.String)
 	st.CreatedAt = parseTime(created.String)
 	st.UpdatedAt = parseTime(updated.String)
-	st.Segments, err = s.segments(ctx)
+	if st.Segments, err = s.segments(ctx); err != nil {
+		return nil, err
+	}
+	st.Stops, err = s.StageStops(ctx)
 	return st, err
 }
 
@@ -285,6 +295,9 @@ func (s *Store) Init(ctx context.Context, first State) (*State, error) {
 		// transaction that creates the state row, so no crash leaves the new checkpoint beside old lanes.
 		if _, err := tx.ExecContext(ctx, `DELETE FROM `+s.lanes); err != nil && !isNoTable(err) {
 			return nil, fmt.Errorf("clear old apply lanes: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+s.stages); err != nil && !isNoTable(err) {
+			return nil, fmt.Errorf("clear old stage stops: %w", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {

@@ -34,6 +34,10 @@ type Metrics struct {
 	Paused        prometheus.Gauge
 	BackfillDone  prometheus.Gauge
 
+	// StageStopped is 1 for the stage that stopped on its own while the daemon runs on, on the series of the
+	// reason it stopped for, and 0 on every other series; stage = backfill, reason from a fixed set.
+	StageStopped *prometheus.GaugeVec
+
 	// Verify.
 	VerifyChunks *prometheus.CounterVec // result = equal|different
 }
@@ -64,7 +68,10 @@ func New(reg prometheus.Registerer) *Metrics {
 		ThrottledSecs:     c("csmh_sync_backfill_throttled_seconds_total", "Seconds the backfill waited because of throttling (rate limit, load, replica lag)."),
 		Paused:            g("csmh_sync_backfill_paused", "1 while the backfill is paused by an operator (POST /pause)."),
 		BackfillDone:      g("csmh_sync_backfill_done", "1 when the backfill has copied its whole range."),
-		VerifyChunks:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "csmh_sync_verify_chunks_total", Help: "Verify chunks checked, by result."}, []string{"result"}),
+		StageStopped: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "csmh_sync_stage_stopped",
+			Help: "1 on the series of the reason a stage (backfill) stopped for while the daemon runs on (POST /resume restarts it), else 0."},
+			[]string{"stage", "reason"}),
+		VerifyChunks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "csmh_sync_verify_chunks_total", Help: "Verify chunks checked, by result."}, []string{"result"}),
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "csmh_sync_build_info", Help: "Build information; always 1.",
 		ConstLabels: prometheus.Labels{"version": buildinfo.Version, "goversion": buildinfo.GoVersion()}})
@@ -78,7 +85,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.Lag, m.TxBehind, m.AppliedRows, m.AppliedTx, m.SourceWrites, m.Connected, m.CheckpointAge,
 		m.RetentionHeadroom, m.SourceIDUsed, m.IDRunway, m.RowsCopied, m.BytesCopied, m.Progress, m.ETA,
-		m.ThrottledSecs, m.Paused, m.BackfillDone, m.VerifyChunks, info,
+		m.ThrottledSecs, m.Paused, m.BackfillDone, m.StageStopped, m.VerifyChunks, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -16,9 +16,9 @@ import (
 // Probe is what the HTTP endpoints ask of the running migration.
 type Probe interface {
 	Alive() (bool, string) // stream connected; a liveness probe's failure threshold gives reconnects their grace
-	Ready() (bool, string) // backfill done and lag under the threshold
+	Ready() (bool, string) // backfill done (not stopped) and lag under the threshold
 	Pause()
-	Resume()
+	Resume() string // lifts a pause, starts a stopped backfill again; says which it did
 }
 
 // serveHTTP serves /metrics, /healthz, /readyz, POST /pause and POST /resume until ctx ends.
@@ -39,19 +39,19 @@ func serveHTTP(ctx context.Context, log *slog.Logger, addr string, reg *promethe
 	}
 	mux.Handle("/healthz", probe(p.Alive))
 	mux.Handle("/readyz", probe(p.Ready))
-	action := func(f func(), word string) http.HandlerFunc {
+	action := func(f func() string) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if r.Method != http.MethodPost {
 				http.Error(w, "use POST", http.StatusMethodNotAllowed)
 				return
 			}
-			f()
-			log.Info("backfill "+word+" by operator", "remote", r.RemoteAddr)
-			fmt.Fprintln(w, "backfill "+word)
+			done := f()
+			log.Info(done+" by operator", "remote", r.RemoteAddr)
+			fmt.Fprintln(w, done)
 		}
 	}
-	mux.Handle("/pause", action(p.Pause, "paused"))
-	mux.Handle("/resume", action(p.Resume, "resumed"))
+	mux.Handle("/pause", action(func() string { p.Pause(); return "backfill paused" }))
+	mux.Handle("/resume", action(p.Resume))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: --metrics-addr %s: %v (choose a free address, or empty to disable)", ErrUsage, addr, err)

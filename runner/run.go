@@ -192,7 +192,9 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 			return ExitError, err
 		}
 	}
-	probe := &probe{bf: bf, rep: rep, maxLag: r.ReadyMaxLag}
+	reporter := backfill.NewReporter(r.Out, r.TTY, log, r.Backfill.ProgressEvery)
+	stage := newBackfillStage(bf, p.store, m, log, func(ctx context.Context) { reporter.Run(ctx, bf.Progress) }, r.BackfillOnly)
+	probe := &probe{bf: bf, stage: stage, rep: rep, maxLag: r.ReadyMaxLag}
 	stopHTTP, err := serveHTTP(ctx, log, r.MetricsAddr, reg, probe)
 	if err != nil {
 		return ExitError, err
@@ -210,38 +212,30 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		}
 		close(lockLost)
 	}()
+	// The stream's stop ends the run, backfill included (its chunk in flight commits whole or rolls back); the
+	// backfill's own stop leaves the stream running (backfillStage). docs/design.md, "Stops".
 	g, gctx := errgroup.WithContext(runCtx)
+	var streamErr error
 	if rep != nil {
-		g.Go(func() error { return rep.Run(gctx, p.pos) })
-	}
-	bfDone := make(chan struct{})
-	g.Go(func() error {
-		defer close(bfDone)
-		err := bf.Run(gctx)
-		if err != nil {
-			return err
+		if err := p.store.ClearStageStop(ctx, checkpoint.StageStream); err != nil {
+			log.Warn("stream stop record not cleared; status may show an old stop", "err", err)
 		}
-		pr := bf.Progress()
-		log.Info("backfill complete", "rows", pr.Copied)
-		return nil
-	})
-	g.Go(func() error {
-		rctx, cancel := context.WithCancel(gctx)
-		defer cancel()
-		go func() {
-			select {
-			case <-bfDone:
-				cancel()
-			case <-rctx.Done():
+		g.Go(func() error {
+			err := rep.Run(gctx, p.pos)
+			if err != nil && gctx.Err() == nil {
+				streamErr = err // its own stop, not the run's end
 			}
-		}()
-		backfill.NewReporter(r.Out, r.TTY, log, r.Backfill.ProgressEvery).Run(rctx, bf.Progress)
-		return nil
-	})
+			return err
+		})
+	}
+	g.Go(func() error { return stage.run(gctx) })
 	if rep != nil {
 		g.Go(func() error { logStream(gctx, log, rep, 30*time.Second); return nil })
 	}
 	err = g.Wait()
+	if streamErr != nil {
+		recordStreamStop(ctx, p.store, log, streamErr)
+	}
 	stopHold()
 	if lerr := <-lockLost; lerr != nil {
 		err = lerr
@@ -300,6 +294,7 @@ func logStream(ctx context.Context, log *slog.Logger, rep *replication.Replicato
 
 type probe struct {
 	bf     *backfill.Backfill
+	stage  *backfillStage
 	rep    *replication.Replicator
 	maxLag time.Duration
 }
@@ -312,6 +307,9 @@ func (p *probe) Alive() (bool, string) {
 }
 
 func (p *probe) Ready() (bool, string) {
+	if st := p.stage.stopped(); st != nil {
+		return false, fmt.Sprintf("backfill stopped (%s): %s; the stream goes on; POST /resume starts the backfill again once the cause is gone", st.Reason, st.Message)
+	}
 	if pr := p.bf.Progress(); !pr.Done {
 		return false, fmt.Sprintf("backfill not done (%.1f%%)", 100*pr.Ratio())
 	}
@@ -327,5 +325,5 @@ func (p *probe) Ready() (bool, string) {
 	return true, "ready: backfill done, stream caught up"
 }
 
-func (p *probe) Pause()  { p.bf.Pause() }
-func (p *probe) Resume() { p.bf.Resume() }
+func (p *probe) Pause()         { p.bf.Pause() }
+func (p *probe) Resume() string { return p.stage.Resume() }

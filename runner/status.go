@@ -25,7 +25,7 @@ type Status struct {
 
 // StatusReport is what status prints.
 type StatusReport struct {
-	Stage              string `json:"stage"` // not-started | backfill | streaming
+	Stage              string `json:"stage"` // not-started | backfill | backfill-stopped | streaming
 	SourceTable        string `json:"source_table"`
 	TargetTable        string `json:"target_table"`
 	GTID               string `json:"gtid"`
@@ -43,6 +43,9 @@ type StatusReport struct {
 	BackfillDone  bool                 `json:"backfill_done"`
 	Applied       checkpoint.Counters  `json:"applied"`
 	Segments      []checkpoint.Segment `json:"segments"`
+	// Stops are the stages that stopped for a reason of their own and were not started again since: a
+	// backfill stopped beside a running stream, or the stream whose stop ended the daemon.
+	Stops []checkpoint.StageStop `json:"stops"`
 }
 
 // Validate checks the flags; the source is optional for status.
@@ -80,7 +83,10 @@ func (s *Status) Run(ctx context.Context) (int, error) {
 func buildStatus(st *checkpoint.State) *StatusReport {
 	rep := &StatusReport{SourceTable: st.SourceTable, TargetTable: st.TargetTable, GTID: st.GTID,
 		TransactionsBehind: -1, LagSeconds: -1, CheckpointAt: st.UpdatedAt, IDBoundary: st.IDBoundary,
-		Applied: st.Applied, Segments: st.Segments}
+		Applied: st.Applied, Segments: st.Segments, Stops: st.Stops}
+	if rep.Stops == nil {
+		rep.Stops = []checkpoint.StageStop{}
+	}
 	if !st.LastEventAt.IsZero() {
 		t := st.LastEventAt
 		rep.LastEventAt = &t
@@ -100,12 +106,23 @@ func buildStatus(st *checkpoint.State) *StatusReport {
 	switch {
 	case len(st.Segments) == 0:
 		rep.Stage = "not-started"
+	case !rep.BackfillDone && stopped(st.Stops, checkpoint.StageBackfill):
+		rep.Stage = "backfill-stopped"
 	case !rep.BackfillDone:
 		rep.Stage = "backfill"
 	default:
 		rep.Stage = "streaming"
 	}
 	return rep
+}
+
+func stopped(stops []checkpoint.StageStop, stage string) bool {
+	for _, st := range stops {
+		if st.Stage == stage {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Status) addSource(ctx context.Context, rep *StatusReport, st *checkpoint.State) {
@@ -137,6 +154,13 @@ func printStatus(w io.Writer, r *StatusReport) {
 	fmt.Fprintf(w, "stage:        %s\n", r.Stage)
 	fmt.Fprintf(w, "tables:       %s → %s\n", r.SourceTable, r.TargetTable)
 	fmt.Fprintf(w, "backfill:     %.1f%% of the id range, %d rows copied, done=%v\n", 100*r.BackfillRatio, r.RowsCopied, r.BackfillDone)
+	for _, st := range r.Stops {
+		hint := ""
+		if st.Stage == checkpoint.StageBackfill {
+			hint = " (the stream went on; POST /resume to the daemon, or a restart, starts the backfill again)"
+		}
+		fmt.Fprintf(w, "stopped:      %s at %s, %s: %s%s\n", st.Stage, st.At.Format(time.RFC3339), st.Reason, st.Message, hint)
+	}
 	fmt.Fprintf(w, "position:     %s (checkpoint at %s)\n", r.GTID, r.CheckpointAt.Format(time.RFC3339))
 	if r.TransactionsBehind >= 0 {
 		lag := "0s"

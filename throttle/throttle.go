@@ -22,6 +22,9 @@ var ErrCriticalLoad = errors.New("source load is critical")
 // ErrConfig means the limits are invalid.
 var ErrConfig = errors.New("throttle configuration")
 
+// ErrReplica wraps every failure to read the replica's lag, so callers can tell a replica problem from others.
+var ErrReplica = errors.New("cannot read the --replica-dsn server's lag")
+
 // ErrNotReplica means the server given as the replica does not replicate.
 var ErrNotReplica = errors.New("the --replica-dsn server is not a replica")
 
@@ -87,7 +90,7 @@ func (t *Throttler) busy(ctx context.Context) (bool, error) {
 			return false, err
 		}
 		if t.cfg.CriticalThreadsRunning > 0 && n > t.cfg.CriticalThreadsRunning {
-			return false, fmt.Errorf("%w: Threads_running %d > --critical-threads-running %d: the copy stopped; restart it when the load is lower",
+			return false, fmt.Errorf("%w: Threads_running %d > --critical-threads-running %d: the copy stopped; start it again when the load is lower",
 				ErrCriticalLoad, n, t.cfg.CriticalThreadsRunning)
 		}
 		if t.cfg.MaxThreadsRunning > 0 && n > t.cfg.MaxThreadsRunning {
@@ -97,7 +100,7 @@ func (t *Throttler) busy(ctx context.Context) (bool, error) {
 	if t.replica != nil {
 		lag, err := ReplicaLag(ctx, t.replica)
 		if err != nil {
-			return false, err
+			return false, fmt.Errorf("%w: %w", ErrReplica, err)
 		}
 		if lag < 0 || lag > t.cfg.MaxReplicaLag {
 			return true, nil
