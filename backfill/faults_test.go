@@ -148,16 +148,27 @@ func TestLostSourceConnectionRetriesChunk(t *testing.T) {
 }
 
 // A target restart in the middle of the copy is survived: the chunks in flight fail, are retried until the
-// server is back, and continue from the checkpoint.
+// server is back, and continue from the checkpoint. The restart lands while the copy is under way, whatever
+// the timing: the worker whose third chunk committed shuts the server down from its hook, so its segment —
+// two segments of 10,000 ids, chunks of at most 1,000, 2,000, 4,000 … ids — cannot be finished before the
+// server is down.
 func TestTargetRestartIsSurvived(t *testing.T) {
 	e := setup(t, false, harness.GenOptions{Rows: 20000, Seed: 23})
 	ctx := ctxT(t, 5*time.Minute)
 	var calls atomic.Int64
+	var copied, pending int64
+	var readErr error
 	restarted := make(chan error, 1)
 	hooks := backfill.Hooks{AfterChunkCopied: func(int, uint64) {
-		if calls.Add(1) == 3 {
-			go func() { restarted <- e.dstS.Restart(ctx) }()
+		if calls.Add(1) != 3 {
+			return
 		}
+		readErr = e.dst.QueryRow("SELECT SUM(rows_copied), SUM(done = 0) FROM edxapp_csmh.csmh_sync_backfill").Scan(&copied, &pending)
+		if err := e.dstS.Shutdown(); err != nil {
+			restarted <- err
+			return
+		}
+		go func() { restarted <- e.dstS.StartAgain(ctx) }()
 	}}
 	b, err := backfill.New(e.src, e.dst, e.store, e.m, slog.New(slog.DiscardHandler), backfill.Config{Workers: 2,
 		SourceTable: srcName, TargetTable: dstName, MaxRowsPerSecond: 4000, Hooks: hooks})
@@ -170,6 +181,14 @@ func TestTargetRestartIsSurvived(t *testing.T) {
 	if err := <-restarted; err != nil {
 		t.Fatal(err)
 	}
+	if readErr != nil {
+		t.Fatal(readErr)
+	}
+	if copied <= 0 || copied >= e.gen.Rows || pending == 0 {
+		t.Fatalf("at the restart the checkpoint counted %d of %d rows copied, %d segments pending: the restart did not land during the copy",
+			copied, e.gen.Rows, pending)
+	}
+	t.Logf("target restarted with %d of %d rows copied", copied, e.gen.Rows)
 	e.requireEqual(t)
 	e.requireCounted(t, e.gen.Rows)
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/gtid"
 	"github.com/csmh-sync/csmh-sync/test/integration/harness"
 )
@@ -78,7 +79,14 @@ func mustGTID(t *testing.T, s string) *gtid.Set {
 
 func requireEqual(t *testing.T, src, dst *sql.DB) {
 	t.Helper()
-	diffs, n, err := harness.Diff(context.Background(), src, harness.SourceTable, dst, harness.TargetTable, 0, 1<<62)
+	requireEqualBelow(t, src, dst, 1<<62)
+}
+
+// requireEqualBelow compares the rows with ids below boundary: the ids above it are the app's own rows in the
+// target.
+func requireEqualBelow(t *testing.T, src, dst *sql.DB, boundary uint64) {
+	t.Helper()
+	diffs, n, err := harness.Diff(context.Background(), src, harness.SourceTable, dst, harness.TargetTable, 0, boundary-1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,11 +95,26 @@ func requireEqual(t *testing.T, src, dst *sql.DB) {
 	}
 }
 
-// The backfill and the binlog stream race while the source takes inserts, updates and deletes everywhere in the
-// id range (rows not yet copied, rows being copied, rows copied); the daemon is SIGKILLed at random moments
-// during the backfill and restarted. After a catch-up barrier, a full-row comparison must find nothing, and the
-// checkpoint must have counted every source transaction exactly once. Each copy path races: across servers
-// with multi-row INSERTs and with LOAD DATA, and on one server.
+// laneState is the apply lanes' checkpoint ("" before any batch was applied over several lanes).
+func laneState(dst *sql.DB) (string, error) {
+	var s string
+	err := dst.QueryRow(`SELECT COALESCE(GROUP_CONCAT(lane, '=', gtid_set ORDER BY lane SEPARATOR ' '), '')
+		FROM edxapp_csmh.csmh_sync_lanes`).Scan(&s)
+	if dbconn.ServerError(err, 1146) { // not created yet
+		return "", nil
+	}
+	return s, err
+}
+
+// The backfill and the binlog stream race while the app writes as it does during a migration: inserts, updates
+// and deletes everywhere in CSMH's id range (rows not yet copied, rows being copied, rows copied), updates that
+// move a row to another id, multi-statement transactions, bulk transactions of 600 rows that the stream applies
+// over parallel lanes, and inserts straight into CSMHE above the id boundary (ENABLE_CSMH_EXTENDED). The daemon
+// is SIGKILLed at random moments during the backfill, each time after it has applied a batch over parallel lanes
+// in that life, and restarted. After a catch-up barrier, a full-row comparison below the boundary must find
+// nothing, the app's CSMHE rows must be untouched, and the checkpoint must have counted every source
+// transaction exactly once. Each copy path races: across servers with multi-row INSERTs and with LOAD DATA,
+// and on one server.
 func TestRunRacesLoadAndSurvivesSIGKILL(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -129,7 +152,9 @@ func raceAndKill(t *testing.T, same bool, args []string) {
 	const rows = 60000
 	src, dst, _ := p.seed(t, harness.GenOptions{Rows: rows, Seed: 21})
 	load, err := harness.NewLoadGen(src, harness.LoadOptions{Table: harness.SourceTable, RowsPerSecond: 400, Conns: 8,
-		InsertWeight: 0.5, UpdateWeight: 0.3, DeleteWeight: 0.2, MinID: 1, Seed: 22})
+		InsertWeight: 0.35, UpdateWeight: 0.2, DeleteWeight: 0.15, IDChangeWeight: 0.1, TxWeight: 0.12,
+		ExtendedWeight: 0.08, ExtendedDB: dst, ExtendedTable: harness.TargetTable,
+		BulkEvery: 400 * time.Millisecond, BulkRows: 600, MinID: 1, Seed: 22})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,21 +163,45 @@ func raceAndKill(t *testing.T, same bool, args []string) {
 	go func() { loadDone <- load.Run(lctx) }()
 	defer stopLoad()
 
-	// At 2,000 rows/s (plus a second of burst per start) 60,000 rows outlast the five kills' 0.5–3 s lives: every
-	// kill lands during the backfill.
+	// At 2,000 rows/s (plus a second of burst per start) 60,000 rows outlast the five kills' lives of 0.5–3 s (or
+	// until the first batch over lanes): every kill lands during the backfill.
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	var start *gtid.Set
+	resumed := 0 // restarts that found apply lanes ahead of the position (a kill between a batch's commits)
 	for kills := 1; kills <= 5; kills++ {
+		bulkBefore := load.Stats().Bulk
+		lanesBefore, err := laneState(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
 		d := startRun(t, p, append([]string{"--chunk-time", "40ms", "--batch-rows", "200", "--max-rows-per-second", "2000"}, args...)...)
+		began := time.Now()
 		wait := time.Duration(500+rng.Intn(2500)) * time.Millisecond
 		select {
 		case err := <-d.done:
 			t.Fatalf("run exited early (%v):\n%s", err, d.out.String())
 		case <-time.After(wait):
 		}
+		// The kill waits, if need be, until this life has applied a large batch over parallel lanes.
+		harness.Eventually(t, time.Minute, "a batch applied over parallel lanes", func() (bool, error) {
+			select {
+			case err := <-d.done:
+				d.done <- err // for the cleanup
+				t.Fatalf("run exited early (%v):\n%s", err, d.out.String())
+			default:
+			}
+			s, err := laneState(dst)
+			return s != "" && s != lanesBefore, err
+		})
 		_ = d.cmd.Process.Signal(syscall.SIGKILL)
 		<-d.done
 		d.done <- nil // for the cleanup
+		if strings.Contains(d.out.String(), "resuming a parallel apply cut short") {
+			resumed++
+		}
+		if bulk := load.Stats().Bulk - bulkBefore; bulk == 0 {
+			t.Fatalf("no bulk transaction committed during life %d", kills)
+		}
 		if kills == 1 {
 			m := firstGTID.FindStringSubmatch(d.out.String())
 			if m == nil {
@@ -163,7 +212,7 @@ func raceAndKill(t *testing.T, same bool, args []string) {
 		if done, err := backfillDone(dst); err != nil || done {
 			t.Fatalf("kill %d landed after the backfill finished (%v): slow the copy down", kills, err)
 		}
-		t.Logf("SIGKILL %d after %s, during the backfill", kills, wait)
+		t.Logf("SIGKILL %d after %s, during the backfill, after a batch over parallel lanes", kills, time.Since(began).Round(time.Millisecond))
 	}
 	d := startRun(t, p, append([]string{"--batch-rows", "200"}, args...)...)
 	// The load keeps writing while the final daemon finishes the backfill; then it stops and the barrier waits.
@@ -172,7 +221,8 @@ func raceAndKill(t *testing.T, same bool, args []string) {
 	})
 	stopLoad()
 	<-loadDone
-	if st := load.Stats(); st.Updates == 0 || st.Deletes == 0 || st.Inserts == 0 {
+	if st := load.Stats(); st.Updates == 0 || st.Deletes == 0 || st.Inserts == 0 || st.IDChanges == 0 ||
+		st.Transactions == 0 || st.Bulk == 0 || st.Extended == 0 {
 		t.Fatalf("load did not exercise every kind of change: %+v", st)
 	}
 	executed := caughtUp(t, src, dst, time.Minute, d)
@@ -189,8 +239,22 @@ func raceAndKill(t *testing.T, same bool, args []string) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("run did not exit within 10s of SIGTERM")
 	}
-	t.Logf("SIGTERM to exit: %s; load: %+v", time.Since(began), load.Stats())
-	requireEqual(t, src, dst)
+	if strings.Contains(d.out.String(), "resuming a parallel apply cut short") {
+		resumed++
+	}
+	t.Logf("SIGTERM to exit: %s; load: %+v; %d restarts resumed a parallel apply cut short", time.Since(began), load.Stats(), resumed)
+	var boundary uint64
+	if err := dst.QueryRow("SELECT id_boundary FROM edxapp_csmh.csmh_sync_state").Scan(&boundary); err != nil {
+		t.Fatal(err)
+	}
+	requireEqualBelow(t, src, dst, boundary)
+	n, lowest, err := load.VerifyExtended(ctx, boundary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 || lowest < int64(boundary) {
+		t.Fatalf("the app's %d CSMHE rows start at id %d, below the boundary %d", n, lowest, boundary)
+	}
 
 	var txs, changes int64
 	var pos string

@@ -381,7 +381,11 @@ func (s *Server) Restart(ctx context.Context) error {
 	return nil
 }
 
-// StartAgain brings back a server after Kill; it is Restart under the name a crash test reads best with.
+// Shutdown stops the server gracefully and keeps its data: StartAgain brings it back, on the same port.
+func (s *Server) Shutdown() error { return s.shutdown() }
+
+// StartAgain brings back a server after Kill or Shutdown; it is Restart under the name a crash test reads best
+// with.
 func (s *Server) StartAgain(ctx context.Context) error { return s.Restart(ctx) }
 
 // Stop shuts the server down gracefully and removes its directory. It is idempotent.
