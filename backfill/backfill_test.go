@@ -530,6 +530,14 @@ func TestRangeIsCapturedOnce(t *testing.T) {
 	if err := b.Run(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("first run: %v, want canceled", err)
 	}
+	var next uint64
+	var done bool
+	if err := e.dst.QueryRow("SELECT next_id, done FROM edxapp_csmh.csmh_sync_backfill").Scan(&next, &done); err != nil {
+		t.Fatal(err)
+	}
+	if done || next <= lo || next > hi {
+		t.Fatalf("after the first run the segment is at %d (done %v): want it cut short inside (%d, %d]", next, done, lo, hi)
+	}
 	// The source grows: the new rows land above its max.
 	if _, err := harness.GenerateCSMH(ctxT(t, time.Minute), e.src, harness.SourceTable, harness.GenOptions{Rows: 500, Seed: 32, StartID: 20_000}); err != nil {
 		t.Fatal(err)
