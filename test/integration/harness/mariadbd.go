@@ -206,13 +206,18 @@ func (s *Server) launch(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return s.startProcess(ctx, bin, s.args())
+}
+
+// startProcess runs bin with args as the server's process and polls (≤60 s) until it accepts connections.
+func (s *Server) startProcess(ctx context.Context, bin string, args []string) error {
 	// Output before the error log is open (bad arguments, say) goes to console.log; passing an *os.File
 	// lets the child write it directly, with no copying goroutine to wait for.
 	console, err := os.OpenFile(filepath.Join(s.Dir, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("harness: console log: %w", err)
 	}
-	cmd := exec.Command(bin, s.args()...) // not CommandContext: the server outlives the ctx that started it
+	cmd := exec.Command(bin, args...) // not CommandContext: the server outlives the ctx that started it
 	cmd.Stdout, cmd.Stderr = console, console
 	// Pdeathsig kills the server when the OS thread that forked it ends. The Go runtime ends a thread only
 	// when a goroutine exits while locked to it, which the harness never does, so in practice the signal

@@ -204,30 +204,9 @@ func (s *IsolatedServer) launch(ctx context.Context) error {
 		return fmt.Errorf("harness: init file: %w", err)
 	}
 	args = append(args, "--init-file="+initFile)
-	console, err := os.OpenFile(filepath.Join(s.Dir, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("harness: console log: %w", err)
-	}
-	cmd := exec.Command(ip, args...) // not CommandContext: the server outlives the ctx that started it
-	cmd.Stdout, cmd.Stderr = console, console
-	// As in Server.launch. Every step up to mariadbd execs without forking, and none is set-user-ID, so
-	// the parent-death signal reaches mariadbd.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	err = cmd.Start()
-	_ = console.Close()
-	if err != nil {
-		return fmt.Errorf("harness: start isolated mariadbd: %w", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	s.mu.Lock()
-	s.cmd, s.exited = cmd, exited
-	s.mu.Unlock()
-	if err := s.waitReady(ctx, exited); err != nil {
-		_ = s.Kill()
-		return err
-	}
-	return nil
+	// Every step from ip to mariadbd execs without forking, and none is set-user-ID, so the parent-death
+	// signal of Server.startProcess reaches mariadbd.
+	return s.startProcess(ctx, ip, args)
 }
 
 // createNetns makes the network namespace and the veth pair and returns the namespace's address. Choosing a
