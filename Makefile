@@ -31,8 +31,13 @@ deps:
 	  fi; \
 	fi
 
+# vet also fails when go.mod or go.sum are not what `go mod tidy` makes of them (e.g. a direct requirement
+# marked `// indirect`). tidy reads the modules of the dependencies' own tests too: offline (GOPROXY=off) it
+# works from a module cache that holds them, as it does once `go mod tidy` has run with network access.
 vet:
 	$(GO) vet $(PKGS)
+	@out=$$($(GO) mod tidy -diff 2>&1) || { echo "$$out"; \
+	  echo "go.mod/go.sum are not tidy (or their modules are not in the module cache): run 'go mod tidy'"; exit 1; }
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 
