@@ -9,12 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/csmh-sync/csmh-sync/internal/secretfile"
 )
 
 // Endpoint names one server: a go-sql-driver DSN and, optionally, a file holding the password.
@@ -39,12 +40,13 @@ func (e Endpoint) Config() (*mysql.Config, error) {
 		return nil, fmt.Errorf("%w: --%s-dsn %q does not parse (%s): use the form user@tcp(host:port)/",
 			ErrConfig, e.Role, Redact(e.DSN), scrub(err.Error(), e.DSN))
 	}
+	if err := e.checkParams(e.DSN, cfg); err != nil {
+		return nil, err
+	}
 	if e.PasswordFile != "" {
-		b, err := os.ReadFile(e.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: --%s-password-file: %v", ErrConfig, e.Role, err)
+		if cfg.Passwd, err = secretfile.Read("--"+e.Role+"-password-file", e.PasswordFile); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 		}
-		cfg.Passwd = strings.TrimRight(string(b), "\r\n")
 	}
 	if cfg.Net == "" {
 		cfg.Net = "tcp"
@@ -83,7 +85,7 @@ func Open(ctx context.Context, e Endpoint, o Options) (*sql.DB, *mysql.Config, e
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", e.Role, err)
 	}
-	db := sql.OpenDB(conn)
+	db := sql.OpenDB(checkingConnector{conn})
 	db.SetMaxOpenConns(o.MaxOpenConns)
 	db.SetMaxIdleConns(o.MaxOpenConns)
 	db.SetConnMaxLifetime(time.Hour)
@@ -106,10 +108,16 @@ func Pin(cfg *mysql.Config, lockWait time.Duration) {
 	if secs < 1 {
 		secs = 1
 	}
-	cfg.Params["time_zone"] = "'+00:00'"
-	cfg.Params["sql_mode"] = "'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO'"
+	cfg.Params["time_zone"] = "'" + pinnedTimeZone + "'"
+	cfg.Params["sql_mode"] = "'" + strings.Join(pinnedSQLMode, ",") + "'"
 	cfg.Params["innodb_lock_wait_timeout"] = strconv.Itoa(secs)
-	cfg.Collation = "utf8mb4_general_ci"
+	// The handshake's collation sets the character set, but a server's init_connect (run before these SETs)
+	// may change it: set it again, with autocommit, which init_connect may also have turned off.
+	for _, v := range []string{"character_set_client", "character_set_connection", "character_set_results"} {
+		cfg.Params[v] = pinnedCharset
+	}
+	cfg.Params["autocommit"] = "1"
+	cfg.Collation = pinnedCollate
 	cfg.ParseTime = false
 	cfg.Loc = time.UTC
 	cfg.InterpolateParams = true
