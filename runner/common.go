@@ -60,8 +60,27 @@ func (c *Common) validate(needSource bool) error {
 	if _, err := c.Target.Config(); err != nil {
 		return err
 	}
-	if c.ConnectTimeout <= 0 {
-		c.ConnectTimeout = 5 * time.Second
+	if !needSource && c.Source.DSN == "" && c.Source.PasswordFile != "" {
+		return fmt.Errorf("%w: --source-password-file without --source-dsn: give both, or neither", ErrUsage)
+	}
+	if err := positive(flagDuration{"--connect-timeout", c.ConnectTimeout}); err != nil {
+		return err
+	}
+	return checkListenAddr(c.MetricsAddr)
+}
+
+// flagDuration is a duration flag's name and value, for positive.
+type flagDuration struct {
+	flag string
+	v    time.Duration
+}
+
+// positive refuses the first of the durations that is not above zero.
+func positive(ds ...flagDuration) error {
+	for _, d := range ds {
+		if d.v <= 0 {
+			return fmt.Errorf("%w: %s %s: use a positive duration, e.g. 5s", ErrUsage, d.flag, d.v)
+		}
 	}
 	return nil
 }

@@ -49,18 +49,18 @@ func (r *CutoverReport) check(ok bool, format string, a ...any) {
 	r.Reasons = append(r.Reasons, word+" "+fmt.Sprintf(format, a...))
 }
 
-// Validate checks the flags.
+// Validate checks every flag, before anything connects.
 func (c *Cutover) Validate() error {
 	if err := c.Common.Validate(); err != nil {
 		return err
 	}
-	if c.Timeout <= 0 {
-		return fmt.Errorf("%w: --timeout must be positive", ErrUsage)
+	if err := positive(flagDuration{"--timeout", c.Timeout}); err != nil {
+		return err
 	}
 	if _, err := verify.ParseMode(c.Mode); err != nil {
 		return fmt.Errorf("%w: --mode %q: use count, checksum or rows", ErrUsage, c.Mode)
 	}
-	return nil
+	return checkWorkers(c.Workers)
 }
 
 // Run prints GO (exit 0) or NO-GO with reasons (exit 1); errors exit 2.

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +18,8 @@ import (
 	"github.com/csmh-sync/csmh-sync/backfill"
 	"github.com/csmh-sync/csmh-sync/checkpoint"
 	"github.com/csmh-sync/csmh-sync/dbconn"
+	"github.com/csmh-sync/csmh-sync/gtid"
+	"github.com/csmh-sync/csmh-sync/internal/secretfile"
 	"github.com/csmh-sync/csmh-sync/metrics"
 	"github.com/csmh-sync/csmh-sync/replication"
 	"github.com/csmh-sync/csmh-sync/throttle"
@@ -60,6 +65,10 @@ type Run struct {
 	Stream       StreamOptions
 	ReadyMaxLag  time.Duration
 	BackfillOnly bool // copy the range and exit; no stream
+	// AdminTokenFile holds the bearer token POST /pause and /resume require (read by Validate); without one
+	// they answer only loopback clients of a loopback --metrics-addr.
+	AdminTokenFile string
+	adminToken     string
 	// AdoptExistingRows lets a first start proceed although the target already holds rows in the copied
 	// range (an earlier copy): the backfill keeps them as they are, and 'verify --repair' corrects them.
 	AdoptExistingRows bool
@@ -73,7 +82,7 @@ type Run struct {
 	StreamHooks   replication.Hooks
 }
 
-// Validate checks the flags.
+// Validate checks every flag, before anything connects.
 func (r *Run) Validate() error {
 	if err := r.Common.Validate(); err != nil {
 		return err
@@ -83,7 +92,10 @@ func (r *Run) Validate() error {
 		return fmt.Errorf("%w: --start-id %d is above --end-id %d", ErrUsage, b.StartID, b.EndID)
 	}
 	if b.Workers < 0 || b.Workers > 64 {
-		return fmt.Errorf("%w: --workers %d: use 1 to 64", ErrUsage, b.Workers)
+		return fmt.Errorf("%w: --workers %d: use 1 to 64 (0 = the default)", ErrUsage, b.Workers)
+	}
+	if b.ChunkBytes < 64<<10 {
+		return fmt.Errorf("%w: --chunk-bytes %d: use at least 65536 (64 KiB)", ErrUsage, b.ChunkBytes)
 	}
 	if m := b.WriteMethod; m != "" && m != backfill.WriteAuto && m != backfill.WriteInsert && m != backfill.WriteLoadData {
 		return fmt.Errorf("%w: --write-method %q: use %s, %s or %s", ErrUsage, m, backfill.WriteAuto, backfill.WriteInsert, backfill.WriteLoadData)
@@ -95,8 +107,11 @@ func (r *Run) Validate() error {
 	default:
 		return fmt.Errorf("%w: --same-server %q: use %s, %s or %s", ErrUsage, b.SameServer, SameServerAuto, SameServerYes, SameServerNo)
 	}
-	if b.MaxRowsPerSecond < 0 {
-		return fmt.Errorf("%w: --max-rows-per-second must not be negative", ErrUsage)
+	if !(b.MaxRowsPerSecond >= 0) || math.IsInf(b.MaxRowsPerSecond, 0) {
+		return fmt.Errorf("%w: --max-rows-per-second %v: use a number ≥ 0 (0 = no limit)", ErrUsage, b.MaxRowsPerSecond)
+	}
+	if b.MaxThreadsRunning < 0 || b.CriticalThreadsRunning < 0 {
+		return fmt.Errorf("%w: --max-threads-running and --critical-threads-running must not be negative (0 = off)", ErrUsage)
 	}
 	if b.CriticalThreadsRunning > 0 && b.MaxThreadsRunning > b.CriticalThreadsRunning {
 		return fmt.Errorf("%w: --max-threads-running %d is above --critical-threads-running %d", ErrUsage, b.MaxThreadsRunning, b.CriticalThreadsRunning)
@@ -106,25 +121,84 @@ func (r *Run) Validate() error {
 		if _, err := b.Replica.Config(); err != nil {
 			return err
 		}
+	} else if b.Replica.PasswordFile != "" {
+		return fmt.Errorf("%w: --replica-password-file without --replica-dsn: give both, or neither", ErrUsage)
 	}
-	if st := r.Stream; st.ApplyLanes < 0 || st.ApplyLanes > replication.MaxApplyLanes || st.BatchRows < 0 {
-		return fmt.Errorf("%w: --apply-lanes %d: use 1 to %d (and --batch-rows ≥ 1)", ErrUsage, st.ApplyLanes, replication.MaxApplyLanes)
+	if err := positive(flagDuration{"--chunk-time", b.ChunkTime}, flagDuration{"--max-replica-lag", b.MaxReplicaLag},
+		flagDuration{"--progress-every", b.ProgressEvery}); err != nil {
+		return err
 	}
-	if !r.BackfillOnly && r.ServerID == 0 {
-		return fmt.Errorf("%w: --server-id must not be 0", ErrUsage)
+	if !r.BackfillOnly { // the stream's flags (`backfill` has none)
+		if err := r.validateStream(); err != nil {
+			return err
+		}
 	}
-	if r.ReadyMaxLag <= 0 {
-		r.ReadyMaxLag = 5 * time.Second
-	}
-	if b.ProgressEvery <= 0 {
-		b.ProgressEvery = 10 * time.Second
+	if r.AdminTokenFile != "" {
+		tok, err := secretfile.Read("--admin-token-file", r.AdminTokenFile)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrUsage, err)
+		}
+		r.adminToken = tok
 	}
 	return nil
+}
+
+func (r *Run) validateStream() error {
+	st := &r.Stream
+	if err := positive(flagDuration{"--batch-delay", st.BatchDelay}, flagDuration{"--heartbeat", st.Heartbeat},
+		flagDuration{"--ready-max-lag", r.ReadyMaxLag}); err != nil {
+		return err
+	}
+	if st.BatchRows < 1 {
+		return fmt.Errorf("%w: --batch-rows %d: use 1 or more", ErrUsage, st.BatchRows)
+	}
+	if st.ApplyLanes < 1 || st.ApplyLanes > replication.MaxApplyLanes {
+		return fmt.Errorf("%w: --apply-lanes %d: use 1 to %d", ErrUsage, st.ApplyLanes, replication.MaxApplyLanes)
+	}
+	if st.AcceptDDL != "" {
+		g, ok := parseOneGTID(st.AcceptDDL)
+		if !ok {
+			return fmt.Errorf("%w: --accept-ddl %q is not one GTID: give the transaction the stream stopped at, e.g. 0-1-1234 (MariaDB) or 3e11fa47-71ca-11e1-9e33-c80aa9429562:23 (MySQL)", ErrUsage, st.AcceptDDL)
+		}
+		st.AcceptDDL = g
+	}
+	if r.ServerID == 0 {
+		return fmt.Errorf("%w: --server-id must not be 0", ErrUsage)
+	}
+	return nil
+}
+
+var (
+	mariadbGTIDRE = regexp.MustCompile(`^[0-9]+-[0-9]+-[0-9]+$`)
+	mysqlGTIDRE   = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(:[a-z_][a-z0-9_]{0,31})?:[1-9][0-9]*$`)
+)
+
+// parseOneGTID checks that s is a single transaction's GTID, as the stream names it, in either flavor, and
+// returns it in the stream's spelling (MySQL's uuid and tag in lower case).
+func parseOneGTID(s string) (string, bool) {
+	s = strings.TrimSpace(s)
+	if mariadbGTIDRE.MatchString(s) {
+		_, err := gtid.Parse("mariadb", s)
+		return s, err == nil
+	}
+	s = strings.ToLower(s)
+	return s, mysqlGTIDRE.MatchString(s)
 }
 
 // Run executes the migration until ctx ends (daemon) or the backfill is done (BackfillOnly).
 func (r *Run) Run(ctx context.Context) (int, error) {
 	log := r.Log
+	// The listener comes first: a busy --metrics-addr is reported before the servers are touched.
+	ln, err := listenHTTP(r.MetricsAddr)
+	if err != nil {
+		return ExitError, err
+	}
+	served := false
+	defer func() {
+		if ln != nil && !served {
+			ln.Close()
+		}
+	}()
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	workers := max(r.Backfill.Workers, 1)
@@ -195,10 +269,8 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	reporter := backfill.NewReporter(r.Out, r.TTY, log, r.Backfill.ProgressEvery)
 	stage := newBackfillStage(bf, p.store, m, log, func(ctx context.Context) { reporter.Run(ctx, bf.Progress) }, r.BackfillOnly)
 	probe := &probe{bf: bf, stage: stage, rep: rep, maxLag: r.ReadyMaxLag}
-	stopHTTP, err := serveHTTP(ctx, log, r.MetricsAddr, reg, probe)
-	if err != nil {
-		return ExitError, err
-	}
+	stopHTTP := serveHTTP(ctx, log, ln, r.adminToken, defaultHTTPTimeouts, reg, probe)
+	served = true
 
 	// Losing the migration lock to another process stops this one.
 	runCtx, stopRun := context.WithCancel(ctx)

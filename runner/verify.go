@@ -32,7 +32,7 @@ type Verify struct {
 	Log            *slog.Logger
 }
 
-// Validate checks the flags.
+// Validate checks every flag, before anything connects.
 func (v *Verify) Validate() error {
 	if err := v.Common.Validate(); err != nil {
 		return err
@@ -45,6 +45,20 @@ func (v *Verify) Validate() error {
 	}
 	if v.EndID != 0 && v.StartID > v.EndID {
 		return fmt.Errorf("%w: --start-id %d is above --end-id %d", ErrUsage, v.StartID, v.EndID)
+	}
+	if v.ChunkRows < 1 {
+		return fmt.Errorf("%w: --chunk-rows %d: use 1 or more", ErrUsage, v.ChunkRows)
+	}
+	if err := checkWorkers(v.Workers); err != nil {
+		return err
+	}
+	return positive(flagDuration{"--catch-up-timeout", v.CatchUpTimeout})
+}
+
+// checkWorkers checks verify's and cutover's --workers.
+func checkWorkers(n int) error {
+	if n < 1 || n > 64 {
+		return fmt.Errorf("%w: --workers %d: use 1 to 64", ErrUsage, n)
 	}
 	return nil
 }

@@ -52,6 +52,7 @@ func runFlags(fs *pflag.FlagSet, r *runner.Run, lf *logFlags) {
 	fs.StringVar(&b.Replica.PasswordFile, "replica-password-file", "", "file holding the replica password")
 	fs.DurationVar(&b.MaxReplicaLag, "max-replica-lag", 10*time.Second, "pause the backfill while the replica lags more than this")
 	fs.DurationVar(&b.ProgressEvery, "progress-every", 10*time.Second, "progress log interval when stdout is not a terminal")
+	fs.StringVar(&r.AdminTokenFile, "admin-token-file", "", "file holding the bearer token POST /pause and /resume require (without it they answer only this host, on a loopback --metrics-addr)")
 }
 
 func buildRun(fs *pflag.FlagSet, lf *logFlags, env *environ) command {

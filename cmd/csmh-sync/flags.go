@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 
 	"github.com/spf13/pflag"
 
+	"github.com/csmh-sync/csmh-sync/internal/secretfile"
 	"github.com/csmh-sync/csmh-sync/runner"
 )
 
@@ -20,8 +22,8 @@ func commonFlags(fs *pflag.FlagSet, c *runner.Common, lf *logFlags) {
 	fs.StringVar(&c.SourceTableName, "source-table", "edxapp.courseware_studentmodulehistory", "source table, database.table")
 	fs.StringVar(&c.TargetTableName, "target-table", "edxapp_csmh.coursewarehistoryextended_studentmodulehistoryextended", "target table, database.table")
 	fs.Uint32Var(&c.ServerID, "server-id", 1042, "server id of the binlog client; must differ from every server's id")
-	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9104", "listen address for /metrics, /healthz, /readyz, /pause, /resume (empty = off)")
-	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 5e9, "how long to wait for a server to answer")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9104", "listen address for /metrics, /healthz, /readyz, POST /pause, POST /resume (empty = off; the POSTs need --admin-token-file on a non-loopback address)")
+	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 5e9, "how long to wait for a server to answer (positive)")
 	fs.StringVar(&lf.format, "log-format", "text", "log format: text or json")
 	fs.StringVar(&lf.level, "log-level", "info", "log level: debug, info, warn, error")
 }
@@ -51,6 +53,17 @@ func redactValue(flag, msg string) string {
 	return msg
 }
 
+// warnReadableSecrets (called after Validate) names each secret file other users can read.
+func warnReadableSecrets(fs *pflag.FlagSet, log *slog.Logger) {
+	fs.VisitAll(func(f *pflag.Flag) {
+		if v := f.Value.String(); v != "" && (strings.HasSuffix(f.Name, "-password-file") || strings.HasSuffix(f.Name, "-token-file") || strings.HasSuffix(f.Name, "-tls-key")) {
+			if w := secretfile.Warning("--"+f.Name, v); w != "" {
+				log.Warn(w)
+			}
+		}
+	})
+}
+
 // warnPasswordInArgs (called before applyEnv) tells the operator when a password was typed on the command line, where ps shows it.
 func warnPasswordInArgs(fs *pflag.FlagSet, stderr io.Writer) {
 	for _, name := range []string{"source-dsn", "target-dsn", "replica-dsn"} {
@@ -59,8 +72,8 @@ func warnPasswordInArgs(fs *pflag.FlagSet, stderr io.Writer) {
 			continue
 		}
 		if user, _, ok := strings.Cut(f.Value.String(), "@"); ok && strings.Contains(user, ":") {
-			fmt.Fprintf(stderr, "warning: --%s carries a password that ps can show: use --%s-password-file or CSMH_%s\n",
-				name, strings.TrimSuffix(name, "-dsn"), strings.ToUpper(strings.ReplaceAll(name, "-", "_")))
+			fmt.Fprintf(stderr, "warning: --%s carries a password that ps can show: put it in a file readable only by this user and pass --%s-password-file\n",
+				name, strings.TrimSuffix(name, "-dsn"))
 		}
 	}
 }

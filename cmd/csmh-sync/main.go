@@ -121,6 +121,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "csmh-sync %s: %s\n", name, oneLine(err))
 		return runner.ExitError
 	}
+	warnReadableSecrets(fs, log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	code, err := cmd.Run(ctx)
