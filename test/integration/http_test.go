@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,6 +37,25 @@ func get(url string) (int, string, error) {
 	return resp.StatusCode, string(b), nil
 }
 
+// postWith POSTs with the given headers and returns the status code.
+func postWith(t *testing.T, url string, header map[string]string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // metricValue returns the value of an unlabelled (or fully written) series from a /metrics page.
 func metricValue(page, series string) (float64, bool) {
 	for _, l := range strings.Split(page, "\n") {
@@ -48,7 +69,8 @@ func metricValue(page, series string) (float64, bool) {
 
 // What a Kubernetes probe and a Prometheus scrape see: /readyz refuses (with the reason) while the backfill
 // runs and turns ready once it is done and the stream is current; /metrics counts exactly the rows copied and
-// the changes applied, and its id and retention gauges agree with the servers; POST /pause shows up as a gauge.
+// the changes applied, and its id and retention gauges agree with the servers; POST /pause shows up as a gauge,
+// once it carries the token of --admin-token-file and does not come from another origin.
 func TestRunServesProbesAndMetrics(t *testing.T) {
 	ctx := context.Background()
 	const retention = 86400
@@ -58,7 +80,12 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 	addr := freeAddr(t)
 	base := "http://" + addr
 	// 5,000 rows at 500 rows/s: the copy outlasts the start of the stream by seconds.
-	d := startRun(t, p, "--metrics-addr", addr, "--max-rows-per-second", "500")
+	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	const token = "7d3e9a41c0b2-admin"
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startRun(t, p, "--metrics-addr", addr, "--max-rows-per-second", "500", "--admin-token-file", tokenFile)
 	harness.Eventually(t, time.Minute, "/healthz 200", func() (bool, error) {
 		code, _, err := get(base + "/healthz")
 		return code == 200, err
@@ -170,11 +197,27 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 	if r.code != 2 || !strings.Contains(r.stderr, "no checkpoint") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
 		t.Fatalf("status against a database without a checkpoint: exit %d, stderr %q; want 2 and one line", r.code, r.stderr)
 	}
-	resp, err := http.Post(base+"/pause", "text/plain", nil)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("POST /pause: %v %v", resp, err)
+	bearer := "Bearer " + token
+	for _, c := range []struct {
+		header map[string]string
+		want   int
+	}{
+		{nil, http.StatusUnauthorized},
+		{map[string]string{"Authorization": "Bearer " + token[1:]}, http.StatusUnauthorized},
+		{map[string]string{"Authorization": bearer, "Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{map[string]string{"Authorization": bearer, "Origin": "https://evil.example"}, http.StatusForbidden},
+	} {
+		if code := postWith(t, base+"/pause", c.header); code != c.want {
+			t.Fatalf("POST /pause %v answered %d, want %d", c.header, code, c.want)
+		}
 	}
-	resp.Body.Close()
+	_, page, _ = get(base + "/metrics")
+	if v, _ := metricValue(page, "csmh_sync_backfill_paused"); v != 0 {
+		t.Fatalf("paused gauge %v after refused POSTs", v)
+	}
+	if code := postWith(t, base+"/pause", map[string]string{"Authorization": bearer, "Sec-Fetch-Site": "same-origin", "Origin": base}); code != 200 {
+		t.Fatalf("POST /pause with the token answered %d", code)
+	}
 	_, page, _ = get(base + "/metrics")
 	if v, _ := metricValue(page, "csmh_sync_backfill_paused"); v != 1 {
 		t.Fatalf("paused gauge %v after POST /pause", v)
@@ -182,10 +225,9 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 	if code, _, _ := get(base + "/pause"); code != http.StatusMethodNotAllowed {
 		t.Fatalf("GET /pause answered %d, want 405", code)
 	}
-	if resp, err = http.Post(base+"/resume", "text/plain", nil); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("POST /resume: %v %v", resp, err)
+	if code := postWith(t, base+"/resume", map[string]string{"Authorization": bearer}); code != 200 {
+		t.Fatalf("POST /resume with the token answered %d", code)
 	}
-	resp.Body.Close()
 	_, page, _ = get(base + "/metrics")
 	if v, _ := metricValue(page, "csmh_sync_backfill_paused"); v != 0 {
 		t.Fatalf("paused gauge %v after POST /resume", v)
