@@ -8,7 +8,6 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/csmh-sync/csmh-sync/dbconn"
-	"github.com/csmh-sync/csmh-sync/table"
 )
 
 // chooseSameServer decides the copy path. The same-server path runs `INSERT … SELECT` on the target's
@@ -56,10 +55,10 @@ func (b *Backfill) chooseSameServer(ctx context.Context) (bool, error) {
 	case !errors.As(err, &me):
 		return false, fmt.Errorf("backfill: read %s through the target connection: %w", b.cfg.SourceTable, err)
 	case required:
-		return false, fmt.Errorf("%w: --same-server yes, but the target's user cannot read %s (%v): run GRANT SELECT ON %s.* TO <the target's user>, or use --same-server auto",
-			ErrConfig, b.cfg.SourceTable, err, table.QuoteIdent(b.cfg.SourceTable.Schema))
+		return false, fmt.Errorf("%w: --same-server yes, but the target's user cannot read %s (%v): run GRANT SELECT ON %s TO <the target's user>, or use --same-server auto",
+			ErrConfig, b.cfg.SourceTable, err, b.cfg.SourceTable.Quoted())
 	}
 	b.log.Info("source and target are one server, but the target connection cannot read the source table: chunks are copied across connections",
-		"reason", err, "fix", fmt.Sprintf("GRANT SELECT ON %s.* TO <the target's user> for the faster same-server copy", table.QuoteIdent(b.cfg.SourceTable.Schema)))
+		"reason", err, "fix", fmt.Sprintf("GRANT SELECT ON %s TO <the target's user> for the faster same-server copy", b.cfg.SourceTable.Quoted()))
 	return false, nil
 }

@@ -39,6 +39,9 @@ const (
 	StagesTable   = "csmh_sync_stages"
 )
 
+// Tables lists the checkpoint tables, for the grants they need (Ensure creates each).
+var Tables = []string{StateTable, BackfillTable, LanesTable, StagesTable}
+
 // ErrNone means no checkpoint exists yet: a first start.
 var ErrNone = errors.New("no checkpoint yet")
 

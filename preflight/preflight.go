@@ -12,8 +12,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
-
 	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/table"
 )
@@ -22,6 +20,7 @@ import (
 type Config struct {
 	Source, Target           dbconn.Endpoint
 	SourceTable, TargetTable table.Name
+	OwnTables                []string      // csmh-sync's own tables in the target table's schema (checkpoint, verify ledger)
 	ServerID                 uint32        // the binlog client id csmh-sync will use
 	Timeout                  time.Duration // per connection attempt; default 5s
 }
@@ -94,8 +93,8 @@ func New(log *slog.Logger, cfg Config) (*Checker, error) {
 // the checker's own failures: findings carry the verdict.
 func (c *Checker) Run(ctx context.Context) *Report {
 	r := &Report{}
-	src, srcCfg := c.open(ctx, r, c.cfg.Source)
-	dst, _ := c.open(ctx, r, c.cfg.Target)
+	src := c.open(ctx, r, c.cfg.Source)
+	dst := c.open(ctx, r, c.cfg.Target)
 	if src != nil {
 		defer src.Close()
 	}
@@ -105,10 +104,19 @@ func (c *Checker) Run(ctx context.Context) *Report {
 	var srcInfo dbconn.ServerInfo
 	if src != nil {
 		srcInfo = c.checkSourceServer(ctx, r, src)
-		c.checkSourceGrants(ctx, r, src, srcInfo, srcCfg)
+		c.checkSourceGrants(ctx, r, src, srcInfo)
 	}
 	if dst != nil {
-		c.checkTargetGrants(ctx, r, dst)
+		var dstVersion dbconn.Version
+		if di, err := dbconn.Inspect(ctx, dst); err == nil {
+			dstVersion = di.Version
+		}
+		// On one server the backfill copies with INSERT … SELECT if the target's user may read the source table.
+		same := false
+		if src != nil {
+			same, _ = dbconn.SameServer(ctx, src, dst)
+		}
+		c.checkTargetGrants(ctx, r, dst, srcInfo.Version, dstVersion, same)
 		c.checkAutoIncLockMode(ctx, r, dst)
 	}
 	var st, tt *table.Table
@@ -125,14 +133,14 @@ func (c *Checker) Run(ctx context.Context) *Report {
 	return r
 }
 
-func (c *Checker) open(ctx context.Context, r *Report, e dbconn.Endpoint) (*sql.DB, *mysql.Config) {
+func (c *Checker) open(ctx context.Context, r *Report, e dbconn.Endpoint) *sql.DB {
 	db, cfg, err := dbconn.Open(ctx, e, dbconn.Options{DialTimeout: c.cfg.Timeout, MaxOpenConns: 2})
 	if err != nil {
 		r.add(Fail, e.Role, "cannot connect: %v", err)
-		return nil, nil
+		return nil
 	}
 	r.add(OK, e.Role, "connected to %s", cfg.Addr)
-	return db, cfg
+	return db
 }
 
 func (c *Checker) checkSourceServer(ctx context.Context, r *Report, db *sql.DB) dbconn.ServerInfo {
@@ -173,7 +181,7 @@ func (c *Checker) checkSourceServer(ctx context.Context, r *Report, db *sql.DB) 
 	}
 	switch ret, rds, err := dbconn.BinlogRetention(ctx, db); {
 	case err != nil && rds:
-		r.add(Warn, "retention", "the source is Amazon RDS and its binlog retention could not be read (%v): check it with CALL mysql.rds_show_configuration", err)
+		r.add(Warn, "retention", "the source is Amazon RDS and its binlog retention could not be read (%v): run %s TO the source user, or check it with CALL mysql.rds_show_configuration", err, RDSGrant)
 	case err != nil:
 	case rds && ret == dbconn.RDSNotRetained:
 		r.add(Fail, "retention", "the source is Amazon RDS with 'binlog retention hours' NULL: it purges binlogs within minutes; run CALL mysql.rds_set_configuration('binlog retention hours', 72) on it")

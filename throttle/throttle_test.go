@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/csmh-sync/csmh-sync/dbconn"
+	"github.com/csmh-sync/csmh-sync/preflight"
 	"github.com/csmh-sync/csmh-sync/test/integration/harness"
 	"github.com/csmh-sync/csmh-sync/throttle"
 )
@@ -22,7 +23,12 @@ func TestMain(m *testing.M) {
 
 func open(t *testing.T, s *harness.Server) *sql.DB {
 	t.Helper()
-	db, _, err := dbconn.Open(context.Background(), dbconn.Endpoint{Role: "test", DSN: s.DSN("")}, dbconn.Options{})
+	return openDSN(t, s.DSN(""))
+}
+
+func openDSN(t *testing.T, dsn string) *sql.DB {
+	t.Helper()
+	db, _, err := dbconn.Open(context.Background(), dbconn.Endpoint{Role: "test", DSN: dsn}, dbconn.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,6 +120,20 @@ func TestReplicaLag(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Exec("STOP SLAVE") })
+	// The throttle reads the lag as a user holding only the documented replica grant; the test's own setup and
+	// replication control stay root's.
+	v, err := replica.Version(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.CreateUser(context.Background(), "csmh_replica", "", harness.GrantSpecs(preflight.ReplicaGrants(v))...); err != nil {
+		t.Fatal(err)
+	}
+	root := rdb
+	rdb = openDSN(t, replica.UserDSN("csmh_replica", "", ""))
+	if _, err := rdb.Exec("STOP SLAVE"); err == nil {
+		t.Fatal("the replica user may stop replication: it holds more than the documented grant")
+	}
 	harness.Eventually(t, 30*time.Second, "the replica to connect", func() (bool, error) {
 		lag, err := throttle.ReplicaLag(context.Background(), rdb)
 		return lag == 0, err
@@ -126,7 +146,7 @@ func TestReplicaLag(t *testing.T) {
 		t.Fatalf("replica in sync: waited %s, %v", waited, err)
 	}
 	// A stopped SQL thread has no lag figure: the throttle holds the copy rather than guess.
-	if _, err := rdb.Exec("STOP SLAVE SQL_THREAD"); err != nil {
+	if _, err := root.Exec("STOP SLAVE SQL_THREAD"); err != nil {
 		t.Fatal(err)
 	}
 	harness.Eventually(t, 10*time.Second, "the lag to become unknown", func() (bool, error) {

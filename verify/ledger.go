@@ -25,6 +25,9 @@ const (
 	TouchBucketBits = 10
 )
 
+// Tables lists verify's tables, for the grants they need (EnsureLedger creates each).
+var Tables = []string{LedgerTable, TouchTable}
+
 // Execer is what MarkTouched needs: the applier's *sql.Tx.
 type Execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)

@@ -35,8 +35,9 @@ SELECT NULL,
        1 + (seq * 7919) % 40000
 FROM edxapp.seq_1_to_100000;   -- the Sequence engine: a virtual table of 1..100000
 
--- csmh-sync reads the binlog and the source table; it never writes here.
--- REPLICATION SLAVE: the binlog dump. REPLICATION CLIENT (called BINLOG MONITOR since MariaDB 10.5; both names
--- are granted so the statement reads the same everywhere): SHOW BINARY LOGS, SHOW BINLOG EVENTS, positions.
-GRANT REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR ON *.* TO 'csmh'@'%';
-GRANT SELECT ON edxapp.* TO 'csmh'@'%';
+-- csmh-sync reads the binlog and the source table, nothing else; it never writes here (README.md, "Privileges").
+-- REPLICATION SLAVE: the binlog dump. BINLOG MONITOR: SHOW BINARY LOGS and SHOW BINLOG EVENTS, for the purged
+-- GTIDs. SELECT on CSMH alone: edxapp's other tables hold password hashes and OAuth tokens.
+GRANT REPLICATION SLAVE ON *.* TO 'csmh'@'%';
+GRANT BINLOG MONITOR ON *.* TO 'csmh'@'%';
+GRANT SELECT ON edxapp.courseware_studentmodulehistory TO 'csmh'@'%';

@@ -21,6 +21,13 @@ CREATE TABLE IF NOT EXISTS edxapp_csmh.coursewarehistoryextended_studentmodulehi
   KEY `student_module_idx` (`student_module_id`)
 ) ENGINE=InnoDB AUTO_INCREMENT=2100000 DEFAULT CHARSET=utf8;
 
--- csmh-sync writes the copied rows and keeps its checkpoint tables (csmh_sync_state, csmh_sync_backfill)
--- beside CSMHE, committed in the same transactions. ALTER is for `cutover --bump-auto-increment`.
-GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER ON edxapp_csmh.* TO 'csmh'@'%';
+-- csmh-sync writes the copied rows and keeps its own tables (checkpoint, verify ledger) beside CSMHE, committed in
+-- the same transactions (README.md, "Privileges"). ALTER is for `cutover --bump-auto-increment`; a grant on a
+-- table that does not exist yet must include CREATE.
+GRANT SELECT, INSERT, UPDATE, DELETE, ALTER ON edxapp_csmh.coursewarehistoryextended_studentmodulehistoryextended TO 'csmh'@'%';
+GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON edxapp_csmh.csmh_sync_state TO 'csmh'@'%';
+GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON edxapp_csmh.csmh_sync_backfill TO 'csmh'@'%';
+GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON edxapp_csmh.csmh_sync_lanes TO 'csmh'@'%';
+GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON edxapp_csmh.csmh_sync_stages TO 'csmh'@'%';
+GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON edxapp_csmh.csmh_sync_verify_ledger TO 'csmh'@'%';
+GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON edxapp_csmh.csmh_sync_verify_touched TO 'csmh'@'%';

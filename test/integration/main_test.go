@@ -105,8 +105,10 @@ func (p *pair) seed(t *testing.T, opts harness.GenOptions) (src, dst *sql.DB, ge
 	return src, dst, gen
 }
 
+// args are the connection flags for csmh-sync: it connects as the harness's users, which hold exactly the
+// documented grants (harness.SourceUser, harness.TargetUser).
 func (p *pair) args(extra ...string) []string {
-	return append([]string{"--source-dsn", p.src.DSN(""), "--target-dsn", p.dst.DSN(""), "--metrics-addr", ""}, extra...)
+	return append([]string{"--source-dsn", p.src.SourceDSN(), "--target-dsn", p.dst.TargetDSN(), "--metrics-addr", ""}, extra...)
 }
 
 // backfillDone reports whether the backfill has a plan and every segment of it is copied. (An empty plan

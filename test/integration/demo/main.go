@@ -68,7 +68,8 @@ func run(ctx context.Context) error {
 		return err
 	}
 
-	args := []string{"--source-dsn", src.DSN(""), "--target-dsn", dst.DSN(""), "--metrics-addr", "127.0.0.1:0"}
+	// csmh-sync connects as users holding exactly the documented grants (README.md, "Privileges").
+	args := []string{"--source-dsn", src.SourceDSN(), "--target-dsn", dst.TargetDSN(), "--metrics-addr", "127.0.0.1:0"}
 	step("csmh-sync preflight")
 	if err := cli(ctx, bin, append([]string{"preflight"}, args...)); err != nil {
 		return fmt.Errorf("preflight: %w", err)

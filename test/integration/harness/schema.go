@@ -57,7 +57,8 @@ func (s *Server) LoadEdxSchema(ctx context.Context) error {
 	return s.LoadEdxSchemaWith(ctx, SchemaOptions{})
 }
 
-// LoadEdxSchemaWith creates both databases and the tables o selects.
+// LoadEdxSchemaWith creates both databases and the tables o selects, and the users csmh-sync connects as
+// (SourceUser where the source table is, TargetUser where CSMHE is).
 func (s *Server) LoadEdxSchemaWith(ctx context.Context, o SchemaOptions) error {
 	sections := []string{"databases"}
 	if !o.SkipSource {
@@ -86,7 +87,7 @@ func (s *Server) LoadEdxSchemaWith(ctx context.Context, o SchemaOptions) error {
 			return fmt.Errorf("harness: load edX schema: %w", err)
 		}
 	}
-	return nil
+	return s.createToolUsers(ctx, !o.SkipSource, !o.SkipTarget)
 }
 
 // Exec runs one statement (or several, separated by semicolons) as root with no default database.
