@@ -45,10 +45,12 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// open connects the way csmh-sync does (pinned session, short lock waits).
-func open(t *testing.T, s *harness.Server) *sql.DB {
+// open connects the way csmh-sync does (pinned session, short lock waits), as root.
+func open(t *testing.T, s *harness.Server) *sql.DB { return openDSN(t, s.DSN("")) }
+
+func openDSN(t *testing.T, dsn string) *sql.DB {
 	t.Helper()
-	db, _, err := dbconn.Open(ctxT(t, time.Minute), dbconn.Endpoint{Role: "test", DSN: s.DSN("")}, dbconn.Options{MaxOpenConns: 16})
+	db, _, err := dbconn.Open(ctxT(t, time.Minute), dbconn.Endpoint{Role: "test", DSN: dsn}, dbconn.Options{MaxOpenConns: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,11 +68,14 @@ func lockModeFor(method string) []string {
 }
 
 type env struct {
-	src, dst   *sql.DB
-	srcS, dstS *harness.Server
-	store      *checkpoint.Store
-	gen        harness.GenResult
-	m          *metrics.Metrics
+	src, dst *sql.DB // root's, for the test's own writes and checks
+	// toolSrc and toolDst are the backfill's and the checkpoint's, as the harness's users holding exactly the
+	// documented grants.
+	toolSrc, toolDst *sql.DB
+	srcS, dstS       *harness.Server
+	store            *checkpoint.Store
+	gen              harness.GenResult
+	m                *metrics.Metrics
 }
 
 // setup starts the servers; dstArgs are extra arguments of a cross-server target.
@@ -99,7 +104,8 @@ func setup(t *testing.T, sameServer bool, gen harness.GenOptions, dstArgs ...str
 			t.Fatal(err)
 		}
 	}
-	e.store = checkpoint.New(e.dst, "edxapp_csmh")
+	e.toolSrc, e.toolDst = openDSN(t, e.srcS.SourceDSN()), openDSN(t, e.dstS.TargetDSN())
+	e.store = checkpoint.New(e.toolDst, "edxapp_csmh")
 	if err := e.store.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +115,7 @@ func setup(t *testing.T, sameServer bool, gen harness.GenOptions, dstArgs ...str
 func (e *env) backfill(t *testing.T, cfg backfill.Config) *backfill.Backfill {
 	t.Helper()
 	cfg.SourceTable, cfg.TargetTable = srcName, dstName
-	b, err := backfill.New(e.src, e.dst, e.store, e.m, slog.New(slog.DiscardHandler), cfg)
+	b, err := backfill.New(e.toolSrc, e.toolDst, e.store, e.m, slog.New(slog.DiscardHandler), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

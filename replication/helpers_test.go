@@ -51,12 +51,14 @@ func mustName(s string) table.Name {
 // checkpoint initialised at the source's position before any test write.
 type fixture struct {
 	src, dst     *harness.Server
-	srcDB, dstDB *sql.DB
-	srcCfg       *mysql.Config
-	store        *checkpoint.Store
-	start        *gtid.Set
-	m            *metrics.Metrics
-	log          *slog.Logger
+	srcDB, dstDB *sql.DB // root's, for the test's own writes and checks
+	// toolSrcDB and toolDstDB are the replicator's, as the harness's SourceUser and TargetUser.
+	toolSrcDB, toolDstDB *sql.DB
+	srcCfg               *mysql.Config
+	store                *checkpoint.Store
+	start                *gtid.Set
+	m                    *metrics.Metrics
+	log                  *slog.Logger
 }
 
 type fixtureOptions struct {
@@ -80,7 +82,7 @@ func newFixture(t *testing.T, o fixtureOptions) *fixture {
 		t.Fatal(err)
 	}
 	var err error
-	f.srcDB, f.srcCfg, err = dbconn.Open(ctx, dbconn.Endpoint{Role: "source", DSN: f.src.DSN("")}, dbconn.Options{MaxOpenConns: 16})
+	f.srcDB, _, err = dbconn.Open(ctx, dbconn.Endpoint{Role: "source", DSN: f.src.DSN("")}, dbconn.Options{MaxOpenConns: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +92,19 @@ func newFixture(t *testing.T, o fixtureOptions) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.dstDB.Close() })
-	f.store = checkpoint.New(f.dstDB, dstTable.Schema)
+	// The replicator and the checkpoint connect as the harness's users, holding exactly the documented grants;
+	// the test's own writes and checks go through root's pools above.
+	f.toolSrcDB, f.srcCfg, err = dbconn.Open(ctx, dbconn.Endpoint{Role: "source", DSN: f.src.SourceDSN()}, dbconn.Options{MaxOpenConns: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.toolSrcDB.Close() })
+	f.toolDstDB, _, err = dbconn.Open(ctx, dbconn.Endpoint{Role: "target", DSN: f.dst.TargetDSN()}, dbconn.Options{MaxOpenConns: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.toolDstDB.Close() })
+	f.store = checkpoint.New(f.toolDstDB, dstTable.Schema)
 	if err := f.store.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +144,7 @@ func (f *fixture) replicator(t *testing.T, tweak func(*replication.Config)) *rep
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	r, err := replication.New(f.srcDB, f.dstDB, f.store, f.m, f.log, cfg)
+	r, err := replication.New(f.toolSrcDB, f.toolDstDB, f.store, f.m, f.log, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

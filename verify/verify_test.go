@@ -40,9 +40,11 @@ const (
 	cols      = "id, version, created, state, grade, max_grade, student_module_id"
 )
 
-func open(t *testing.T, s *harness.Server) *sql.DB {
+func open(t *testing.T, s *harness.Server) *sql.DB { return openDSN(t, s.DSN("")) }
+
+func openDSN(t *testing.T, dsn string) *sql.DB {
 	t.Helper()
-	db, _, err := dbconn.Open(context.Background(), dbconn.Endpoint{Role: "test", DSN: s.DSN("")}, dbconn.Options{MaxOpenConns: 16})
+	db, _, err := dbconn.Open(context.Background(), dbconn.Endpoint{Role: "test", DSN: dsn}, dbconn.Options{MaxOpenConns: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,9 +53,11 @@ func open(t *testing.T, s *harness.Server) *sql.DB {
 }
 
 type env struct {
-	src, dst *sql.DB
-	gen      harness.GenResult
-	m        *metrics.Metrics
+	src, dst *sql.DB // root's, for the test's own writes and checks
+	// toolSrc and toolDst are the verifier's, as the harness's users holding exactly the documented grants.
+	toolSrc, toolDst *sql.DB
+	gen              harness.GenResult
+	m                *metrics.Metrics
 }
 
 func (e *env) run(t *testing.T, cfg verify.Config) *verify.Result {
@@ -64,7 +68,7 @@ func (e *env) run(t *testing.T, cfg verify.Config) *verify.Result {
 	if cfg.ChunkRows == 0 {
 		cfg.ChunkRows = chunkRows
 	}
-	v, err := verify.New(e.src, e.dst, e.m, slog.New(slog.DiscardHandler), cfg)
+	v, err := verify.New(e.toolSrc, e.toolDst, e.m, slog.New(slog.DiscardHandler), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +108,7 @@ func sameServer(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	db := open(t, s)
-	e := &env{src: db, dst: db, m: metrics.New(prometheus.NewRegistry())}
+	e := &env{src: db, dst: db, toolSrc: openDSN(t, s.SourceDSN()), toolDst: openDSN(t, s.TargetDSN()), m: metrics.New(prometheus.NewRegistry())}
 	var err error
 	if e.gen, err = harness.GenerateCSMH(ctx, db, harness.SourceTable, harness.GenOptions{Rows: genRows, Seed: 7, LargeStateEvery: 3000}); err != nil {
 		t.Fatal(err)
@@ -423,7 +427,7 @@ func TestVerifyAcrossServersLegacyTarget(t *testing.T) {
 	if err := ds.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipSource: true, Legacy2016Target: true}); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{src: open(t, ss), dst: open(t, ds), m: metrics.Discard()}
+	e := &env{src: open(t, ss), dst: open(t, ds), toolSrc: openDSN(t, ss.SourceDSN()), toolDst: openDSN(t, ds.TargetDSN()), m: metrics.Discard()}
 	var err error
 	if e.gen, err = harness.GenerateCSMH(ctx, e.src, harness.SourceTable, harness.GenOptions{Rows: genRows, Seed: 11}); err != nil {
 		t.Fatal(err)
