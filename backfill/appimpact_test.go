@@ -52,8 +52,9 @@ func appInsertsWhileChunkWaits(t *testing.T, same bool) {
 		t.Fatal(err)
 	}
 
-	// One worker: the backfill's default choice for a single worker across servers used to be LOAD DATA.
-	b := e.backfill(t, backfill.Config{Workers: 1})
+	// One worker: the backfill's default choice for a single worker across servers used to be LOAD DATA. The
+	// chunk deadline is out of the way: the chunk must stay parked while the app's INSERT is timed.
+	b := e.backfill(t, backfill.Config{Workers: 1, ChunkDeadline: time.Minute})
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
 	harness.Eventually(t, time.Minute, "the backfill's chunk waiting for the held row lock", func() (bool, error) {
@@ -105,4 +106,83 @@ func parked(db *sql.DB) (int, error) {
 	err := db.QueryRow(`SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE TIME >= 1 AND COMMAND = 'Query'
 		AND (INFO LIKE 'SELECT %LOCK IN SHARE MODE' OR INFO LIKE 'INSERT IGNORE%' OR INFO LIKE 'LOAD DATA%')`).Scan(&n)
 	return n, err
+}
+
+// A chunk whose target write hangs — here on a CSMHE row lock the test holds, longer than the tool's lock
+// wait of 5 s — keeps its source rows locked no longer than the chunk deadline: an app UPDATE of one of them,
+// queued behind the chunk's shared lock, completes within the deadline, and the copy is exact once the target
+// moves again.
+func TestChunkDeadlineFreesSourceRows(t *testing.T) {
+	e := setup(t, false, harness.GenOptions{Rows: 3000, Seed: 43, LargeStateEvery: -1})
+	ctx := ctxT(t, 3*time.Minute)
+	const deadline = 2 * time.Second
+	lockConn, err := e.dst.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lockConn.Close()
+	if _, err := lockConn.ExecContext(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockConn.ExecContext(ctx, "INSERT INTO "+harness.TargetTable+
+		" (id, created, student_module_id) VALUES (?, UTC_TIMESTAMP(6), 1)", e.gen.MinID+10); err != nil {
+		t.Fatal(err)
+	}
+	b := e.backfill(t, backfill.Config{Workers: 1, ChunkDeadline: deadline})
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	// Parked on the target means the chunk's rows are read, and locked on the source.
+	harness.Eventually(t, time.Minute, "the chunk's target write waiting for the held row", func() (bool, error) {
+		select {
+		case err := <-done:
+			t.Fatalf("the backfill ended before its chunk waited: %v", err)
+		default:
+		}
+		var n int
+		err := e.dst.QueryRow(`SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Query'
+			AND INFO LIKE 'INSERT IGNORE%'`).Scan(&n)
+		return n > 0, err
+	})
+
+	app, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	updated := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := e.src.ExecContext(app, "UPDATE "+harness.SourceTable+" SET grade = 0.5 WHERE id = ?", e.gen.MinID+5)
+		updated <- err
+	}()
+	waited := false
+	var took time.Duration
+	harness.Eventually(t, 30*time.Second, "the app's UPDATE", func() (bool, error) {
+		select {
+		case err := <-updated:
+			took = time.Since(start)
+			return true, err
+		default:
+		}
+		var n int
+		err := e.src.QueryRow("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'").Scan(&n)
+		waited = waited || n > 0
+		return false, err
+	})
+	if !waited {
+		t.Fatalf("the app's UPDATE never waited for the chunk's lock (it took %s): the test proved nothing", took)
+	}
+	if limit := deadline + 1500*time.Millisecond; took > limit {
+		t.Fatalf("the app's UPDATE of a chunk row took %s, beyond the chunk deadline %s (limit %s)", took.Round(time.Millisecond), deadline, limit)
+	}
+	t.Logf("app UPDATE waited %s for the chunk (deadline %s)", took.Round(time.Millisecond), deadline)
+
+	if _, err := lockConn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := metricValue(t, e.m.ChunkDeadlines); n < 1 {
+		t.Fatalf("csmh_sync_backfill_chunk_deadlines_total %v, want at least 1", n)
+	}
+	e.requireEqual(t)
+	e.requireCounted(t, e.gen.Rows)
 }

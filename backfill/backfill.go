@@ -51,11 +51,15 @@ type Config struct {
 	IDBoundary               uint64 // ids at or above are never copied (0 = no boundary)
 	// Workers is the number of segments planned at the first start and of segments copied in parallel.
 	// Default 4 across servers, 2 on one server (capped at 4 there: the statements share one server's CPUs).
-	Workers          int
-	ChunkBytes       int64         // data budget of one chunk (default 8 MiB); at least 64 KiB
-	ChunkTime        time.Duration // target duration of one chunk, read to target commit (default 500 ms)
-	MaxRowsPerSecond float64       // 0 = unlimited
-	SameServer       *bool         // nil = where proven (dbconn.SameServer); true = required, refused unless proven; false = never
+	Workers    int
+	ChunkBytes int64         // data budget of one chunk (default 8 MiB); at least 64 KiB
+	ChunkTime  time.Duration // target duration of one chunk, read to target commit (default 500 ms)
+	// ChunkDeadline is the longest a chunk may hold its source rows locked, from the start of its read to its
+	// target commit (default 4 × ChunkTime, at least 2 s). A chunk that reaches it is rolled back on both
+	// servers and read again, smaller: a slow or hung target cannot hold up the app's changes to those rows.
+	ChunkDeadline    time.Duration
+	MaxRowsPerSecond float64 // 0 = unlimited
+	SameServer       *bool   // nil = where proven (dbconn.SameServer); true = required, refused unless proven; false = never
 	// WriteMethod is how the cross-server path writes a chunk: "load-data" (LOAD DATA LOCAL INFILE … IGNORE
 	// from memory), "insert" (multi-row INSERT IGNORE), or "auto"/"" (the default): load-data where the target
 	// allows LOAD DATA LOCAL, every text column is UTF-8 and parallel workers do not serialize on the table's
@@ -78,7 +82,15 @@ var (
 	ErrSchema = errors.New("backfill schema")
 	// ErrConfig means the configuration is invalid.
 	ErrConfig = errors.New("backfill configuration")
+	// errChunkDeadline ends a chunk that held its source rows locked for ChunkDeadline; it is retried smaller.
+	errChunkDeadline = errors.New("chunk reached its deadline")
 )
+
+// DefaultChunkDeadline is the chunk deadline for a chunk time: four times it, so that a chunk read while the
+// previous one is written, on servers slower than the spanner has learnt, is not cut short, and at least 2 s.
+func DefaultChunkDeadline(chunkTime time.Duration) time.Duration {
+	return max(4*chunkTime, 2*time.Second)
+}
 
 const (
 	defaultWorkers     = 4
@@ -117,6 +129,7 @@ type Backfill struct {
 	sameServer  atomic.Bool
 	autoIncMode int   // the target's innodb_autoinc_lock_mode
 	bulkRows    int64 // most rows of one same-server INSERT … SELECT below lock mode 2; 0 = a chunk is one statement
+	deadline    time.Duration
 
 	mu       sync.Mutex
 	segs     map[int]checkpoint.Segment // committed state of every segment
@@ -138,8 +151,11 @@ func New(src, dst *sql.DB, store *checkpoint.Store, m *metrics.Metrics, log *slo
 		return nil, fmt.Errorf("%w: workers %d: use 1 to 64", ErrConfig, cfg.Workers)
 	case cfg.ChunkBytes != 0 && cfg.ChunkBytes < minChunkBytes:
 		return nil, fmt.Errorf("%w: chunk byte budget %d is below 64 KiB", ErrConfig, cfg.ChunkBytes)
-	case cfg.ChunkTime < 0 || cfg.MaxRowsPerSecond < 0:
-		return nil, fmt.Errorf("%w: chunk time and row rate must not be negative", ErrConfig)
+	case cfg.ChunkTime < 0 || cfg.MaxRowsPerSecond < 0 || cfg.ChunkDeadline < 0:
+		return nil, fmt.Errorf("%w: chunk time, chunk deadline and row rate must not be negative", ErrConfig)
+	case cfg.ChunkDeadline != 0 && cfg.ChunkDeadline < cfg.ChunkTime:
+		return nil, fmt.Errorf("%w: chunk deadline %s is below the chunk time %s: raise it or lower the chunk time",
+			ErrConfig, cfg.ChunkDeadline, cfg.ChunkTime)
 	case cfg.EndID != 0 && cfg.StartID > cfg.EndID:
 		return nil, fmt.Errorf("%w: start id %d is above end id %d", ErrRange, cfg.StartID, cfg.EndID)
 	case cfg.WriteMethod != "" && cfg.WriteMethod != WriteAuto && cfg.WriteMethod != WriteInsert && cfg.WriteMethod != WriteLoadData:
@@ -151,8 +167,11 @@ func New(src, dst *sql.DB, store *checkpoint.Store, m *metrics.Metrics, log *slo
 	if cfg.ChunkTime == 0 {
 		cfg.ChunkTime = 500 * time.Millisecond
 	}
+	if cfg.ChunkDeadline == 0 {
+		cfg.ChunkDeadline = DefaultChunkDeadline(cfg.ChunkTime)
+	}
 	return &Backfill{src: src, dst: dst, store: store, m: m, log: log.With("component", "backfill"), cfg: cfg,
-		limiter: newLimiter(cfg.MaxRowsPerSecond), rate: newRateWindow(30 * time.Second),
+		limiter: newLimiter(cfg.MaxRowsPerSecond), rate: newRateWindow(30 * time.Second), deadline: cfg.ChunkDeadline,
 		segs: map[int]checkpoint.Segment{}, resumeCh: make(chan struct{})}, nil
 }
 

@@ -3,6 +3,7 @@ package backfill
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -35,21 +36,50 @@ type crossChunk struct {
 	stx     *sql.Tx // the source transaction holding the chunk's shared locks
 	once    sync.Once
 	ended   atomic.Bool
+
+	// ctx carries the chunk's work on both servers. It ends with the copy, and at the chunk's deadline, when
+	// the timer started with the source transaction also rolls that transaction back, wherever the reader and
+	// the writer are: the chunk's source rows are never locked for longer, whatever the target does.
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	timer   *time.Timer
+	stxDone context.CancelFunc // ends the source transaction's context
+	expired *atomic.Bool       // set when a chunk of the copy reached its deadline
 }
 
 // release ends the source transaction, letting production change the chunk's rows again.
 func (c *crossChunk) release(commit bool) {
 	c.once.Do(func() {
 		c.ended.Store(true)
-		if c.stx == nil {
-			return
+		if c.timer != nil {
+			c.timer.Stop()
 		}
-		if commit {
-			_ = c.stx.Commit() // nothing was written; an error only means the locks went with the connection
-		} else {
-			_ = c.stx.Rollback()
+		if c.stx != nil {
+			if commit {
+				_ = c.stx.Commit() // nothing was written; an error only means the locks went with the connection
+			} else {
+				_ = c.stx.Rollback()
+			}
 		}
+		if c.stxDone != nil {
+			c.stxDone()
+		}
+		c.cancel(nil)
 	})
+}
+
+// startDeadline arms the chunk's deadline as its source transaction begins and returns the context that
+// transaction runs in: not the copy's, which a cancellation would end while the target commit may still be
+// under way, but one that only the deadline or release ends.
+func (c *crossChunk) startDeadline(ctx context.Context, d time.Duration) context.Context {
+	sctx, done := context.WithCancel(context.WithoutCancel(ctx))
+	c.stxDone = done
+	c.timer = time.AfterFunc(d, func() {
+		c.expired.Store(true)
+		c.cancel(errChunkDeadline)
+		done() // database/sql rolls the source transaction back: its locks go now
+	})
+	return sctx
 }
 
 // copyCross copies the worker's segment from next_id to its end through a reader and a writer goroutine: the
@@ -63,6 +93,7 @@ func (b *Backfill) copyCross(ctx context.Context, w *worker) error {
 	tokens := make(chan struct{}, stmtsInFlight)
 	var mu sync.Mutex
 	var open []*crossChunk
+	var expired atomic.Bool
 	track := func(c *crossChunk) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -72,13 +103,17 @@ func (b *Backfill) copyCross(ctx context.Context, w *worker) error {
 				kept = append(kept, o)
 			}
 		}
+		c.expired = &expired
 		open = append(kept, c)
 	}
 	start, end := w.seg.Next, w.seg.End
 	g.Go(func() error { return b.readChunks(gctx, w.sp, start, end, chunks, tokens, track) })
 	g.Go(func() error {
 		for c := range chunks {
-			if err := b.writeChunk(gctx, w, c, tokens); err != nil {
+			if err := b.writeChunk(c.ctx, w, c, tokens); err != nil {
+				if context.Cause(c.ctx) == errChunkDeadline {
+					return fmt.Errorf("%w: %v", errChunkDeadline, err)
+				}
 				return err
 			}
 		}
@@ -90,6 +125,10 @@ func (b *Backfill) copyCross(ctx context.Context, w *worker) error {
 		c.release(false)
 	}
 	mu.Unlock()
+	if err != nil && ctx.Err() == nil && expired.Load() && !errors.Is(err, errChunkDeadline) {
+		// The deadline cut a statement short: the driver reports a cancelled context or a closed connection.
+		err = fmt.Errorf("%w: %v", errChunkDeadline, err)
+	}
 	return err
 }
 
@@ -103,13 +142,14 @@ func (b *Backfill) readChunks(ctx context.Context, sp *spanner, lo, end uint64, 
 		}
 		span, rowCap := sp.next()
 		c := &crossChunk{lo: lo, hi: chunkEnd(lo, span, end), stmts: make(chan insertStmt, 1)}
+		c.ctx, c.cancel = context.WithCancelCause(ctx)
 		track(c)
 		select {
 		case out <- c:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		c.err = b.readChunk(ctx, c, rowCap, tokens)
+		c.err = b.readChunk(c.ctx, c, rowCap, tokens)
 		close(c.stmts)
 		if c.err != nil {
 			return c.err
@@ -127,9 +167,7 @@ func (b *Backfill) readChunks(ctx context.Context, sp *spanner, lo, end uint64, 
 // readChunk reads one chunk with a locking read and hands it to the writer as INSERT statements.
 func (b *Backfill) readChunk(ctx context.Context, c *crossChunk, rowCap int64, tokens chan struct{}) error {
 	c.started = time.Now()
-	// The transaction's context is not the run's: on cancellation database/sql would roll it back at once,
-	// releasing the chunk's locks while the target commit may still be under way. It ends through release only.
-	stx, err := b.src.BeginTx(context.WithoutCancel(ctx), &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	stx, err := b.src.BeginTx(c.startDeadline(ctx, b.deadline), &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return err
 	}

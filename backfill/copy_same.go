@@ -52,6 +52,18 @@ func (b *Backfill) copySame(ctx context.Context, w *worker) error {
 
 func (b *Backfill) copySameChunk(ctx context.Context, w *worker, insert string, lo, hi uint64) (int64, error) {
 	start := time.Now()
+	cctx, cancel := context.WithTimeoutCause(ctx, b.deadline, errChunkDeadline)
+	defer cancel()
+	n, err := b.copySameTx(cctx, w, insert, lo, hi, start)
+	if err != nil && ctx.Err() == nil && context.Cause(cctx) == errChunkDeadline {
+		// The driver closed the connection; the server rolls the chunk back as it notices, at the latest when a
+		// lock wait ends (innodb_lock_wait_timeout).
+		return 0, fmt.Errorf("%w: %v", errChunkDeadline, err)
+	}
+	return n, err
+}
+
+func (b *Backfill) copySameTx(ctx context.Context, w *worker, insert string, lo, hi uint64, start time.Time) (int64, error) {
 	// READ COMMITTED: the shared locks are on the chunk's rows only, no gap locks that would hold up the app's
 	// inserts at the end of the table while the last chunk is copied.
 	tx, err := b.beginTarget(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})

@@ -72,7 +72,8 @@ func (b *Backfill) runSegment(ctx context.Context, seg checkpoint.Segment) error
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !dbconn.IsTransient(err) && !errors.Is(err, checkpoint.ErrFenced) && !errors.Is(err, checkpoint.ErrSegmentMoved) {
+		deadline := errors.Is(err, errChunkDeadline)
+		if !deadline && !dbconn.IsTransient(err) && !errors.Is(err, checkpoint.ErrFenced) && !errors.Is(err, checkpoint.ErrSegmentMoved) {
 			return fmt.Errorf("backfill segment %d at id %d: %w", w.seg.ID, w.seg.Next, err)
 		}
 		if w.seg.Next != before {
@@ -81,8 +82,11 @@ func (b *Backfill) runSegment(ctx context.Context, seg checkpoint.Segment) error
 		if failures++; b.cfg.MaxAttempts >= 0 && failures > cmp.Or(b.cfg.MaxAttempts, defaultMaxAttempts) {
 			return fmt.Errorf("backfill segment %d at id %d: %d attempts failed: %w", w.seg.ID, w.seg.Next, failures, err)
 		}
-		if dbconn.ServerError(err, 1205, 1213) {
-			w.sp.shrink() // fewer rows locked per chunk, fewer collisions with production writes
+		if deadline || dbconn.ServerError(err, 1205, 1213) {
+			w.sp.shrink() // fewer rows locked per chunk, fewer collisions with production writes, a shorter chunk
+		}
+		if deadline {
+			b.m.ChunkDeadlines.Inc()
 		}
 		b.log.Warn("backfill chunk failed, retrying", "segment", w.seg.ID, "next_id", w.seg.Next, "attempt", failures, "err", err)
 		if err := sleep(ctx, delay/2+time.Duration(rand.Int64N(int64(delay)))); err != nil {

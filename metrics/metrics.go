@@ -31,8 +31,10 @@ type Metrics struct {
 	Progress      prometheus.Gauge
 	ETA           prometheus.Gauge
 	ThrottledSecs prometheus.Counter
-	Paused        prometheus.Gauge
-	BackfillDone  prometheus.Gauge
+	// ChunkDeadlines counts chunks rolled back because they held their source rows for the chunk deadline.
+	ChunkDeadlines prometheus.Counter
+	Paused         prometheus.Gauge
+	BackfillDone   prometheus.Gauge
 
 	// StageStopped is 1 for the stage that stopped on its own while the daemon runs on, on the series of the
 	// reason it stopped for, and 0 on every other series; stage = backfill, reason from a fixed set.
@@ -66,6 +68,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		Progress:          g("csmh_sync_backfill_progress_ratio", "Fraction of the backfill id range copied, 0 to 1."),
 		ETA:               g("csmh_sync_backfill_eta_seconds", "Estimated seconds until the backfill finishes at the recent rate."),
 		ThrottledSecs:     c("csmh_sync_backfill_throttled_seconds_total", "Seconds the backfill waited because of throttling (rate limit, load, replica lag)."),
+		ChunkDeadlines:    c("csmh_sync_backfill_chunk_deadlines_total", "Backfill chunks rolled back and read again because they held their source rows locked for the chunk deadline."),
 		Paused:            g("csmh_sync_backfill_paused", "1 while the backfill is paused by an operator (POST /pause)."),
 		BackfillDone:      g("csmh_sync_backfill_done", "1 when the backfill has copied its whole range."),
 		StageStopped: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "csmh_sync_stage_stopped",
@@ -85,7 +88,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.Lag, m.TxBehind, m.AppliedRows, m.AppliedTx, m.SourceWrites, m.Connected, m.CheckpointAge,
 		m.RetentionHeadroom, m.SourceIDUsed, m.IDRunway, m.RowsCopied, m.BytesCopied, m.Progress, m.ETA,
-		m.ThrottledSecs, m.Paused, m.BackfillDone, m.StageStopped, m.VerifyChunks, info,
+		m.ThrottledSecs, m.ChunkDeadlines, m.Paused, m.BackfillDone, m.StageStopped, m.VerifyChunks, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

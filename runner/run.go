@@ -34,6 +34,7 @@ type BackfillOptions struct {
 	WriteMethod            string
 	SameServer             string // SameServerAuto, SameServerYes or SameServerNo
 	ChunkTime              time.Duration
+	ChunkDeadline          time.Duration // 0 = backfill.DefaultChunkDeadline(ChunkTime)
 	MaxRowsPerSecond       float64
 	MaxThreadsRunning      int64
 	CriticalThreadsRunning int64
@@ -127,6 +128,10 @@ func (r *Run) Validate() error {
 	if err := positive(flagDuration{"--chunk-time", b.ChunkTime}, flagDuration{"--max-replica-lag", b.MaxReplicaLag},
 		flagDuration{"--progress-every", b.ProgressEvery}); err != nil {
 		return err
+	}
+	if b.ChunkDeadline < 0 || (b.ChunkDeadline > 0 && b.ChunkDeadline < b.ChunkTime) {
+		return fmt.Errorf("%w: --chunk-deadline %s: use at least --chunk-time %s (0 = 4 × --chunk-time, at least 2s)",
+			ErrUsage, b.ChunkDeadline, b.ChunkTime)
 	}
 	if !r.BackfillOnly { // the stream's flags (`backfill` has none)
 		if err := r.validateStream(); err != nil {
@@ -244,7 +249,7 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	bf, err := backfill.New(k.src, k.dst, p.store, m, log, backfill.Config{
 		SourceTable: r.SourceTable, TargetTable: r.TargetTable, StartID: r.Backfill.StartID, EndID: r.Backfill.EndID,
 		IDBoundary: p.state.IDBoundary, Workers: r.Backfill.Workers, ChunkBytes: r.Backfill.ChunkBytes, WriteMethod: r.Backfill.WriteMethod,
-		ChunkTime: r.Backfill.ChunkTime, MaxRowsPerSecond: r.Backfill.MaxRowsPerSecond, Throttle: thr, Hooks: r.BackfillHooks,
+		ChunkTime: r.Backfill.ChunkTime, ChunkDeadline: r.Backfill.ChunkDeadline, MaxRowsPerSecond: r.Backfill.MaxRowsPerSecond, Throttle: thr, Hooks: r.BackfillHooks,
 		MaxAttempts: attempts, SameServer: sameServer})
 	if err != nil {
 		return ExitError, err
