@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ type Endpoint struct {
 	Role         string // "source", "target", "replica": used in error messages
 	DSN          string
 	PasswordFile string
+	TLS          TLS // see tls.go
 }
 
 // ErrConfig marks an error in what the operator supplied (bad DSN, unreadable password file).
@@ -34,6 +36,9 @@ func (e Endpoint) Config() (*mysql.Config, error) {
 	if strings.TrimSpace(e.DSN) == "" {
 		return nil, fmt.Errorf("%w: --%s-dsn is empty: set it (or CSMH_%s_DSN) to user@tcp(host:port)/",
 			ErrConfig, e.Role, strings.ToUpper(e.Role))
+	}
+	if err := e.checkDSNTLS(); err != nil {
+		return nil, err
 	}
 	cfg, err := mysql.ParseDSN(e.DSN)
 	if err != nil {
@@ -51,6 +56,9 @@ func (e Endpoint) Config() (*mysql.Config, error) {
 	if cfg.Net == "" {
 		cfg.Net = "tcp"
 	}
+	if err := e.applyTLS(cfg); err != nil {
+		return nil, err
+	}
 	return cfg, nil
 }
 
@@ -60,6 +68,7 @@ type Options struct {
 	LockWaitTimeout time.Duration // innodb_lock_wait_timeout for this tool's sessions; default 5s
 	MaxOpenConns    int           // default 8
 	DB              string        // default database; empty = none
+	Log             *slog.Logger  // where a plaintext connection to another host is warned about; default slog.Default()
 }
 
 // Open returns a *sql.DB whose every session runs with pinned settings, after proving the server answers.
@@ -81,6 +90,10 @@ func Open(ctx context.Context, e Endpoint, o Options) (*sql.DB, *mysql.Config, e
 	Pin(cfg, o.LockWaitTimeout)
 	cfg.Timeout = o.DialTimeout
 	cfg.DBName = o.DB
+	if err := settleTLS(ctx, cfg); err != nil {
+		return nil, nil, fmt.Errorf("%s %s: %w", e.Role, cfg.Addr, e.explain(err, cfg))
+	}
+	warnPlaintext(o.Log, e.Role, cfg)
 	conn, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", e.Role, err)
@@ -93,7 +106,7 @@ func Open(ctx context.Context, e Endpoint, o Options) (*sql.DB, *mysql.Config, e
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {
 		db.Close()
-		return nil, nil, fmt.Errorf("%s %s: %w", e.Role, cfg.Addr, Explain(err, cfg))
+		return nil, nil, fmt.Errorf("%s %s: %w", e.Role, cfg.Addr, e.explain(err, cfg))
 	}
 	return db, cfg, nil
 }

@@ -134,7 +134,7 @@ func (c *Checker) Run(ctx context.Context) *Report {
 }
 
 func (c *Checker) open(ctx context.Context, r *Report, e dbconn.Endpoint) *sql.DB {
-	db, cfg, err := dbconn.Open(ctx, e, dbconn.Options{DialTimeout: c.cfg.Timeout, MaxOpenConns: 2})
+	db, cfg, err := dbconn.Open(ctx, e, dbconn.Options{DialTimeout: c.cfg.Timeout, MaxOpenConns: 2, Log: c.log})
 	if err != nil {
 		r.add(Fail, e.Role, "cannot connect: %v", err)
 		return nil

@@ -14,6 +14,7 @@ import (
 	"github.com/go-mysql-org/go-mysql/replication"
 
 	"github.com/csmh-sync/csmh-sync/checkpoint"
+	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/gtid"
 	"github.com/csmh-sync/csmh-sync/table"
 )
@@ -400,19 +401,14 @@ func (r *Replicator) syncerConfig() replication.BinlogSyncerConfig {
 		host, portStr = src.Addr, "3306"
 	}
 	port, _ := strconv.ParseUint(portStr, 10, 16)
-	network, addr := src.Net, src.Addr
-	if network == "" {
-		network = "tcp"
-	}
 	schema, tbl := r.cfg.SourceTable.Schema, r.cfg.SourceTable.Table
 	return replication.BinlogSyncerConfig{
 		ServerID: r.cfg.ServerID, Flavor: r.cfg.Flavor,
+		// The SQL pool's own TLS settings: dbconn.Open has settled preferred into TLS or plaintext for both.
 		Host: host, Port: uint16(port), User: src.User, Password: src.Passwd, TLSConfig: src.TLS,
-		// Dial what the source DSN names, unix sockets included, bounded by its dial timeout.
-		Dialer: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			d := net.Dialer{Timeout: max(src.Timeout, 5*time.Second)}
-			return d.DialContext(ctx, network, addr)
-		},
+		// Dial what the source DSN names, unix sockets included, bounded by its dial timeout; without TLS, a
+		// server's request for the password in clear text is refused (go-mysql would send it).
+		Dialer:                   dbconn.BinlogDialer(src),
 		Logger:                   slog.New(minLevel{r.baseLog.With("component", "binlog-syncer").Handler(), slog.LevelWarn}),
 		HeartbeatPeriod:          r.cfg.Heartbeat,
 		ReadTimeout:              3*r.cfg.Heartbeat + 5*time.Second,

@@ -35,6 +35,7 @@ func TestRetryable(t *testing.T) {
 		{"duplicate key on another unique key", &mysql.MySQLError{Number: 1062}, false},
 		{"data too long", fmt.Errorf("apply: %w", &mysql.MySQLError{Number: 1406}), false},
 		{"no replication privilege", &gomysql.MyError{Code: 1227}, false},
+		{"cleartext password refused (dbconn.ClearPasswordRefused)", &gomysql.MyError{Code: 2059}, false},
 		{"ddl", fmt.Errorf("%w (`ALTER`)", ErrDDL), false},
 		{"id collision", ErrIDCollision, false},
 		{"purged, classified", r.classify(&gomysql.MyError{Code: 1236, Message: "Could not find GTID state requested by slave in any binlog files"}), false},

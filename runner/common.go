@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -92,12 +93,12 @@ type conns struct {
 	dstCfg   *mysql.Config
 }
 
-func (c *Common) open(ctx context.Context, maxConns int) (*conns, error) {
-	src, srcCfg, err := dbconn.Open(ctx, c.Source, dbconn.Options{DialTimeout: c.ConnectTimeout, MaxOpenConns: maxConns})
+func (c *Common) open(ctx context.Context, log *slog.Logger, maxConns int) (*conns, error) {
+	src, srcCfg, err := dbconn.Open(ctx, c.Source, dbconn.Options{DialTimeout: c.ConnectTimeout, MaxOpenConns: maxConns, Log: log})
 	if err != nil {
 		return nil, err
 	}
-	dst, dstCfg, err := dbconn.Open(ctx, c.Target, dbconn.Options{DialTimeout: c.ConnectTimeout, MaxOpenConns: maxConns})
+	dst, dstCfg, err := dbconn.Open(ctx, c.Target, dbconn.Options{DialTimeout: c.ConnectTimeout, MaxOpenConns: maxConns, Log: log})
 	if err != nil {
 		src.Close()
 		return nil, err

@@ -65,7 +65,7 @@ func (c *Cutover) Validate() error {
 
 // Run prints GO (exit 0) or NO-GO with reasons (exit 1); errors exit 2.
 func (c *Cutover) Run(ctx context.Context) (int, error) {
-	k, err := c.open(ctx, 2*max(c.Workers, 1)+2)
+	k, err := c.open(ctx, c.Log, 2*max(c.Workers, 1)+2)
 	if err != nil {
 		return ExitError, err
 	}

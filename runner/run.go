@@ -207,7 +207,7 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	workers := max(r.Backfill.Workers, 1)
-	k, err := r.open(ctx, 2*workers+5+max(r.Stream.ApplyLanes, 1))
+	k, err := r.open(ctx, log, 2*workers+5+max(r.Stream.ApplyLanes, 1))
 	if err != nil {
 		return ExitError, err
 	}
@@ -228,7 +228,7 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	p.store.SetFence(lock)
 	var replica *sql.DB
 	if r.Backfill.Replica.DSN != "" {
-		if replica, _, err = dbconn.Open(ctx, r.Backfill.Replica, dbconn.Options{DialTimeout: r.ConnectTimeout, MaxOpenConns: 2}); err != nil {
+		if replica, _, err = dbconn.Open(ctx, r.Backfill.Replica, dbconn.Options{DialTimeout: r.ConnectTimeout, MaxOpenConns: 2, Log: log}); err != nil {
 			return ExitError, err
 		}
 		defer replica.Close()

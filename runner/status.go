@@ -55,7 +55,7 @@ func (s *Status) Validate() error {
 
 // Run prints the report. Exit 2 when there is no checkpoint.
 func (s *Status) Run(ctx context.Context) (int, error) {
-	dst, _, err := dbconn.Open(ctx, s.Target, dbconn.Options{DialTimeout: s.ConnectTimeout, MaxOpenConns: 2})
+	dst, _, err := dbconn.Open(ctx, s.Target, dbconn.Options{DialTimeout: s.ConnectTimeout, MaxOpenConns: 2, Log: s.Log})
 	if err != nil {
 		return ExitError, err
 	}
@@ -126,7 +126,7 @@ func stopped(stops []checkpoint.StageStop, stage string) bool {
 }
 
 func (s *Status) addSource(ctx context.Context, rep *StatusReport, st *checkpoint.State) {
-	src, _, err := dbconn.Open(ctx, s.Source, dbconn.Options{DialTimeout: s.ConnectTimeout, MaxOpenConns: 1})
+	src, _, err := dbconn.Open(ctx, s.Source, dbconn.Options{DialTimeout: s.ConnectTimeout, MaxOpenConns: 1, Log: s.Log})
 	if err != nil {
 		s.Log.Warn("source unreachable; position not compared", "err", err)
 		return

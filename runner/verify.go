@@ -66,7 +66,7 @@ func checkWorkers(n int) error {
 // Run compares and prints; exit 0 equal, 1 different, 2 error.
 func (v *Verify) Run(ctx context.Context) (int, error) {
 	workers := max(v.Workers, 2)
-	k, err := v.open(ctx, 2*workers+2)
+	k, err := v.open(ctx, v.Log, 2*workers+2)
 	if err != nil {
 		return ExitError, err
 	}

@@ -51,6 +51,7 @@ func runFlags(fs *pflag.FlagSet, r *runner.Run, lf *logFlags) {
 	fs.Int64Var(&b.CriticalThreadsRunning, "critical-threads-running", 0, "stop the backfill when the source's Threads_running is above this (0 = off)")
 	fs.StringVar(&b.Replica.DSN, "replica-dsn", "", "a replica of the source whose lag throttles the backfill")
 	fs.StringVar(&b.Replica.PasswordFile, "replica-password-file", "", "file holding the replica password")
+	tlsFlags(fs, "replica", &b.Replica.TLS)
 	fs.DurationVar(&b.MaxReplicaLag, "max-replica-lag", 10*time.Second, "pause the backfill while the replica lags more than this")
 	fs.DurationVar(&b.ProgressEvery, "progress-every", 10*time.Second, "progress log interval when stdout is not a terminal")
 	fs.StringVar(&r.AdminTokenFile, "admin-token-file", "", "file holding the bearer token POST /pause and /resume require (without it they answer only this host, on a loopback --metrics-addr)")

@@ -19,6 +19,8 @@ func commonFlags(fs *pflag.FlagSet, c *runner.Common, lf *logFlags) {
 	fs.StringVar(&c.Target.DSN, "target-dsn", "", "target server, go-sql-driver form user[:pass]@tcp(host:port)/")
 	fs.StringVar(&c.Source.PasswordFile, "source-password-file", "", "file holding the source password (overrides the DSN's)")
 	fs.StringVar(&c.Target.PasswordFile, "target-password-file", "", "file holding the target password (overrides the DSN's)")
+	tlsFlags(fs, "source", &c.Source.TLS)
+	tlsFlags(fs, "target", &c.Target.TLS)
 	fs.StringVar(&c.SourceTableName, "source-table", "edxapp.courseware_studentmodulehistory", "source table, database.table")
 	fs.StringVar(&c.TargetTableName, "target-table", "edxapp_csmh.coursewarehistoryextended_studentmodulehistoryextended", "target table, database.table")
 	fs.Uint32Var(&c.ServerID, "server-id", 1042, "server id of the binlog client; must differ from every server's id")

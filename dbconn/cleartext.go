@@ -1,0 +1,162 @@
+package dbconn
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// ClearPasswordRefused is the error number (MySQL's CR_AUTH_PLUGIN_CANNOT_LOAD, what its own client says when
+// mysql_clear_password is not enabled) of the error a guarded connection reports instead of the server's request
+// for the password in clear text.
+const ClearPasswordRefused = 2059
+
+const clearPasswordRefusedMsg = "the server asked for the password in clear text (mysql_clear_password) on a connection " +
+	"without TLS: refused; use --source-tls verify-identity (or required)"
+
+// BinlogDialer is the dialer of the binlog connection (go-mysql's BinlogSyncerConfig.Dialer): it dials what the
+// source DSN names, unix sockets included, bounded by its dial timeout, through GuardClearPassword.
+func BinlogDialer(cfg *mysql.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	network, addr := cfg.Net, cfg.Addr
+	if network == "" {
+		network = "tcp"
+	}
+	timeout := max(cfg.Timeout, 5*time.Second)
+	return func(ctx context.Context, _, _ string) (net.Conn, error) {
+		d := net.Dialer{Timeout: timeout}
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return GuardClearPassword(c), nil
+	}
+}
+
+// GuardClearPassword wraps the client side of a MySQL connection so that the password is never sent in clear
+// text without TLS. go-mysql's client (v1.13.0, client/auth.go genAuthResponse) answers a server's auth switch to
+// mysql_clear_password with the password itself, TLS or not; go-sql-driver refuses unless told otherwise.
+//
+// Until the login ends, the guard reads the server's packets whole before handing them on. When the server asks
+// to switch to mysql_clear_password, the guard closes the socket and hands the client an error packet
+// (ClearPasswordRefused) in its place, so the client gives up with that error and nothing more reaches the
+// server. Once the client's first packet turns out to be an SSL request, the rest of the login runs inside TLS,
+// where the password may travel: the guard steps aside. After the login's OK or error packet it only passes bytes.
+func GuardClearPassword(c net.Conn) net.Conn { return &clearGuard{Conn: c} }
+
+type clearGuard struct {
+	net.Conn
+	off     atomic.Bool // the login is over, or runs inside TLS: pass bytes
+	refused atomic.Bool
+
+	// Touched only by the goroutine reading during the login.
+	pending []byte // the rest of the packet being handed on
+	packets int    // server packets read
+
+	// Touched only by the goroutine writing during the login.
+	first     []byte // the start of the client's first packet, until it is known whether it asks for TLS
+	firstSeen bool
+}
+
+const clientSSL = 0x0800 // capability flag CLIENT_SSL
+
+func (g *clearGuard) Read(p []byte) (int, error) {
+	if len(g.pending) == 0 {
+		if g.off.Load() {
+			return g.Conn.Read(p)
+		}
+		pkt, err := g.readPacket()
+		if err != nil {
+			return 0, err
+		}
+		g.pending = pkt
+	}
+	n := copy(p, g.pending)
+	g.pending = g.pending[n:]
+	return n, nil
+}
+
+// readPacket reads one whole server packet and checks it.
+func (g *clearGuard) readPacket() ([]byte, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(g.Conn, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
+	pkt := make([]byte, 4+n)
+	copy(pkt, hdr[:])
+	if _, err := io.ReadFull(g.Conn, pkt[4:]); err != nil {
+		return nil, err
+	}
+	g.packets++
+	if g.packets == 1 || n == 0 { // the greeting: the client checks its plugin against those it knows
+		return pkt, nil
+	}
+	switch pkt[4] {
+	case 0x00, 0xff: // OK or error: the login is over
+		g.off.Store(true)
+	case 0xfe: // auth switch request: plugin name, NUL, plugin data
+		plugin := pkt[5:]
+		if i := indexNUL(plugin); i >= 0 {
+			plugin = plugin[:i]
+		}
+		if string(plugin) == "mysql_clear_password" {
+			g.refused.Store(true)
+			_ = g.Conn.Close()
+			return errPacket(hdr[3], ClearPasswordRefused, clearPasswordRefusedMsg), nil
+		}
+	}
+	return pkt, nil
+}
+
+func indexNUL(b []byte) int {
+	for i, c := range b {
+		if c == 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// errPacket is a MySQL error packet with sequence number seq.
+func errPacket(seq byte, code uint16, msg string) []byte {
+	payload := make([]byte, 0, 9+len(msg))
+	payload = append(payload, 0xff)
+	payload = binary.LittleEndian.AppendUint16(payload, code)
+	payload = append(payload, "#HY000"...)
+	payload = append(payload, msg...)
+	pkt := []byte{byte(len(payload)), byte(len(payload) >> 8), byte(len(payload) >> 16), seq}
+	return append(pkt, payload...)
+}
+
+var errGuardClosed = errors.New("connection closed: the server asked for the password in clear text without TLS")
+
+func (g *clearGuard) Write(p []byte) (int, error) {
+	if g.refused.Load() {
+		return 0, errGuardClosed
+	}
+	if !g.firstSeen && !g.off.Load() {
+		g.watchFirst(p)
+	}
+	return g.Conn.Write(p)
+}
+
+// watchFirst looks at the start of the client's first packet: an SSL request is 32 bytes of payload with CLIENT_SSL.
+func (g *clearGuard) watchFirst(p []byte) {
+	const need = 8 // header and the capability flags
+	g.first = append(g.first, p[:min(len(p), need-len(g.first))]...)
+	if len(g.first) < need {
+		return
+	}
+	n := int(g.first[0]) | int(g.first[1])<<8 | int(g.first[2])<<16
+	caps := binary.LittleEndian.Uint32(g.first[4:8])
+	if n == 32 && caps&clientSSL != 0 {
+		g.off.Store(true)
+	}
+	g.first, g.firstSeen = nil, true
+}
