@@ -40,12 +40,13 @@ var ErrStopped = errors.New("harness: server was stopped and its directory remov
 
 // Options configure one server.
 type Options struct {
-	BinlogOff      bool     // start without --log-bin
-	BinlogFormat   string   // default ROW
-	BinlogRowImage string   // default FULL
-	ServerID       uint32   // 0 = a unique id per process
-	GTIDDomainID   uint32   // default 0
-	ExtraArgs      []string // appended mariadbd arguments, e.g. "--innodb-autoinc-lock-mode=2"
+	BinlogOff      bool      // start without --log-bin
+	BinlogFormat   string    // default ROW
+	BinlogRowImage string    // default FULL
+	ServerID       uint32    // 0 = a unique id per process
+	GTIDDomainID   uint32    // default 0
+	ExtraArgs      []string  // appended mariadbd arguments, e.g. "--innodb-autoinc-lock-mode=2"
+	TLS            *TLSFiles // serve TLS with these files (MakeTLS): ssl_ca, ssl_cert, ssl_key; nil = no TLS
 	Log            *slog.Logger
 }
 
@@ -196,6 +197,7 @@ func (s *Server) args() []string {
 		a = append(a, "--log-bin="+filepath.Join(s.DataDir, "mysql-bin"), "--binlog-format="+o.BinlogFormat,
 			"--binlog-row-image="+o.BinlogRowImage, "--log-slave-updates")
 	}
+	a = append(a, o.TLS.args()...)
 	return append(a, o.ExtraArgs...)
 }
 
