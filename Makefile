@@ -13,8 +13,8 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/csmh-sync ./cmd/csmh-sync
 
-# deps installs what the tests need from Debian's packages when it is missing: mariadbd, promtool, and ip and
-# unshare, which the tests' network, UTS and mount namespaces need.
+# deps installs what the tests need from Debian's packages when it is missing: mariadbd, promtool, openssl (the TLS
+# tests' certificates), and ip and unshare, which the tests' network, UTS and mount namespaces need.
 deps:
 	@missing=""; \
 	command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing="$$missing iproute2"; \
@@ -22,6 +22,7 @@ deps:
 	command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing="$$missing mariadb-server"; \
 	command -v mariadb-install-db >/dev/null 2>&1 || missing="$$missing mariadb-server"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
