@@ -180,7 +180,11 @@ func settleTLS(ctx context.Context, cfg *mysql.Config) error {
 	}
 	db := sql.OpenDB(conn)
 	defer db.Close()
-	ctx, cancel := context.WithTimeout(ctx, max(cfg.Timeout, 5*time.Second)+time.Second)
+	wait := cfg.Timeout
+	if wait <= 0 {
+		wait = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait+time.Second) // as Open bounds its ping
 	defer cancel()
 	var name, cipher string
 	if err := db.QueryRowContext(ctx, "SHOW SESSION STATUS LIKE 'Ssl_cipher'").Scan(&name, &cipher); err != nil {
