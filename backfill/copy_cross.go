@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,10 +72,12 @@ func (c *crossChunk) release(commit bool) {
 // startDeadline arms the chunk's deadline as its source transaction begins and returns the context that
 // transaction runs in: not the copy's, which a cancellation would end while the target commit may still be
 // under way, but one that only the deadline or release ends.
-func (c *crossChunk) startDeadline(ctx context.Context, d time.Duration) context.Context {
+func (c *crossChunk) startDeadline(ctx context.Context, d time.Duration, log *slog.Logger) context.Context {
 	sctx, done := context.WithCancel(context.WithoutCancel(ctx))
 	c.stxDone = done
 	c.timer = time.AfterFunc(d, func() {
+		log.Warn("backfill chunk reached its deadline: its source rows are released and it is read again, smaller",
+			"chunk_lo", c.lo, "deadline", d)
 		c.expired.Store(true)
 		c.cancel(errChunkDeadline)
 		done() // database/sql rolls the source transaction back: its locks go now
@@ -167,7 +170,7 @@ func (b *Backfill) readChunks(ctx context.Context, sp *spanner, lo, end uint64, 
 // readChunk reads one chunk with a locking read and hands it to the writer as INSERT statements.
 func (b *Backfill) readChunk(ctx context.Context, c *crossChunk, rowCap int64, tokens chan struct{}) error {
 	c.started = time.Now()
-	stx, err := b.src.BeginTx(c.startDeadline(ctx, b.deadline), &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	stx, err := b.src.BeginTx(c.startDeadline(ctx, b.deadline, b.log), &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -236,7 +238,9 @@ func BenchmarkAppImpact(b *testing.B) {
 			dctx, stopApp := context.WithCancel(context.Background())
 			done := make(chan appStats)
 			go func() { done <- a.run(dctx) }()
-			took, _ := runBinary(b, "backfill", "--source-dsn", src.DSN(""), "--target-dsn", p.server.DSN(""), "--metrics-addr", "", "--log-level", "warn")
+			args := append([]string{"backfill", "--source-dsn", src.DSN(""), "--target-dsn", p.server.DSN(""), "--metrics-addr", "",
+				"--log-level", "warn"}, strings.Fields(os.Getenv("CSMH_BENCH_APP_ARGS"))...)
+			took, _ := runBinary(b, args...)
 			stopApp()
 			during := <-done
 			appSrc.Close()

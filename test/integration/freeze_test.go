@@ -18,24 +18,27 @@ import (
 const (
 	// freezeFor is how long the target stays frozen: longer than the migration lock's check period (5 s) plus its
 	// query timeout (10 s), so the check surely times out while the server is stopped.
-	freezeFor = 22 * time.Second
+	freezeFor = 30 * time.Second
+	// freezeDeadline is the copy's --chunk-deadline: no source row may stay locked longer, frozen target or not.
+	freezeDeadline = 2 * time.Second
 	// freezeRows at freezeRate rows/s take about 25 s to copy; the freeze comes after freezeAfter rows.
 	freezeRows  = 100_000
 	freezeRate  = "4000"
 	freezeAfter = 8_000
 )
 
-// A target that hangs (its mariadbd stopped with SIGSTOP for 22 s, then resumed) in the middle of the copy is
+// A target that hangs (its mariadbd stopped with SIGSTOP for 30 s, then resumed) in the middle of the copy is
 // ridden out by both commands: the lock check times out, the process takes its lock back once the server
 // answers — whether or not the server has yet noticed that the lock's old session is gone — and finishes,
-// every row copied once and the target equal to the source.
+// every row copied once and the target equal to the source. Meanwhile no source transaction holds row locks
+// for longer than the chunk deadline: the app's changes to the rows of the chunks in flight go through.
 func TestTargetFreezeIsRiddenOut(t *testing.T) {
 	t.Run("backfill", func(t *testing.T) {
 		p := newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 50_000_000})
 		src, dst, gen := p.seed(t, harness.GenOptions{Rows: freezeRows, Seed: 71})
 		pr := startProc(t, append([]string{"backfill"}, p.args("--log-format", "json", "--workers", "2",
-			"--max-rows-per-second", freezeRate)...)...)
-		freezeDuringCopy(t, p.dst, dst, pr, gen.Rows)
+			"--max-rows-per-second", freezeRate, "--chunk-deadline", freezeDeadline.String())...)...)
+		freezeDuringCopy(t, p.dst, src, dst, pr, gen.Rows, true)
 		if err := pr.wait(3 * time.Minute); err != nil {
 			t.Fatalf("backfill after the freeze: %v\n%s", err, tailStr(pr.output(), 30))
 		}
@@ -66,8 +69,8 @@ func TestTargetFreezeIsRiddenOut(t *testing.T) {
 		go func() { loadDone <- load.Run(lctx) }()
 
 		pr := startProc(t, append([]string{"run"}, p.args("--log-format", "json", "--workers", "2",
-			"--max-rows-per-second", freezeRate, "--batch-rows", "200")...)...)
-		freezeDuringCopy(t, p.dst, dst, pr, gen.Rows)
+			"--max-rows-per-second", freezeRate, "--batch-rows", "200", "--chunk-deadline", freezeDeadline.String())...)...)
+		freezeDuringCopy(t, p.dst, src, dst, pr, gen.Rows, false)
 		harness.Eventually(t, 3*time.Minute, "backfill done after the freeze", func() (bool, error) {
 			if pr.exited() {
 				t.Fatalf("run exited after the freeze:\n%s", tailStr(pr.output(), 30))
@@ -111,8 +114,10 @@ func TestTargetFreezeIsRiddenOut(t *testing.T) {
 }
 
 // freezeDuringCopy waits until the copy is under way, freezes the target for freezeFor, and proves from the
-// checkpoint that the copy was neither unstarted nor done on either side of the freeze.
-func freezeDuringCopy(t *testing.T, srv *harness.Server, dst *sql.DB, pr *proc, total int64) {
+// checkpoint that the copy was neither unstarted nor done on either side of the freeze. Throughout the freeze
+// it watches the source's transactions that hold row locks: none may live longer than the chunk deadline, and
+// when onlyCopy (no app load beside the copy) the copy's own must have been seen, so the watch proved something.
+func freezeDuringCopy(t *testing.T, srv *harness.Server, src, dst *sql.DB, pr *proc, total int64, onlyCopy bool) {
 	t.Helper()
 	var before int64
 	harness.Eventually(t, 2*time.Minute, "the copy under way", func() (bool, error) {
@@ -126,6 +131,7 @@ func freezeDuringCopy(t *testing.T, srv *harness.Server, dst *sql.DB, pr *proc, 
 	if before >= total/2 {
 		t.Fatalf("%d of %d rows copied before the freeze: slow the copy down", before, total)
 	}
+	watch := watchSourceLocks(src)
 	if err := srv.Freeze(); err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +158,18 @@ func freezeDuringCopy(t *testing.T, srv *harness.Server, dst *sql.DB, pr *proc, 
 	case <-time.After(freezeFor - time.Since(frozen)):
 	}
 	thaw()
+	seen, longest, err := watch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("during the freeze: %d source transactions held row locks, the longest for at least %s", seen, longest.Round(time.Millisecond))
+	if limit := freezeDeadline + 1500*time.Millisecond; longest > limit {
+		t.Fatalf("a source transaction held row locks for %s while the target was frozen, beyond the chunk deadline %s (limit %s)",
+			longest.Round(time.Millisecond), freezeDeadline, limit)
+	}
+	if onlyCopy && seen == 0 {
+		t.Fatal("no chunk held source rows during the freeze: the watch proved nothing")
+	}
 	after, err := copiedRows(dst)
 	if err != nil {
 		t.Fatal(err)
@@ -160,6 +178,58 @@ func freezeDuringCopy(t *testing.T, srv *harness.Server, dst *sql.DB, pr *proc, 
 		t.Fatalf("%d of %d rows copied when the target was thawed: the freeze did not land during the copy", after, total)
 	}
 	t.Logf("target frozen for %s with %d of %d rows copied; %d copied at the thaw", time.Since(frozen).Round(time.Second), before, total, after)
+}
+
+// watchSourceLocks samples the source's transactions that hold row locks until the returned function is
+// called, which says how many it saw and the longest time one was seen for (a lower bound of its life, short by
+// at most one sampling interval). A transaction is known by its session and start time: a read-only one has
+// no trx_id of its own.
+func watchSourceLocks(src *sql.DB) func() (seen int, longest time.Duration, err error) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	first, last := map[string]time.Time{}, map[string]time.Time{}
+	var werr error
+	go func() {
+		defer close(done)
+		// InnoDB refreshes the INNODB_TRX snapshot only when it was last read more than 0.1 s ago: a faster
+		// sampler would read the same stale snapshot for ever.
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			rows, err := src.Query("SELECT CONCAT(trx_mysql_thread_id, '/', trx_started) FROM information_schema.INNODB_TRX WHERE trx_rows_locked > 0 OR trx_lock_structs > 0")
+			if err != nil {
+				werr = err
+				return
+			}
+			now := time.Now()
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					werr = err
+				}
+				if _, ok := first[id]; !ok {
+					first[id] = now
+				}
+				last[id] = now
+			}
+			if err := rows.Close(); err != nil {
+				werr = err
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() (int, time.Duration, error) {
+		close(stop)
+		<-done
+		var longest time.Duration
+		for id, f := range first {
+			longest = max(longest, last[id].Sub(f))
+		}
+		return len(first), longest, werr
+	}
 }
 
 func requireLockTakenBack(t *testing.T, pr *proc) {
