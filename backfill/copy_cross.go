@@ -65,7 +65,6 @@ func (c *crossChunk) release(commit bool) {
 		if c.stxDone != nil {
 			c.stxDone()
 		}
-		c.cancel(nil)
 	})
 }
 
@@ -87,7 +86,8 @@ func (c *crossChunk) startDeadline(ctx context.Context, d time.Duration, log *sl
 
 // copyCross copies the worker's segment from next_id to its end through a reader and a writer goroutine: the
 // reader streams chunk n+1 from the source while the writer writes chunk n. Each chunk's source transaction
-// stays open until the target transaction holding the chunk and its checkpoint has committed. It returns nil
+// stays open until every row of the chunk is written, and locked, in the target transaction that also holds
+// its checkpoint, and ends just before that transaction commits. It returns nil
 // when the segment is done; on error every open source transaction is rolled back and the caller retries
 // from the checkpoint.
 func (b *Backfill) copyCross(ctx context.Context, w *worker) error {
@@ -126,6 +126,7 @@ func (b *Backfill) copyCross(ctx context.Context, w *worker) error {
 	mu.Lock()
 	for _, c := range open {
 		c.release(false)
+		c.cancel(nil)
 	}
 	mu.Unlock()
 	if err != nil && ctx.Err() == nil && expired.Load() && !errors.Is(err, errChunkDeadline) {
@@ -267,6 +268,7 @@ func (b *Backfill) readChunk(ctx context.Context, c *crossChunk, rowCap int64, t
 // writeChunk is the writer's part of one chunk: its statements and the segment checkpoint in one target
 // transaction, then the source transaction ends.
 func (b *Backfill) writeChunk(ctx context.Context, w *worker, c *crossChunk, tokens chan struct{}) error {
+	defer c.cancel(nil) // ctx is c.ctx: the target transaction lives in it up to its commit
 	dtx, err := b.beginTarget(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return err
@@ -302,10 +304,13 @@ func (b *Backfill) writeChunk(ctx context.Context, w *worker, c *crossChunk, tok
 	if err := c.stx.QueryRowContext(ctx, "SELECT 1").Scan(new(int)); err != nil {
 		return fmt.Errorf("source transaction lost before the target commit: %w", err)
 	}
+	// Production may change these rows again from here: a change reaches the target through the stream, whose
+	// write of a row waits for this transaction's lock on it. Releasing before the commit spares the app's
+	// writes of the chunk's rows the target's commit (its binlog write and fsync).
+	c.release(true)
 	if err := dtx.Commit(); err != nil {
 		return err
 	}
-	c.release(true) // only now may production change these rows again
 	b.committed(w, next, chunkStats{lo: c.lo, hi: c.hi, read: c.read, inserted: inserted, bytes: c.bytes,
 		took: time.Since(c.started)})
 	return nil
