@@ -5,6 +5,10 @@
 // MySQL positions are GTID sets (uuid:1-100:102,uuid2:1-5). MariaDB positions are one GTID per replication
 // domain (domain-server-seq); under gtid_strict_mode sequence numbers only grow within a domain, so a
 // position is compared domain by domain on the sequence number alone, whichever server wrote it.
+//
+// A source without GTIDs (MySQL with gtid_mode=OFF, or --position file) is followed by binlog file and
+// offset instead (FilePos, "file:binlog.000003:1234"). A Set then holds one FilePos, and "contains" means
+// "is at or after": every transaction that ends at or before the position is applied.
 package gtid
 
 import (
@@ -21,14 +25,27 @@ type Set struct {
 	flavor  string
 	mysql   *gomysql.MysqlGTIDSet
 	mariadb map[uint32]gomysql.MariadbGTID // domain → last GTID
+	file    *FilePos                       // file mode: the position after the last transaction
 }
 
 // Empty returns an empty position of the flavor ("mysql" or "mariadb").
 func Empty(flavor string) (*Set, error) { return Parse(flavor, "") }
 
 // Parse reads a position in the server's own syntax.
+//
+// A position starting with FilePrefix is a binlog file/position of a server of the flavor.
 func Parse(flavor, s string) (*Set, error) {
 	s = strings.Join(strings.Fields(s), "")
+	if IsFilePos(s) {
+		if flavor != gomysql.MySQLFlavor && flavor != gomysql.MariaDBFlavor {
+			return nil, fmt.Errorf("unknown flavor %q (want mysql or mariadb)", flavor)
+		}
+		p, err := ParseFilePos(s)
+		if err != nil {
+			return nil, err
+		}
+		return &Set{flavor: flavor, file: &p}, nil
+	}
 	switch flavor {
 	case gomysql.MySQLFlavor:
 		g, err := gomysql.ParseMysqlGTIDSet(s)
@@ -75,6 +92,9 @@ func (s *Set) Flavor() string { return s.flavor }
 
 // String renders the position in the server's syntax, sorted, so equal positions print equally.
 func (s *Set) String() string {
+	if s.file != nil {
+		return s.file.String()
+	}
 	if s.flavor == gomysql.MySQLFlavor {
 		return s.mysql.String()
 	}
@@ -91,8 +111,23 @@ func (s *Set) String() string {
 	return strings.Join(parts, ",")
 }
 
-// IsEmpty reports whether the position holds no transaction.
+// IsFile reports whether the position is a binlog file/position rather than GTIDs.
+func (s *Set) IsFile() bool { return s.file != nil }
+
+// FilePos returns the file/position of a file-mode position.
+func (s *Set) FilePos() (FilePos, bool) {
+	if s.file == nil {
+		return FilePos{}, false
+	}
+	return *s.file, true
+}
+
+// IsEmpty reports whether the position holds no transaction. A file position is never empty: it names a
+// point in the binlog, which is what a first start captures.
 func (s *Set) IsEmpty() bool {
+	if s.file != nil {
+		return false
+	}
 	if s.flavor == gomysql.MySQLFlavor {
 		return s.mysql.IsEmpty()
 	}
@@ -106,9 +141,16 @@ func (s *Set) Clone() *Set {
 }
 
 // Contains reports whether every transaction of o is also in s.
+//
+// For file positions: s is at or after o in the same server's binlog. Positions of different kinds, or file
+// names that cannot be ordered, contain nothing of each other.
 func (s *Set) Contains(o *Set) bool {
-	if s.flavor != o.flavor {
+	if s.flavor != o.flavor || (s.file == nil) != (o.file == nil) {
 		return false
+	}
+	if s.file != nil {
+		c, err := s.file.Compare(*o.file)
+		return err == nil && c >= 0
 	}
 	if s.flavor == gomysql.MySQLFlavor {
 		return s.mysql.Contain(o.mysql)
@@ -122,8 +164,26 @@ func (s *Set) Contains(o *Set) bool {
 	return true
 }
 
-// Add records one transaction: "uuid:n" for MySQL, "domain-server-seq" for MariaDB.
+// Add records one transaction: "uuid:n" for MySQL, "domain-server-seq" for MariaDB; in file mode the
+// position after it ("file:name:offset"), which moves the position forward (never back).
 func (s *Set) Add(one string) error {
+	if s.file != nil || IsFilePos(one) {
+		if s.file == nil || !IsFilePos(one) {
+			return fmt.Errorf("add %q to %q: a GTID and a binlog file position do not mix", one, s.String())
+		}
+		p, err := ParseFilePos(one)
+		if err != nil {
+			return err
+		}
+		c, err := p.Compare(*s.file)
+		if err != nil {
+			return fmt.Errorf("add %q to %q: %w", one, s.String(), err)
+		}
+		if c > 0 {
+			s.file = &p
+		}
+		return nil
+	}
 	if s.flavor == gomysql.MySQLFlavor {
 		if err := s.mysql.Update(one); err != nil {
 			return fmt.Errorf("add GTID %q: %v", one, err)
@@ -142,9 +202,25 @@ func (s *Set) Add(one string) error {
 
 // Behind counts the transactions in executed that are not in s. For MariaDB it is the sequence distance
 // per domain, which counts every transaction of the domain (it cannot tell tables apart).
+//
+// For file positions it counts bytes of binlog, not transactions: the distance within one file, and when
+// the source has moved to a later file, the bytes written to that file alone (a lower bound: the rest of the
+// earlier files is not known here).
 func (s *Set) Behind(executed *Set) int64 {
-	if s.flavor != executed.flavor {
+	if s.flavor != executed.flavor || (s.file == nil) != (executed.file == nil) {
 		return -1
+	}
+	if s.file != nil {
+		c, err := s.file.Compare(*executed.file)
+		switch {
+		case err != nil:
+			return -1
+		case c >= 0:
+			return 0
+		case s.file.File == executed.file.File:
+			return int64(executed.file.Pos - s.file.Pos)
+		}
+		return int64(executed.file.Pos)
 	}
 	var n int64
 	if s.flavor == gomysql.MySQLFlavor {
@@ -181,7 +257,11 @@ func missing(iv gomysql.Interval, have gomysql.IntervalSlice) int64 {
 }
 
 // GoMySQL returns the position as go-mysql's GTIDSet, the form BinlogSyncer.StartSyncGTID takes.
+// A file position has none (nil): stream it with StartSync from FilePos.
 func (s *Set) GoMySQL() gomysql.GTIDSet {
+	if s.file != nil {
+		return nil
+	}
 	if s.flavor == gomysql.MySQLFlavor {
 		return s.mysql.Clone()
 	}
