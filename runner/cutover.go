@@ -18,8 +18,9 @@ import (
 )
 
 // Cutover is `csmh-sync cutover`: the barrier an operator (or a deploy pipeline) runs right before flipping
-// edX's read flag. It prints GO only when the target has applied everything the source had committed, the
-// migrated range verifies equal, and the ids the app writes to CSMHE stay clear of the ids CSMH still hands out.
+// edX's read flag. It prints GO only when no stage is recorded as stopped, the target has applied everything
+// the source had committed, the migrated range verifies equal, and the ids the app writes to CSMHE stay clear
+// of the ids CSMH still hands out.
 type Cutover struct {
 	Common
 	Timeout           time.Duration
@@ -38,6 +39,8 @@ type CutoverReport struct {
 	Reasons []string       `json:"reasons"` // one line per check, prefixed ok/NO-GO
 	GTID    string         `json:"gtid"`
 	Verify  *verify.Result `json:"verify,omitempty"`
+	// Stops are the stage stops recorded in the checkpoint (csmh_sync_stages), each a NO-GO.
+	Stops []checkpoint.StageStop `json:"stops"`
 }
 
 func (r *CutoverReport) check(ok bool, format string, a ...any) {
@@ -78,21 +81,20 @@ func (c *Cutover) Run(ctx context.Context) (int, error) {
 	if err != nil {
 		return ExitError, err
 	}
-	rep := &CutoverReport{GO: true}
-	start := time.Now()
-	wctx, cancel := context.WithTimeout(ctx, c.Timeout)
-	want, err := catchUp(wctx, k.src, store, st.Flavor, 200*time.Millisecond)
-	cancel()
-	if want != nil {
-		rep.GTID = want.String()
+	rep := &CutoverReport{GO: true, Stops: st.Stops}
+	if rep.Stops == nil {
+		rep.Stops = []checkpoint.StageStop{}
 	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return ExitError, ctx.Err()
-		}
-		rep.check(false, "caught up: %v", err)
-	} else {
-		rep.check(true, "caught up: the checkpoint contains the source's executed GTIDs %s (waited %s)", want, time.Since(start).Round(time.Millisecond))
+	streamStopped := false
+	for _, s := range st.Stops {
+		rep.check(false, "%s stopped (%s) at %s: %s; to continue: %s", s.Stage, s.Reason, s.At.Format(time.RFC3339), s.Message, stopFix(s))
+		streamStopped = streamStopped || s.Stage == checkpoint.StageStream
+	}
+	if streamStopped {
+		// Nothing applies the source's changes until the stream is started again: waiting would only use up --timeout.
+		rep.Reasons = append(rep.Reasons, "skip  caught up: the stream is stopped")
+	} else if err := c.checkCaughtUp(ctx, k.src, store, st.Flavor, rep); err != nil {
+		return ExitError, err
 	}
 	if st, err = store.Load(ctx); err != nil {
 		return ExitError, err
@@ -121,6 +123,26 @@ func (c *Cutover) Run(ctx context.Context) (int, error) {
 		return ExitNegative, nil
 	}
 	return ExitOK, nil
+}
+
+// checkCaughtUp waits up to --timeout for the checkpoint to contain the source's executed GTIDs.
+func (c *Cutover) checkCaughtUp(ctx context.Context, src *sql.DB, store *checkpoint.Store, flavor string, rep *CutoverReport) error {
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	want, err := catchUp(wctx, src, store, flavor, 200*time.Millisecond)
+	cancel()
+	if want != nil {
+		rep.GTID = want.String()
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		rep.check(false, "caught up: %v", err)
+	} else {
+		rep.check(true, "caught up: the checkpoint contains the source's executed GTIDs %s (waited %s)", want, time.Since(start).Round(time.Millisecond))
+	}
+	return nil
 }
 
 func (c *Cutover) verify(ctx context.Context, src, dst *sql.DB, store *checkpoint.Store, st *checkpoint.State) (*verify.Result, error) {

@@ -11,6 +11,7 @@ import (
 	"github.com/csmh-sync/csmh-sync/checkpoint"
 	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/gtid"
+	"github.com/csmh-sync/csmh-sync/replication"
 	"github.com/csmh-sync/csmh-sync/table"
 )
 
@@ -29,7 +30,8 @@ type prepared struct {
 
 // prepare validates both tables, creates or loads the checkpoint and checks that the source can still serve
 // the checkpoint's position (purged ⊆ checkpoint ⊆ executed). On a first start it captures the source's GTID
-// position BEFORE any backfill read, which is what makes the backfill/stream race safe.
+// position BEFORE any backfill read, which is what makes the backfill/stream race safe. A refusal that is the
+// stream's stop found before it runs wraps replication.ErrPurged or ErrDiverged (startStreamStop).
 // startID is --start-id (0: none); adoptExisting is --adopt-existing-rows.
 func prepare(ctx context.Context, log *slog.Logger, c *Common, k *conns, startID uint64, adoptExisting bool) (*prepared, error) {
 	p := &prepared{}
@@ -105,7 +107,9 @@ func prepare(ctx context.Context, log *slog.Logger, c *Common, k *conns, startID
 	return p, nil
 }
 
-// checkResumable enforces purged ⊆ checkpoint ⊆ executed.
+// checkResumable enforces purged ⊆ checkpoint ⊆ executed. Its refusals are the stream's stops found before
+// the stream runs: they wrap replication.ErrDiverged and replication.ErrPurged as the running stream's own
+// check does, so they are recorded and classified alike.
 func checkResumable(ctx context.Context, db *sql.DB, f dbconn.Flavor, pos *gtid.Set) error {
 	execStr, err := dbconn.ExecutedGTID(ctx, db, f)
 	if err != nil {
@@ -116,8 +120,8 @@ func checkResumable(ctx context.Context, db *sql.DB, f dbconn.Flavor, pos *gtid.
 		return err
 	}
 	if !executed.Contains(pos) {
-		return fmt.Errorf("%w: the checkpoint (%s) holds transactions the source never executed (%s): this is another server or a restored backup; point --source-dsn at the right server, or start over (docs/runbook.md, \"Recover from a purged binlog\")",
-			ErrResume, pos, executed)
+		return fmt.Errorf("%w: %w: the checkpoint (%s) holds transactions the source never executed (%s): this is another server or a restored backup; point --source-dsn at the right server, or start over (docs/runbook.md, \"Recover from a purged binlog\")",
+			ErrResume, replication.ErrDiverged, pos, executed)
 	}
 	purgedStr, err := dbconn.PurgedGTID(ctx, db, f)
 	if err != nil {
@@ -128,8 +132,8 @@ func checkResumable(ctx context.Context, db *sql.DB, f dbconn.Flavor, pos *gtid.
 		return err
 	}
 	if !pos.Contains(purged) {
-		return fmt.Errorf("%w: the source has purged binlogs the checkpoint needs (checkpoint %s, purged %s): the missing changes cannot be replayed; start over (docs/runbook.md, \"Recover from a purged binlog\": drop the csmh_sync_* tables in the target schema, delete the target's rows below the id boundary and keep the app's), and raise binlog retention",
-			ErrResume, pos, purged)
+		return fmt.Errorf("%w: %w: the source has purged binlogs the checkpoint needs (checkpoint %s, purged %s): the missing changes cannot be replayed; start over (docs/runbook.md, \"Recover from a purged binlog\": drop the csmh_sync_* tables in the target schema, delete the target's rows below the id boundary and keep the app's), and raise binlog retention",
+			ErrResume, replication.ErrPurged, pos, purged)
 	}
 	return nil
 }

@@ -223,6 +223,11 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	defer lock.release()
 	p, err := prepare(ctx, log, &r.Common, k, r.Backfill.StartID, r.AdoptExistingRows)
 	if err != nil {
+		if startStreamStop(err) { // the stream cannot go on from this checkpoint, whoever asks
+			store := checkpoint.New(k.dst, r.TargetTable.Schema)
+			store.SetFence(lock)
+			recordStreamStop(ctx, store, log, err)
+		}
 		return ExitError, err
 	}
 	p.store.SetFence(lock)

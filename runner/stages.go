@@ -17,7 +17,10 @@ import (
 
 // Why a stage stopped, as the reason label of csmh_sync_stage_stopped and in the checkpoint's stop record: a
 // fixed set, so the label's cardinality stays bounded; the error itself is logged and recorded beside it.
-var backfillStopReasons = []string{"critical_load", "replica", "schema", "range", "config", "error"}
+var (
+	backfillStopReasons = []string{"critical_load", "replica", "schema", "range", "config", "error"}
+	streamStopReasons   = []string{"ddl", "id_collision", "purged", "diverged", "schema", "unsupported", "error"}
+)
 
 func backfillStopReason(err error) string {
 	switch {
@@ -51,6 +54,37 @@ func streamStopReason(err error) string {
 		return "unsupported"
 	}
 	return "error"
+}
+
+// stopFix says how to continue after a recorded stop: what status and cutover print beside it. The stream's
+// stops ended the daemon, so each names the restart; the backfill's are lifted in the running daemon.
+func stopFix(st checkpoint.StageStop) string {
+	if st.Stage == checkpoint.StageBackfill {
+		switch st.Reason {
+		case "critical_load":
+			return "POST /resume to the daemon once the source's Threads_running is lower (or restart 'run' with a higher --critical-threads-running)"
+		case "replica":
+			return "fix the --replica-dsn replica or its grants, then POST /resume to the daemon (a new DSN: restart 'run')"
+		case "schema", "range", "config":
+			return "fix the cause the message names, then POST /resume to the daemon or restart 'run'"
+		}
+		return "read the message and fix the cause, then POST /resume to the daemon or restart 'run'"
+	}
+	switch st.Reason {
+	case "ddl":
+		return "adapt the target table, run 'preflight', then restart with 'run --accept-ddl <gtid>' (the GTID the message names)"
+	case "id_collision":
+		return "make room above CSMH's ids ('cutover --bump-auto-increment', docs/runbook.md \"Id runway low\"), then restart 'run'"
+	case "purged":
+		return "start over (docs/runbook.md, \"Recover from a purged binlog\") and raise the source's binlog retention"
+	case "diverged":
+		return "point --source-dsn at the server the copy started from and restart 'run', or start over (docs/runbook.md, \"Recover from a purged binlog\")"
+	case "schema":
+		return "make the tables match again ('preflight' lists what differs), then restart 'run'"
+	case "unsupported":
+		return "make the source log CSMH row-based only (binlog_format=ROW, no XA), then start over for the affected range"
+	}
+	return "read the message and fix the cause, then restart 'run'"
 }
 
 // backfillStage runs the daemon's backfill beside the stream. A backfill that stops for a reason of its own
@@ -170,8 +204,16 @@ func (s *backfillStage) Resume() string {
 	return fmt.Sprintf("backfill started again (it had stopped: %s)", reason)
 }
 
-// recordStreamStop records why the stream stopped (the daemon exits with that error next), so status can say
-// it after the process is gone.
+// startStreamStop reports whether prepare's refusal is the stream's stop, found by the resume validation
+// before the stream runs: the binlog the checkpoint needs is purged, or the source's history does not hold the
+// checkpoint. Other refusals (bad flags, tables that differ, another migration's checkpoint) are not a stage's.
+func startStreamStop(err error) bool {
+	return errors.Is(err, replication.ErrPurged) || errors.Is(err, replication.ErrDiverged)
+}
+
+// recordStreamStop records why the stream stopped (the daemon exits with that error next), so status and
+// cutover can say it after the process is gone: a stop of the running stream, or one the resume validation
+// found at start (purged, diverged) before the stream ran.
 func recordStreamStop(ctx context.Context, store *checkpoint.Store, log *slog.Logger, err error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()

@@ -48,12 +48,53 @@ func TestStopReasons(t *testing.T) {
 		{fmt.Errorf("%w: id 1000000", replication.ErrIDCollision), "id_collision"},
 		{replication.ErrPurged, "purged"},
 		{replication.ErrDiverged, "diverged"},
+		// Found by the resume validation at start, before the stream runs (checkResumable's wrapping).
+		{fmt.Errorf("%w: %w: the source has purged binlogs the checkpoint needs", ErrResume, replication.ErrPurged), "purged"},
+		{fmt.Errorf("%w: %w: the checkpoint holds transactions the source never executed", ErrResume, replication.ErrDiverged), "diverged"},
 		{replication.ErrSchema, "schema"},
 		{replication.ErrUnsupported, "unsupported"},
 		{errors.New("something else"), "error"},
 	} {
-		if got := streamStopReason(c.err); got != c.want {
-			t.Errorf("streamStopReason(%v) = %q, want %q", c.err, got, c.want)
+		if got := streamStopReason(c.err); got != c.want || !slices.Contains(streamStopReasons, got) {
+			t.Errorf("streamStopReason(%v) = %q, want %q (one of %v)", c.err, got, c.want, streamStopReasons)
+		}
+	}
+}
+
+// prepare's refusals that are the stream's stops, and only those, are recorded as such.
+func TestStartStreamStop(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("%w: %w: purged", ErrResume, replication.ErrPurged), true},
+		{fmt.Errorf("%w: %w: never executed", ErrResume, replication.ErrDiverged), true},
+		{fmt.Errorf("%w: checkpoint position: bad", ErrResume), false},
+		{fmt.Errorf("%w: other tables", checkpoint.ErrMismatch), false},
+		{fmt.Errorf("%w: --position", ErrUsage), false},
+	} {
+		if got := startStreamStop(c.err); got != c.want {
+			t.Errorf("startStreamStop(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
+
+// Every reason of either stage has its own way to continue; only "error" gets the generic one, and only the
+// backfill's are lifted by POST /resume (a stopped stream has ended the daemon).
+func TestStopFixes(t *testing.T) {
+	for stage, reasons := range map[string][]string{checkpoint.StageBackfill: backfillStopReasons, checkpoint.StageStream: streamStopReasons} {
+		generic := stopFix(checkpoint.StageStop{Stage: stage, Reason: "no such reason"})
+		for _, r := range reasons {
+			fix := stopFix(checkpoint.StageStop{Stage: stage, Reason: r})
+			if (fix == generic) != (r == "error") {
+				t.Errorf("stopFix(%s, %s) = %q; the generic fix is %q", stage, r, fix, generic)
+			}
+			if strings.Contains(fix, "POST /resume") != (stage == checkpoint.StageBackfill) {
+				t.Errorf("stopFix(%s, %s) = %q: POST /resume is for the backfill's stops only", stage, r, fix)
+			}
+			if !strings.Contains(fix, "restart 'run'") && !strings.Contains(fix, "start over") && !strings.Contains(fix, "restart with 'run") {
+				t.Errorf("stopFix(%s, %s) = %q: name the restart or the start-over", stage, r, fix)
+			}
 		}
 	}
 }
@@ -142,7 +183,8 @@ func TestStatusNamesStops(t *testing.T) {
 	}
 	out.Reset()
 	printStatus(&out, rep)
-	if !strings.Contains(out.String(), "stopped:      stream at") || strings.Contains(out.String(), "POST /resume") {
+	if !strings.Contains(out.String(), "stopped:      stream at") || strings.Contains(out.String(), "POST /resume") ||
+		!strings.Contains(out.String(), "to continue: adapt the target table, run 'preflight', then restart with 'run --accept-ddl <gtid>'") {
 		t.Fatalf("status text with a stream stop:\n%s", out.String())
 	}
 

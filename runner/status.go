@@ -155,11 +155,7 @@ func printStatus(w io.Writer, r *StatusReport) {
 	fmt.Fprintf(w, "tables:       %s → %s\n", r.SourceTable, r.TargetTable)
 	fmt.Fprintf(w, "backfill:     %.1f%% of the id range, %d rows copied, done=%v\n", 100*r.BackfillRatio, r.RowsCopied, r.BackfillDone)
 	for _, st := range r.Stops {
-		hint := ""
-		if st.Stage == checkpoint.StageBackfill {
-			hint = " (the stream went on; POST /resume to the daemon, or a restart, starts the backfill again)"
-		}
-		fmt.Fprintf(w, "stopped:      %s at %s, %s: %s%s\n", st.Stage, st.At.Format(time.RFC3339), st.Reason, st.Message, hint)
+		fmt.Fprintf(w, "stopped:      %s at %s, %s: %s; to continue: %s\n", st.Stage, st.At.Format(time.RFC3339), st.Reason, st.Message, stopFix(st))
 	}
 	fmt.Fprintf(w, "position:     %s (checkpoint at %s)\n", r.GTID, r.CheckpointAt.Format(time.RFC3339))
 	if r.TransactionsBehind >= 0 {

@@ -202,6 +202,13 @@ func TestStageBackfillStopLeavesStreamRunning(t *testing.T) {
 		t.Fatalf("status: exit %d, want the stopped backfill, its reason and how to start it again:\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
+	// cutover names the stop and how to continue; the stream runs, so it still waits for it to catch up.
+	r = csmh(t, 2*time.Minute, nil, append([]string{"cutover", "--timeout", "60s"}, p.args()...)...)
+	if r.code != 1 || !hasLineAll(r.stdout, "NO-GO", "backfill stopped (critical_load)", "--critical-threads-running 8", "to continue: POST /resume") ||
+		!hasLine(r.stdout, "ok", "caught up") {
+		t.Fatalf("cutover with the backfill stopped: exit %d, want 1 with a NO-GO line naming the stop and POST /resume, and the stream caught up:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
 	// Started again with the load still there, it stops again, still before a chunk.
 	if b := post(t, base+"/resume"); !strings.Contains(b, "started again") || !strings.Contains(b, "critical_load") {
 		t.Fatalf("POST /resume of the stopped backfill answered %q", b)
@@ -317,7 +324,31 @@ func TestStageStreamStopEndsRun(t *testing.T) {
 		t.Fatalf("status --json after the DDL stop: %+v; want the stream's ddl stop naming the DDL, the backfill not stopped on its own", st)
 	}
 	r := csmh(t, 30*time.Second, nil, append([]string{"status"}, p.args()...)...)
-	if r.code != 0 || !hasLine(r.stdout, "stopped:", "stream") || !hasLine(r.stdout, "stopped:", "ddl") {
-		t.Fatalf("status: exit %d, want the stream's stop:\n%s%s", r.code, r.stdout, r.stderr)
+	if r.code != 0 || !hasLineAll(r.stdout, "stopped:", "stream", "ddl", "--accept-ddl") {
+		t.Fatalf("status: exit %d, want the stream's stop and how to continue:\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// cutover says NO-GO naming the stop, at once: with the stream stopped nothing will catch up, so it does
+	// not wait out its --timeout (the command's own bound here is far shorter).
+	r = csmh(t, time.Minute, nil, append([]string{"cutover", "--timeout", "10m"}, p.args()...)...)
+	if r.code != 1 || !hasLineAll(r.stdout, "NO-GO", "stream stopped (ddl)", "ADD COLUMN extra", "run --accept-ddl") ||
+		!hasLine(r.stdout, "skip", "caught up") {
+		t.Fatalf("cutover after the stream's stop: exit %d, want 1 with a NO-GO line naming the DDL stop and --accept-ddl:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// hasLineAll reports whether one line of out starts with prefix and contains every one of subs.
+func hasLineAll(out, prefix string, subs ...string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(l, prefix) {
+			continue
+		}
+		all := true
+		for _, s := range subs {
+			all = all && strings.Contains(l, s)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }
