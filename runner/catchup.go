@@ -14,12 +14,15 @@ import (
 // catchUp returns once the checkpoint in the target contains every transaction the source had executed when
 // catchUp was called: the barrier cutover and verify stand on. The stream itself is applied by a running
 // `csmh-sync run`; this only watches the checkpoint it commits.
+//
+// In file mode (the checkpoint holds a binlog file/position) the barrier is the source's current file and
+// offset, and "behind" counts bytes.
 func catchUp(ctx context.Context, src *sql.DB, store *checkpoint.Store, flavor string, poll time.Duration) (*gtid.Set, error) {
-	execStr, err := dbconn.ExecutedGTID(ctx, src, dbconn.Flavor(flavor))
+	first, err := store.Load(ctx)
 	if err != nil {
 		return nil, err
 	}
-	want, err := gtid.Parse(flavor, execStr)
+	want, err := sourcePosition(ctx, src, flavor, gtid.IsFilePos(first.GTID))
 	if err != nil {
 		return nil, err
 	}
@@ -29,7 +32,11 @@ func catchUp(ctx context.Context, src *sql.DB, store *checkpoint.Store, flavor s
 	timedOut := func() error {
 		behind := "checkpoint not read"
 		if have != nil {
-			behind = fmt.Sprintf("checkpoint %s, %d transactions behind", have, have.Behind(want))
+			unit := "transactions"
+			if have.IsFile() {
+				unit = "bytes of binlog"
+			}
+			behind = fmt.Sprintf("checkpoint %s, %d %s behind", have, have.Behind(want), unit)
 		}
 		return fmt.Errorf("the target has not applied the source's position %s (%s): is 'csmh-sync run' running and connected? %w",
 			want, behind, ctx.Err())
@@ -54,4 +61,21 @@ func catchUp(ctx context.Context, src *sql.DB, store *checkpoint.Store, flavor s
 		case <-t.C:
 		}
 	}
+}
+
+// sourcePosition is what the source has written to its binlog: its executed GTIDs, or in file mode its
+// current binlog file and offset.
+func sourcePosition(ctx context.Context, src *sql.DB, flavor string, file bool) (*gtid.Set, error) {
+	if file {
+		name, pos, err := dbconn.CurrentBinlogPos(ctx, src)
+		if err != nil {
+			return nil, err
+		}
+		return gtid.Parse(flavor, gtid.FilePos{File: name, Pos: pos}.String())
+	}
+	execStr, err := dbconn.ExecutedGTID(ctx, src, dbconn.Flavor(flavor))
+	if err != nil {
+		return nil, err
+	}
+	return gtid.Parse(flavor, execStr)
 }

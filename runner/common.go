@@ -36,6 +36,8 @@ type Common struct {
 	ServerID        uint32
 	MetricsAddr     string
 	ConnectTimeout  time.Duration
+	// Position is --position (run and backfill): auto, gtid or file; "" is auto.
+	Position string
 
 	SourceTable table.Name // filled by Validate
 	TargetTable table.Name
@@ -65,6 +67,9 @@ func (c *Common) validate(needSource bool) error {
 		return fmt.Errorf("%w: --source-password-file without --source-dsn: give both, or neither", ErrUsage)
 	}
 	if err := positive(flagDuration{"--connect-timeout", c.ConnectTimeout}); err != nil {
+		return err
+	}
+	if err := validPosition(c.Position); err != nil {
 		return err
 	}
 	return checkListenAddr(c.MetricsAddr)

@@ -26,6 +26,7 @@ type prepared struct {
 	store    *checkpoint.Store
 	state    *checkpoint.State
 	pos      *gtid.Set
+	mode     string // PositionGTID or PositionFile: how the stream follows the source
 }
 
 // prepare validates both tables, creates or loads the checkpoint and checks that the source can still serve
@@ -65,7 +66,10 @@ func prepare(ctx context.Context, log *slog.Logger, c *Common, k *conns, startID
 		if err := p.store.Ensure(ctx); err != nil {
 			return nil, err
 		}
-		executed, err := dbconn.ExecutedGTID(ctx, k.src, p.info.Version.Flavor)
+		if p.mode, err = firstMode(c.Position, p.info); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUsage, err)
+		}
+		start, err := startPosition(ctx, k.src, p.info, p.mode)
 		if err != nil {
 			return nil, err
 		}
@@ -77,7 +81,7 @@ func prepare(ctx context.Context, log *slog.Logger, c *Common, k *conns, startID
 			return nil, err
 		}
 		first := checkpoint.State{SourceTable: c.SourceTable.String(), TargetTable: c.TargetTable.String(),
-			Flavor: p.flavor, SourceServer: sourceIdentity(p.info), GTID: executed, IDBoundary: boundary}
+			Flavor: p.flavor, SourceServer: identity(p.mode, p.info), GTID: start, IDBoundary: boundary}
 		if st, err = p.store.Init(ctx, first); err != nil {
 			return nil, err
 		}
@@ -92,8 +96,11 @@ func prepare(ctx context.Context, log *slog.Logger, c *Common, k *conns, startID
 			return nil, fmt.Errorf("%w: the checkpoint in %s migrates %s (%s) → %s; this run asks for %s (%s) → %s: use the same tables and source",
 				checkpoint.ErrMismatch, c.TargetTable.Schema, st.SourceTable, st.Flavor, st.TargetTable, c.SourceTable, p.flavor, c.TargetTable)
 		}
-		if id := sourceIdentity(p.info); st.SourceServer != id {
-			log.Warn("the source server changed since the first start (failover?); resuming by GTID", "was", st.SourceServer, "now", id)
+		if p.mode, err = resumeMode(c.Position, st, p.info, c.TargetTable.Schema); err != nil {
+			return nil, err
+		}
+		if err := checkIdentity(log, st, p.info, p.mode); err != nil {
+			return nil, err
 		}
 		log.Info("resuming from checkpoint", "gtid", st.GTID, "applied_transactions", st.Applied.Transactions)
 	}
@@ -111,6 +118,9 @@ func prepare(ctx context.Context, log *slog.Logger, c *Common, k *conns, startID
 // the stream runs: they wrap replication.ErrDiverged and replication.ErrPurged as the running stream's own
 // check does, so they are recorded and classified alike.
 func checkResumable(ctx context.Context, db *sql.DB, f dbconn.Flavor, pos *gtid.Set) error {
+	if pos.IsFile() {
+		return checkFileResumable(ctx, db, pos)
+	}
 	execStr, err := dbconn.ExecutedGTID(ctx, db, f)
 	if err != nil {
 		return err
