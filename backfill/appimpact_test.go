@@ -140,7 +140,7 @@ func TestChunkDeadlineFreesSourceRows(t *testing.T) {
 		}
 		var n int
 		err := e.dst.QueryRow(`SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Query'
-			AND INFO LIKE 'INSERT IGNORE%'`).Scan(&n)
+			AND (INFO LIKE 'SELECT %LOCK IN SHARE MODE' OR INFO LIKE 'INSERT IGNORE%' OR INFO LIKE 'LOAD DATA%')`).Scan(&n)
 		return n > 0, err
 	})
 

@@ -62,9 +62,9 @@ type Config struct {
 	SameServer       *bool   // nil = where proven (dbconn.SameServer); true = required, refused unless proven; false = never
 	// WriteMethod is how the cross-server path writes a chunk: "load-data" (LOAD DATA LOCAL INFILE … IGNORE
 	// from memory), "insert" (multi-row INSERT IGNORE), or "auto"/"" (the default): load-data where the target
-	// allows LOAD DATA LOCAL, every text column is UTF-8 and parallel workers do not serialize on the table's
-	// AUTO-INC lock (innodb_autoinc_lock_mode=2, or one worker), else insert. LOAD DATA costs the target less
-	// CPU per row than parsing INSERT text (docs/benchmarks.md).
+	// allows LOAD DATA LOCAL and every text column is UTF-8, else insert. Below innodb_autoinc_lock_mode 2 each
+	// LOAD DATA is cut to 128 KiB and follows a locking read of the chunk's target rows. LOAD DATA costs the
+	// target less CPU per row than parsing INSERT text (docs/benchmarks.md).
 	WriteMethod string
 	Throttle    Throttler // may be nil
 	// MaxAttempts is how many consecutive transient failures of a segment, without progress, end the backfill
@@ -85,6 +85,11 @@ var (
 	// errChunkDeadline ends a chunk that held its source rows locked for ChunkDeadline; it is retried smaller.
 	errChunkDeadline = errors.New("chunk reached its deadline")
 )
+
+// DefaultChunkTime is the default target duration of a chunk: an app UPDATE or DELETE of a row being copied
+// waits for its chunk, and 50 ms kept every such wait within the app-impact budget at a throughput within a
+// few percent of 500 ms chunks (docs/benchmarks.md).
+const DefaultChunkTime = 50 * time.Millisecond
 
 // DefaultChunkDeadline is the chunk deadline for a chunk time: four times it, so that a chunk read while the
 // previous one is written, on servers slower than the spanner has learnt, is not cut short, and at least 2 s.
@@ -127,8 +132,9 @@ type Backfill struct {
 	insertHead  string  // cross-server "INSERT IGNORE INTO t (cols) VALUES "
 	loadSQL     string  // cross-server LOAD DATA statement, with %s for the reader's name; "" = INSERT
 	sameServer  atomic.Bool
-	autoIncMode int   // the target's innodb_autoinc_lock_mode
-	bulkRows    int64 // most rows of one same-server INSERT … SELECT below lock mode 2; 0 = a chunk is one statement
+	autoIncMode int    // the target's innodb_autoinc_lock_mode
+	bulkRows    int64  // most rows of one same-server INSERT … SELECT below lock mode 2; 0 = a chunk is one statement
+	preLock     string // cross-server locking read of a chunk's target rows before its first LOAD DATA; "" = none
 	deadline    time.Duration
 
 	mu       sync.Mutex
@@ -165,7 +171,7 @@ func New(src, dst *sql.DB, store *checkpoint.Store, m *metrics.Metrics, log *slo
 		cfg.ChunkBytes = 8 << 20
 	}
 	if cfg.ChunkTime == 0 {
-		cfg.ChunkTime = 500 * time.Millisecond
+		cfg.ChunkTime = DefaultChunkTime
 	}
 	if cfg.ChunkDeadline == 0 {
 		cfg.ChunkDeadline = DefaultChunkDeadline(cfg.ChunkTime)
@@ -281,7 +287,7 @@ func (b *Backfill) prepare(ctx context.Context) error {
 	if b.autoIncMode, err = autoIncLockMode(ctx, b.dst); err != nil {
 		return err
 	}
-	b.bulkRows, b.loadSQL = 0, "" // a Run after an earlier one decides again: the target may have changed since
+	b.bulkRows, b.loadSQL, b.preLock = 0, "", "" // a Run after an earlier one decides again: the target may have changed since
 	if b.autoIncMode < 2 {
 		// Every statement that may hold CSMHE's AUTO-INC lock is kept to a few milliseconds of work: the app's
 		// inserts into CSMHE queue behind it (docs/design.md, "What the copy costs the app").
@@ -297,14 +303,18 @@ func (b *Backfill) prepare(ctx context.Context) error {
 			return err
 		case err != nil:
 			b.log.Info("cross-server chunks are written with INSERT: LOAD DATA LOCAL is not usable here", "reason", err)
-		case b.autoIncMode < 2 && m == WriteLoadData:
-			return fmt.Errorf("%w: --write-method %s with innodb_autoinc_lock_mode=%d on the target: every LOAD DATA would hold CSMHE's AUTO-INC lock and stall the app's inserts; set innodb_autoinc_lock_mode=2 on the target (restart) or use --write-method %s",
-				ErrConfig, WriteLoadData, b.autoIncMode, WriteInsert)
-		case b.autoIncMode < 2:
-			b.log.Info("cross-server chunks are written with INSERT: with innodb_autoinc_lock_mode below 2 on the target, each LOAD DATA would hold CSMHE's AUTO-INC lock while the app inserts", "innodb_autoinc_lock_mode", b.autoIncMode)
 		default:
 			b.loadSQL = "LOAD DATA LOCAL INFILE 'Reader::%s' IGNORE INTO TABLE " + b.cfg.TargetTable.Quoted() +
 				" CHARACTER SET utf8mb4 (" + cols + ")"
+		}
+		if b.loadSQL != "" && b.autoIncMode < 2 {
+			// Each LOAD DATA holds CSMHE's AUTO-INC lock to its end: cut to a few milliseconds of rows, and with
+			// the chunk's target rows locked first, so that no LOAD DATA waits for a row lock meanwhile.
+			b.stmtBudget = min(b.stmtBudget, bulkStatementBytes)
+			b.preLock = "SELECT COUNT(*) FROM " + b.cfg.TargetTable.Quoted() + " WHERE " + table.QuoteIdent(table.IDColumn) +
+				" BETWEEN ? AND ? LOCK IN SHARE MODE"
+			b.log.Info("cross-server chunks are written with LOAD DATA of at most 128 KiB each, after a locking read of the chunk's target rows: with innodb_autoinc_lock_mode below 2 each LOAD DATA holds CSMHE's AUTO-INC lock while it runs",
+				"innodb_autoinc_lock_mode", b.autoIncMode)
 		}
 	}
 	b.mu.Lock()

@@ -29,6 +29,7 @@ type insertStmt struct {
 // crossChunk is one chunk on its way from the source to the target.
 type crossChunk struct {
 	lo, hi  uint64 // the reader lowers hi to the last id read when the row cap cut the chunk short
+	planned uint64 // hi as the chunk was planned, before the reader lowered it
 	started time.Time
 	stmts   chan insertStmt // closed by the reader once the chunk is read, also on error
 	err     error           // the read's error, set before stmts is closed
@@ -146,6 +147,7 @@ func (b *Backfill) readChunks(ctx context.Context, sp *spanner, lo, end uint64, 
 		}
 		span, rowCap := sp.next()
 		c := &crossChunk{lo: lo, hi: chunkEnd(lo, span, end), stmts: make(chan insertStmt, 1)}
+		c.planned = c.hi
 		c.ctx, c.cancel = context.WithCancelCause(ctx)
 		track(c)
 		select {
@@ -274,6 +276,13 @@ func (b *Backfill) writeChunk(ctx context.Context, w *worker, c *crossChunk, tok
 		return err
 	}
 	defer dtx.Rollback()
+	if b.preLock != "" {
+		// Rows of the chunk's range already on the target (the stream's) are locked here, where a wait for a
+		// stream lane holds nothing the app's inserts need, rather than inside a LOAD DATA.
+		if err := dtx.QueryRowContext(ctx, b.preLock, c.lo, c.planned).Scan(new(int64)); err != nil {
+			return err
+		}
+	}
 	var inserted int64
 	for s := range c.stmts { // the reader always closes stmts, also on error or cancellation
 		var err error

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/csmh-sync/csmh-sync/replication"
+	"github.com/csmh-sync/csmh-sync/backfill"
 	"github.com/csmh-sync/csmh-sync/runner"
 )
 
@@ -44,7 +45,7 @@ func runFlags(fs *pflag.FlagSet, r *runner.Run, lf *logFlags) {
 	fs.BoolVar(&r.AdoptExistingRows, "adopt-existing-rows", false, "at the first start, keep rows an earlier copy left below the id boundary (then run 'verify --repair' after the backfill)")
 	fs.StringVar(&b.WriteMethod, "write-method", "auto", "how the cross-server backfill writes: load-data (LOAD DATA LOCAL INFILE; needs local_infile=ON on the target), insert (multi-row INSERT IGNORE), or auto (load-data where the target allows it)")
 	fs.StringVar(&b.SameServer, "same-server", runner.SameServerAuto, "copy with INSERT … SELECT on one server: auto (where a named lock proves source and target are one server and the target's user can read the source table), yes (required; refused unless proven), no (always copy across connections)")
-	fs.DurationVar(&b.ChunkTime, "chunk-time", 500*time.Millisecond, "target duration of one backfill chunk")
+	fs.DurationVar(&b.ChunkTime, "chunk-time", backfill.DefaultChunkTime, "target duration of one backfill chunk, read to target commit: how long the app's writes of its rows may wait")
 	fs.DurationVar(&b.ChunkDeadline, "chunk-deadline", 0, "longest a backfill chunk may hold its source rows locked before it is rolled back and read again, smaller (0 = 4 × --chunk-time, at least 2s)")
 	fs.Float64Var(&b.MaxRowsPerSecond, "max-rows-per-second", 0, "backfill rate limit (0 = none)")
 	fs.Int64Var(&b.MaxThreadsRunning, "max-threads-running", 0, "pause the backfill while the source's Threads_running is above this (0 = off)")
