@@ -104,11 +104,7 @@ func TestBadFlagsExitBeforeConnecting(t *testing.T) {
 		}
 	}
 
-	for _, tc := range []struct {
-		args []string
-		env  []string // KEY=value
-		want string   // in the one line
-	}{
+	requireRefused(t, rec, base, []badFlag{
 		// Named in the issue: rejected only after connecting, or not at all.
 		{args: []string{"run", "--chunk-bytes", "-1"}, want: "--chunk-bytes"},
 		{args: []string{"run", "--chunk-time", "-1s"}, want: "--chunk-time"},
@@ -171,7 +167,21 @@ func TestBadFlagsExitBeforeConnecting(t *testing.T) {
 		{args: []string{"run"}, env: []string{"CSMH_CHUNK_BYTES=-1"}, want: "--chunk-bytes"},
 		{args: []string{"run"}, env: []string{"CSMH_APPLY_LANES=0"}, want: "--apply-lanes"},
 		{args: []string{"verify"}, env: []string{"CSMH_WORKERS=x"}, want: "CSMH_WORKERS"},
-	} {
+	})
+}
+
+// badFlag is a command line (and environment) that must be refused with one line naming want.
+type badFlag struct {
+	args []string
+	env  []string // KEY=value
+	want string   // in the one line
+}
+
+// requireRefused runs each case after the base flags and requires exit 2, one line naming the flag, and no
+// connection opened to the recorder.
+func requireRefused(t *testing.T, rec *recorder, base []string, cases []badFlag) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(strings.Join(append(tc.env, tc.args...), " "), func(t *testing.T) {
 			for _, kv := range tc.env {
 				k, v, _ := strings.Cut(kv, "=")
