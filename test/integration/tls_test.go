@@ -3,10 +3,12 @@ package integration
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/csmh-sync/csmh-sync/preflight"
 	"github.com/csmh-sync/csmh-sync/test/integration/harness"
 )
 
@@ -192,4 +194,90 @@ func TestTLSVerificationFailuresExitWithOneLine(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("%d csmh_sync tables were created on the target by runs that should not have connected", n)
 	}
+}
+
+// startTLSReplica starts a server serving TLS with certs as a replica of src (MASTER_USE_GTID=slave_pos, from
+// the source's first GTID, so it gets the schema and rows by replication) and waits until it has the source
+// table's rows. On it, user is created REQUIRE SSL with exactly the documented replica grant, outside its binlog.
+func startTLSReplica(t *testing.T, certs *harness.TLSFiles, src *harness.Server, srcDB *sql.DB, user string) *harness.Server {
+	t.Helper()
+	ctx := context.Background()
+	r := harness.StartT(t, harness.Options{TLS: certs})
+	root, err := r.Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Close() })
+	if _, err := root.Exec(fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='%s', MASTER_PORT=%d, MASTER_USER='root', MASTER_USE_GTID=slave_pos",
+		harness.Host, src.Port)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Exec("START SLAVE"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Exec("STOP SLAVE") })
+	v, err := r.Version(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmts := []string{"SET sql_log_bin = 0", "CREATE USER '" + user + "'@'%' REQUIRE SSL"}
+	for _, g := range harness.GrantSpecs(preflight.ReplicaGrants(v)) {
+		stmts = append(stmts, "GRANT "+g+" TO '"+user+"'@'%'")
+	}
+	if err := r.Exec(ctx, strings.Join(stmts, "; ")); err != nil {
+		t.Fatal(err)
+	}
+	var want int
+	if err := srcDB.QueryRow("SELECT COUNT(*) FROM " + harness.SourceTable).Scan(&want); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, time.Minute, "the replica to have the source's rows", func() (bool, error) {
+		var got int
+		err := root.QueryRow("SELECT COUNT(*) FROM " + harness.SourceTable).Scan(&got)
+		if err != nil && strings.Contains(err.Error(), "doesn't exist") {
+			return false, nil // the schema has not replicated yet
+		}
+		return got == want, err
+	})
+	return r
+}
+
+// --replica-dsn over TLS: a TLS-serving replica of the source, whose --replica-dsn user is REQUIRE SSL and holds
+// only the documented replica grant. With --replica-tls disabled the replica refuses the login: backfill exits 2
+// with one line, having copied nothing. With --replica-tls verify-ca the backfill, throttled on the replica's lag,
+// completes with the target equal to the source: the replica connection was encrypted and its CA verified.
+func TestBackfillReadsReplicaLagOverTLS(t *testing.T) {
+	certs := harness.MakeTLST(t, "localhost")
+	p := newTLSPair(t, &certs, false)
+	src, dst, _ := p.seed(t, harness.GenOptions{Rows: 3000, Seed: 93})
+	const user = "csmh_replica"
+	replica := startTLSReplica(t, &certs, p.src, src, user)
+	replicaArgs := func(mode ...string) []string {
+		return append([]string{"backfill"}, p.args(append([]string{"--replica-dsn", replica.UserDSN(user, "", ""),
+			"--max-replica-lag", "5s"}, mode...)...)...)
+	}
+
+	// The replica is dialled after the first start has captured the stream position on the target, before any
+	// chunk: the refusal is the one line a user sees at --log-level warn, and nothing is copied.
+	r := csmh(t, time.Minute, nil, replicaArgs("--replica-tls", "disabled", "--log-level", "warn")...)
+	msg := strings.TrimSpace(r.stderr)
+	if r.code != 2 || strings.Contains(msg, "\n") || !strings.Contains(msg, "replica") || !strings.Contains(msg, "access denied") {
+		t.Fatalf("--replica-tls disabled: exit %d, stderr %q: want 2 and one line with the replica's access denied", r.code, msg)
+	}
+	var copied int
+	if err := dst.QueryRow("SELECT COUNT(*) FROM " + harness.TargetTable).Scan(&copied); err != nil {
+		t.Fatal(err)
+	}
+	if copied != 0 {
+		t.Fatalf("the backfill refused by the replica copied %d rows", copied)
+	}
+
+	r = csmh(t, 2*time.Minute, nil, replicaArgs("--replica-tls", "verify-ca", "--replica-tls-ca", certs.CA)...)
+	if r.code != 0 {
+		t.Fatalf("backfill with the replica over TLS: exit %d\n%s", r.code, tailStr(r.stderr, 40))
+	}
+	if ok, err := backfillDone(dst); !ok || err != nil {
+		t.Fatalf("backfill exited 0 but is not done: %v", err)
+	}
+	requireEqual(t, src, dst)
 }
