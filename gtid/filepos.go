@@ -110,3 +110,33 @@ func fileSeq(name string) (string, uint64, error) {
 	}
 	return name[:i], n, nil
 }
+
+// FileState is where a file position lies in the list of binlog files a server still has.
+type FileState int
+
+const (
+	FileHeld    FileState = iota // the file is there and the offset within it
+	FilePurged                   // the file is older than the oldest one left
+	FilePastEnd                  // the file is there but shorter than the offset: another server, or a restored backup
+	FileUnknown                  // the server never had such a file (another server, or another base name)
+)
+
+// Locate places p among a server's binlog files, oldest first, as SHOW BINARY LOGS lists them (names and
+// sizes in bytes).
+func Locate(p FilePos, names []string, sizes []uint64) FileState {
+	for i, n := range names {
+		if n != p.File {
+			continue
+		}
+		if i < len(sizes) && p.Pos > sizes[i] {
+			return FilePastEnd
+		}
+		return FileHeld
+	}
+	if len(names) > 0 {
+		if c, err := CompareFiles(p.File, names[0]); err == nil && c < 0 {
+			return FilePurged
+		}
+	}
+	return FileUnknown
+}

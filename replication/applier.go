@@ -39,6 +39,7 @@ type batch struct {
 	rows    int
 	bytes   int
 	count   int       // every transaction added, with or without rows
+	markers int       // positions the stream moved to between transactions (file mode)
 	opened  time.Time // when the first transaction since the last commit arrived
 	rowsAt  time.Time // when the first one with rows arrived
 	lastSeq uint64
@@ -48,11 +49,15 @@ type batch struct {
 func newBatch(pos *gtid.Set) *batch { return &batch{pos: pos.Clone()} }
 
 func (b *batch) add(t *txn) error {
-	if b.count == 0 {
+	if !b.pending() {
 		b.opened = time.Now()
 	}
-	if err := b.pos.Add(t.gtid); err != nil {
+	if err := b.pos.Add(t.position()); err != nil {
 		return err
+	}
+	if t.marker {
+		b.markers++
+		return nil
 	}
 	b.count++
 	b.lastSeq, b.lastTS = t.seq, t.commitTS
@@ -67,7 +72,7 @@ func (b *batch) add(t *txn) error {
 	return nil
 }
 
-func (b *batch) pending() bool { return b.count > 0 }
+func (b *batch) pending() bool { return b.count > 0 || b.markers > 0 }
 
 // deadline: rows wait at most BatchDelay for company; a position-only batch waits up to positionEvery.
 func (b *batch) deadline(delay time.Duration) time.Time {
@@ -81,7 +86,7 @@ func (b *batch) deadline(delay time.Duration) time.Time {
 }
 
 func (b *batch) reset() {
-	b.txs, b.rows, b.bytes, b.count = b.txs[:0], 0, 0, 0
+	b.txs, b.rows, b.bytes, b.count, b.markers = b.txs[:0], 0, 0, 0, 0
 }
 
 // applier writes batches to the target: rows and checkpoint in one transaction.
@@ -319,7 +324,7 @@ func (a *applier) applyLarge(ctx context.Context, b *batch, t *txn) error {
 		return nil
 	}
 	pos := b.pos.Clone()
-	if err := pos.Add(t.gtid); err != nil {
+	if err := pos.Add(t.position()); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnsupported, err)
 	}
 	l.sum.Transactions = 1

@@ -40,6 +40,19 @@ type txn struct {
 	// the last part, not partial, carries the commit time and sequence number.
 	partial bool
 	parts   int // parts of this transaction already handed to the applier
+	// pos is, in file mode, the binlog position after the transaction ("file:name:offset"); gtid then names
+	// the transaction by the offset it starts at. Empty in GTID mode.
+	pos string
+	// marker: no transaction, only a position the stream moved to between transactions (file mode).
+	marker bool
+}
+
+// position is what the transaction adds to the stream position: its GTID, or in file mode its end.
+func (t *txn) position() string {
+	if t.pos != "" {
+		return t.pos
+	}
+	return t.gtid
 }
 
 // rowDecoder turns rows events of the source table into ops. Binlog rows carry values by column position;

@@ -57,6 +57,7 @@ type fixture struct {
 	srcCfg               *mysql.Config
 	store                *checkpoint.Store
 	start                *gtid.Set
+	fileMode             bool
 	m                    *metrics.Metrics
 	log                  *slog.Logger
 }
@@ -64,16 +65,18 @@ type fixture struct {
 type fixtureOptions struct {
 	srcArgs    []string
 	idBoundary uint64
+	fileMode   bool // the checkpoint follows the source by binlog file and offset
 }
 
 func newFixture(t *testing.T, o fixtureOptions) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	f := &fixture{
-		src: harness.StartT(t, harness.Options{ExtraArgs: o.srcArgs}),
-		dst: harness.StartT(t, harness.Options{}),
-		m:   metrics.New(prometheus.NewRegistry()),
-		log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		src:      harness.StartT(t, harness.Options{ExtraArgs: o.srcArgs}),
+		dst:      harness.StartT(t, harness.Options{}),
+		m:        metrics.New(prometheus.NewRegistry()),
+		fileMode: o.fileMode,
+		log:      slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
 	if err := f.src.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipTarget: true}); err != nil {
 		t.Fatal(err)
@@ -124,9 +127,16 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// executed is what the source has written: its GTIDs, or in file mode its current binlog file and offset.
 func (f *fixture) executed(t *testing.T) *gtid.Set {
 	t.Helper()
 	s, err := dbconn.ExecutedGTID(context.Background(), f.srcDB, dbconn.MariaDB)
+	if f.fileMode {
+		var file string
+		var off uint64
+		file, off, err = dbconn.CurrentBinlogPos(context.Background(), f.srcDB)
+		s = gtid.FilePos{File: file, Pos: off}.String()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,4 +299,23 @@ func value(m prometheus.Metric) float64 {
 		return d.Gauge.GetValue()
 	}
 	return d.Counter.GetValue()
+}
+
+// gtidAt is MariaDB's GTID position at a file position (BINLOG_GTID_POS), or pos itself in GTID mode: what
+// counts the transactions between two file positions.
+func (f *fixture) gtidAt(t *testing.T, pos *gtid.Set) *gtid.Set {
+	t.Helper()
+	p, ok := pos.FilePos()
+	if !ok {
+		return pos
+	}
+	var s string
+	if err := f.srcDB.QueryRow("SELECT BINLOG_GTID_POS(?, ?)", p.File, p.Pos).Scan(&s); err != nil {
+		t.Fatalf("BINLOG_GTID_POS(%s): %v", p, err)
+	}
+	g, err := gtid.Parse("mariadb", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
 }

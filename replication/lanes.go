@@ -100,7 +100,7 @@ func (a *applier) split(b *batch) ([][]op, int, int, error) {
 			if a.ahead != nil && a.ahead.pos[l] != nil {
 				if one == nil {
 					var err error
-					if one, err = gtid.Parse(a.r.cfg.Flavor, t.gtid); err != nil {
+					if one, err = gtid.Parse(a.r.cfg.Flavor, t.position()); err != nil {
 						return nil, 0, 0, fmt.Errorf("%w: %v", ErrUnsupported, err)
 					}
 				}
@@ -198,7 +198,7 @@ func (a *applier) notAhead(t *txn) ([]op, error) {
 	if a.ahead == nil {
 		return t.ops, nil
 	}
-	one, err := gtid.Parse(a.r.cfg.Flavor, t.gtid)
+	one, err := gtid.Parse(a.r.cfg.Flavor, t.position())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnsupported, err)
 	}

@@ -32,6 +32,9 @@ func (r *Replicator) purgedRemedy() string {
 // from a position whose binlogs are gone (the server would skip ahead silently on some versions), nor from
 // one the source never reached (another server, or a source restored from a backup).
 func (r *Replicator) checkPosition(ctx context.Context, pos *gtid.Set) error {
+	if fp, ok := pos.FilePos(); ok {
+		return r.checkFilePosition(ctx, fp)
+	}
 	f := dbconn.Flavor(r.cfg.Flavor)
 	ps, err := dbconn.PurgedGTID(ctx, r.src, f)
 	if err != nil {
@@ -58,6 +61,44 @@ func (r *Replicator) checkPosition(ctx context.Context, pos *gtid.Set) error {
 			ErrDiverged, pos, executed)
 	}
 	return nil
+}
+
+// checkFilePosition is checkPosition in file mode: the position's file is still on the source, and the
+// offset within it.
+func (r *Replicator) checkFilePosition(ctx context.Context, p gtid.FilePos) error {
+	files, err := dbconn.BinaryLogs(ctx, r.src)
+	if err != nil {
+		return err
+	}
+	names, sizes := make([]string, len(files)), make([]uint64, len(files))
+	for i, f := range files {
+		names[i], sizes[i] = f.Name, f.Size
+	}
+	switch gtid.Locate(p, names, sizes) {
+	case gtid.FileHeld:
+		return nil
+	case gtid.FilePurged:
+		return fmt.Errorf("%w: the source has purged binlogs the checkpoint needs (%s, where its position %s lies): %s", ErrPurged, p.File, p, r.purgedRemedy())
+	}
+	return fmt.Errorf("%w: the checkpoint's position %s is not in the source's binlog (%d files listed): is this the source the copy started from? point csmh-sync at it, or start over",
+		ErrDiverged, p, len(files))
+}
+
+// sourcePosition is what the source has written: its executed GTIDs, or in file mode its current binlog
+// file and offset.
+func (r *Replicator) sourcePosition(ctx context.Context, file bool) (*gtid.Set, error) {
+	if file {
+		name, off, err := dbconn.CurrentBinlogPos(ctx, r.src)
+		if err != nil {
+			return nil, err
+		}
+		return gtid.Parse(r.cfg.Flavor, gtid.FilePos{File: name, Pos: off}.String())
+	}
+	es, err := dbconn.ExecutedGTID(ctx, r.src, dbconn.Flavor(r.cfg.Flavor))
+	if err != nil {
+		return nil, err
+	}
+	return gtid.Parse(r.cfg.Flavor, es)
 }
 
 // probe refreshes the gauges that need a query or a clock, until ctx ends. Failures only leave gauges stale:
@@ -89,11 +130,7 @@ func (r *Replicator) probeStream(ctx context.Context) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	es, err := dbconn.ExecutedGTID(pctx, r.src, dbconn.Flavor(r.cfg.Flavor))
-	if err != nil {
-		return
-	}
-	executed, err := gtid.Parse(r.cfg.Flavor, es)
+	executed, err := r.sourcePosition(pctx, pos.IsFile()) // in file mode, "behind" counts bytes
 	if err != nil {
 		return
 	}

@@ -297,7 +297,12 @@ func TestStopsOnSourceDDL(t *testing.T) {
 
 // A start position whose binlogs the source purged is refused with the remedy, never skipped.
 func TestRefusesPurgedBinlog(t *testing.T) {
-	f := newFixture(t, fixtureOptions{})
+	t.Run("gtid", func(t *testing.T) { refusesPurgedBinlog(t, false) })
+	t.Run("file position", func(t *testing.T) { refusesPurgedBinlog(t, true) })
+}
+
+func refusesPurgedBinlog(t *testing.T, fileMode bool) {
+	f := newFixture(t, fixtureOptions{fileMode: fileMode})
 	for i := 1; i <= 20; i++ {
 		exec(t, f.srcDB, "INSERT INTO "+harness.SourceTable+" (id, created, student_module_id) VALUES (?, NOW(6), 7)", i)
 	}
@@ -418,13 +423,15 @@ func TestParallelApplyExactlyOnceAfterLaneZeroFails(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		restart int // lanes of a second process started after the first failure; 0 = the same process retries
-	}{{"same process retries", 0}, {"restart with fewer lanes", 2}} {
-		t.Run(tc.name, func(t *testing.T) { parallelApplyCutShort(t, tc.restart) })
+		file    bool
+	}{{"same process retries", 0, false}, {"restart with fewer lanes", 2, false},
+		{"file position, restart with fewer lanes", 2, true}} {
+		t.Run(tc.name, func(t *testing.T) { parallelApplyCutShort(t, tc.restart, tc.file) })
 	}
 }
 
-func parallelApplyCutShort(t *testing.T, restartLanes int) {
-	f := newFixture(t, fixtureOptions{})
+func parallelApplyCutShort(t *testing.T, restartLanes int, fileMode bool) {
+	f := newFixture(t, fixtureOptions{fileMode: fileMode})
 	countApplies(t, f)
 	gen, updated := generateAndUpdate(t, f)
 
@@ -482,7 +489,12 @@ func parallelApplyCutShort(t *testing.T, restartLanes int) {
 // one target transaction: a failure after some parts were written leaves nothing of it behind, and the retry
 // applies it whole, exactly once.
 func TestLargeTransactionInParts(t *testing.T) {
-	f := newFixture(t, fixtureOptions{})
+	t.Run("gtid", func(t *testing.T) { largeTransactionInParts(t, false) })
+	t.Run("file position", func(t *testing.T) { largeTransactionInParts(t, true) })
+}
+
+func largeTransactionInParts(t *testing.T, fileMode bool) {
+	f := newFixture(t, fixtureOptions{fileMode: fileMode})
 	ctx := context.Background()
 	const fragment = 256 << 10
 	var parts []int
@@ -542,10 +554,11 @@ func TestLargeTransactionInParts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	txs := f.gtidAt(t, f.start).Behind(f.gtidAt(t, want))
 	if st.GTID != want.String() || st.Applied.Inserts != 41 || st.Applied.Updates != 40 || st.Applied.Deletes != 20 ||
-		st.Applied.Transactions != uint64(f.start.Behind(want)) {
+		st.Applied.Transactions != uint64(txs) {
 		t.Fatalf("checkpoint %s, counters %+v; want %s, 41 inserts, 40 updates, 20 deletes, %d transactions, each counted once",
-			st.GTID, st.Applied, want, f.start.Behind(want))
+			st.GTID, st.Applied, want, txs)
 	}
 }
 

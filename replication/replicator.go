@@ -177,9 +177,6 @@ func (r *Replicator) Run(ctx context.Context, start *gtid.Set) error {
 	if start == nil || start.Flavor() != r.cfg.Flavor {
 		return fmt.Errorf("replication: start position must be a %s GTID set", r.cfg.Flavor)
 	}
-	if start.IsFile() {
-		return fmt.Errorf("%w: the checkpoint holds a binlog file/position (%s) and this build streams by GTID only: run with --position gtid on a fresh checkpoint", ErrUnsupported, start)
-	}
 	r.mu.Lock()
 	r.pos, r.advancedAt = start.Clone(), time.Now()
 	if r.lastEvent.IsZero() {

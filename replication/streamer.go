@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 
 	"github.com/csmh-sync/csmh-sync/checkpoint"
@@ -65,7 +67,16 @@ func (r *Replicator) session(ctx context.Context) error {
 	}
 	syncer := replication.NewBinlogSyncer(r.syncerConfig())
 	defer syncer.Close()
-	stream, err := syncer.StartSyncGTID(pos.GoMySQL())
+	var stream *replication.BinlogStreamer
+	fp, fileMode := pos.FilePos()
+	if fileMode {
+		if fp.Pos > math.MaxUint32 {
+			return fmt.Errorf("%w: binlog offset %d does not fit the dump protocol", ErrUnsupported, fp.Pos)
+		}
+		stream, err = syncer.StartSync(gomysql.Position{Name: fp.File, Pos: uint32(fp.Pos)})
+	} else {
+		stream, err = syncer.StartSyncGTID(pos.GoMySQL())
+	}
 	if err != nil {
 		return fmt.Errorf("start binlog stream from %s: %w", pos, r.classify(err))
 	}
@@ -74,7 +85,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	defer cancel()
 	ch := make(chan *txn, txnQueue)
 	gate := newByteGate(queueParts * r.cfg.FragmentBytes)
-	st := &streamer{r: r, dec: dec, out: ch, gate: gate}
+	st := &streamer{r: r, dec: dec, out: ch, gate: gate, fileMode: fileMode, file: fp.File}
 	ap.gate = gate
 	var streamErr error
 	done := make(chan struct{})
@@ -136,6 +147,13 @@ type streamer struct {
 	cur    *txn // the transaction being read; nil between transactions
 	handed int  // transactions handed to the applier in this session
 	began  bool // cur opened with BEGIN / XA START: it ends at COMMIT, ROLLBACK or XID
+
+	// File mode (no GTIDs, or --position file): transactions are named by binlog offsets. file is the
+	// binlog being read (from Rotate events); evStart and evEnd are the current top-level event's offsets.
+	fileMode       bool
+	file           string
+	evStart, evEnd uint64
+	marked         gtid.FilePos // the last position sent to the applier
 }
 
 func (s *streamer) run(ctx context.Context, stream *replication.BinlogStreamer) error {
@@ -149,10 +167,78 @@ func (s *streamer) run(ctx context.Context, stream *replication.BinlogStreamer) 
 		}
 		s.r.touch()
 		s.r.setConnected(true)
-		if err := s.handle(ctx, ev); err != nil {
+		if err := s.step(ctx, ev); err != nil {
 			return err
 		}
 	}
+}
+
+// step handles one top-level event; in file mode it also tracks where the event lies and, after an event
+// outside any transaction, moves the position past it.
+func (s *streamer) step(ctx context.Context, ev *replication.BinlogEvent) error {
+	if s.fileMode {
+		if err := s.locate(ctx, ev); err != nil {
+			return err
+		}
+	}
+	if err := s.handle(ctx, ev); err != nil {
+		return err
+	}
+	if s.fileMode && s.cur == nil && s.evEnd > 0 && !isHeartbeat(ev) {
+		return s.mark(ctx, gtid.FilePos{File: s.file, Pos: s.evEnd})
+	}
+	return nil
+}
+
+// locate tracks, in file mode, the binlog file being read and the offsets of the current event. A Rotate
+// event names the next file and where it starts (the one sent at connect names the start position); between
+// transactions that is where the position moves, so an idle source still gets its checkpoint onto its
+// newest file. Events the server makes up (offset 0) have no place in the file.
+func (s *streamer) locate(ctx context.Context, ev *replication.BinlogEvent) error {
+	s.evStart, s.evEnd = 0, 0
+	if r, ok := ev.Event.(*replication.RotateEvent); ok {
+		s.file = string(r.NextLogName)
+		if s.cur == nil {
+			return s.mark(ctx, gtid.FilePos{File: s.file, Pos: r.Position})
+		}
+		return nil
+	}
+	h := ev.Header
+	if h.LogPos == 0 || s.file == "" {
+		return nil
+	}
+	s.evEnd = uint64(h.LogPos)
+	if uint64(h.EventSize) <= s.evEnd {
+		s.evStart = s.evEnd - uint64(h.EventSize)
+	}
+	return nil
+}
+
+// mark moves the position, between transactions, to p: everything before it has been read and belongs to
+// no transaction still open. It travels to the applier like a transaction without rows, and counts as none.
+func (s *streamer) mark(ctx context.Context, p gtid.FilePos) error {
+	if !s.marked.IsZero() {
+		if c, err := p.Compare(s.marked); err == nil && c <= 0 {
+			return nil
+		}
+	}
+	s.marked = p
+	name := p.String()
+	return s.send(ctx, &txn{gtid: name, pos: name, marker: true})
+}
+
+func isHeartbeat(ev *replication.BinlogEvent) bool {
+	t := ev.Header.EventType
+	return t == replication.HEARTBEAT_EVENT || t == replication.HEARTBEAT_LOG_EVENT_V2
+}
+
+// txnName is what a transaction opened by the current event is called: its GTID, or in file mode the offset
+// it starts at (which names its parts when it arrives in parts; its position is the offset it ends at).
+func (s *streamer) txnName(gtidName string) string {
+	if s.fileMode {
+		return gtid.FilePos{File: s.file, Pos: s.evStart}.String()
+	}
+	return gtidName
 }
 
 func (s *streamer) handle(ctx context.Context, ev *replication.BinlogEvent) error {
@@ -161,14 +247,16 @@ func (s *streamer) handle(ctx context.Context, ev *replication.BinlogEvent) erro
 		if err := s.endDangling(ctx, ev); err != nil {
 			return err
 		}
-		s.open(fmt.Sprintf("%d-%d-%d", e.GTID.DomainID, e.GTID.ServerID, e.GTID.SequenceNumber))
+		s.open(s.txnName(fmt.Sprintf("%d-%d-%d", e.GTID.DomainID, e.GTID.ServerID, e.GTID.SequenceNumber)))
 		// A standalone transaction (DDL, mostly) is a single Query event without BEGIN/COMMIT.
 		s.began = !e.IsStandalone() && !e.IsDDL()
 	case *replication.GTIDEvent:
 		if err := s.endDangling(ctx, ev); err != nil {
 			return err
 		}
-		s.open(mysqlGTID(e.SID, e.Tag, e.GNO))
+		// Without GTIDs, MySQL 5.7+ still opens every transaction with an Anonymous_GTID event, which go-mysql
+		// decodes as a GTIDEvent with a zero uuid: in file mode it is named by its offset instead.
+		s.open(s.txnName(mysqlGTID(e.SID, e.Tag, e.GNO)))
 		if e.ImmediateCommitTimestamp > 0 { // MySQL 8.0.1+: the commit time on this server, in microseconds
 			s.cur.exactTS = e.ImmediateCommitTime()
 		}
@@ -219,6 +307,9 @@ func (s *streamer) endDangling(ctx context.Context, ev *replication.BinlogEvent)
 	if s.cur == nil {
 		return nil
 	}
+	if s.fileMode { // the dangling transaction ended where this event begins
+		return s.endAt(ctx, ev, s.evStart)
+	}
 	return s.end(ctx, ev)
 }
 
@@ -227,6 +318,9 @@ func (s *streamer) query(ctx context.Context, ev *replication.BinlogEvent, e *re
 	head := strings.ToUpper(q[:min(len(q), 20)])
 	switch {
 	case head == "BEGIN" || strings.HasPrefix(head, "START TRANSACTION"):
+		if s.cur == nil && s.fileMode { // MySQL before 5.7 without GTIDs: BEGIN is the first event
+			s.open(s.txnName(""))
+		}
 		s.began = true
 		return nil
 	case strings.HasPrefix(head, "XA START"):
@@ -270,11 +364,20 @@ func (s *streamer) query(ctx context.Context, ev *replication.BinlogEvent, e *re
 // end hands the current transaction to the applier. Its commit time is MySQL's microsecond commit timestamp
 // where the GTID event carries one, else the header timestamp of the event that ends it (whole seconds).
 func (s *streamer) end(ctx context.Context, ev *replication.BinlogEvent) error {
+	return s.endAt(ctx, ev, s.evEnd)
+}
+
+// endAt is end with the transaction ending at offset pos of the current file (file mode).
+func (s *streamer) endAt(ctx context.Context, ev *replication.BinlogEvent, pos uint64) error {
 	t := s.cur
 	if t == nil {
 		return nil
 	}
 	s.cur = nil
+	if s.fileMode {
+		p := gtid.FilePos{File: s.file, Pos: pos}
+		t.pos, s.marked = p.String(), p
+	}
 	now := time.Now()
 	t.commitTS = commitTime(ev.Header.Timestamp, t.exactTS, now)
 	t.seq = s.r.seq.Add(1)

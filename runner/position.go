@@ -143,18 +143,18 @@ func fileOnSource(p gtid.FilePos, files []dbconn.BinlogFile) error {
 	if len(files) == 0 {
 		return fmt.Errorf("%w: the source lists no binary logs: is log_bin on?", replication.ErrDiverged)
 	}
-	for _, f := range files {
-		if f.Name != p.File {
-			continue
-		}
-		if p.Pos > f.Size {
-			return fmt.Errorf("%w: the checkpoint's position %s lies past the end of %s (%d bytes) on the source: this is another server or a restored backup; point --source-dsn at the right server, or start over (docs/runbook.md, \"Recover from a purged binlog\")",
-				replication.ErrDiverged, p, f.Name, f.Size)
-		}
-		return nil
+	names, sizes := make([]string, len(files)), make([]uint64, len(files))
+	for i, f := range files {
+		names[i], sizes[i] = f.Name, f.Size
 	}
-	oldest, newest := files[0].Name, files[len(files)-1].Name
-	if c, err := gtid.CompareFiles(p.File, oldest); err == nil && c < 0 {
+	oldest, newest := names[0], names[len(names)-1]
+	switch gtid.Locate(p, names, sizes) {
+	case gtid.FileHeld:
+		return nil
+	case gtid.FilePastEnd:
+		return fmt.Errorf("%w: the checkpoint's position %s lies past the end of %s on the source: this is another server or a restored backup; point --source-dsn at the right server, or start over (docs/runbook.md, \"Recover from a purged binlog\")",
+			replication.ErrDiverged, p, p.File)
+	case gtid.FilePurged:
 		return fmt.Errorf("%w: the source has purged %s, which the checkpoint's position %s needs (its oldest binlog is %s): the missing changes cannot be replayed; start over (docs/runbook.md, \"Recover from a purged binlog\": drop the csmh_sync_* tables in the target schema, delete the target's rows below the id boundary and keep the app's), and raise binlog retention",
 			replication.ErrPurged, p.File, p, oldest)
 	}

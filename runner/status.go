@@ -132,16 +132,13 @@ func (s *Status) addSource(ctx context.Context, rep *StatusReport, st *checkpoin
 		return
 	}
 	defer src.Close()
-	exec, err := dbconn.ExecutedGTID(ctx, src, dbconn.Flavor(st.Flavor))
-	if err != nil {
-		return
-	}
-	rep.SourceExecuted = exec
-	e, err1 := gtid.Parse(st.Flavor, exec)
+	// In file mode the source's current file/position; "behind" then counts bytes of binlog.
+	e, err1 := sourcePosition(ctx, src, st.Flavor, gtid.IsFilePos(st.GTID))
 	c, err2 := gtid.Parse(st.Flavor, st.GTID)
 	if err1 != nil || err2 != nil {
 		return
 	}
+	rep.SourceExecuted = e.String()
 	rep.TransactionsBehind = c.Behind(e)
 	if rep.TransactionsBehind == 0 {
 		rep.LagSeconds = 0
@@ -166,7 +163,11 @@ func printStatus(w io.Writer, r *StatusReport) {
 		case r.TransactionsBehind > 0:
 			lag = "unknown (nothing applied yet)"
 		}
-		fmt.Fprintf(w, "behind:       %d transactions, lag %s (source executed %s)\n", r.TransactionsBehind, lag, r.SourceExecuted)
+		unit := "transactions"
+		if gtid.IsFilePos(r.GTID) {
+			unit = "bytes of binlog"
+		}
+		fmt.Fprintf(w, "behind:       %d %s, lag %s (source at %s)\n", r.TransactionsBehind, unit, lag, r.SourceExecuted)
 	} else {
 		fmt.Fprintf(w, "behind:       unknown (give --source-dsn to compare with the source)\n")
 	}

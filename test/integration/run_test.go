@@ -55,6 +55,15 @@ func caughtUp(t *testing.T, src, dst *sql.DB, within time.Duration, d *daemon) *
 	if err := src.QueryRow("SELECT @@gtid_binlog_pos").Scan(&exec); err != nil {
 		t.Fatal(err)
 	}
+	var cp string
+	if err := dst.QueryRow("SELECT gtid_set FROM edxapp_csmh.csmh_sync_state").Scan(&cp); err == nil && gtid.IsFilePos(cp) {
+		// File mode: the barrier is the source's current binlog file and offset.
+		file, off, err := dbconn.CurrentBinlogPos(context.Background(), src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec = gtid.FilePos{File: file, Pos: off}.String()
+	}
 	e := mustGTID(t, exec)
 	harness.Eventually(t, within, "target caught up with the source", func() (bool, error) {
 		var pos string
@@ -124,6 +133,8 @@ func TestRunRacesLoadAndSurvivesSIGKILL(t *testing.T) {
 		{"cross-server INSERT", false, []string{"--workers", "3", "--write-method", "insert"}},
 		{"cross-server LOAD DATA", false, []string{"--workers", "3", "--write-method", "load-data"}},
 		{"same server", true, []string{"--workers", "2"}},
+		// File mode: the stream follows binlog file and offset, as on a MySQL source with gtid_mode=OFF.
+		{"file position", false, []string{"--workers", "3", "--write-method", "insert", "--position", "file"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { raceAndKill(t, tc.same, tc.args) })
 	}
@@ -142,7 +153,7 @@ func raceAndKill(t *testing.T, same bool, args []string) {
 		p = &pair{src: s, dst: s}
 	} else {
 		p = newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 50_000_000})
-		if slices.Contains(args, "load-data") { // refused below innodb_autoinc_lock_mode 2
+		if slices.Contains(args, "load-data") { // at innodb_autoinc_lock_mode 2, as on MySQL 8 (the backfill package covers 1)
 			p.dst = harness.StartT(t, harness.Options{ExtraArgs: []string{"--innodb-autoinc-lock-mode=2"}})
 			if err := p.dst.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipSource: true, TargetAutoIncrement: 50_000_000}); err != nil {
 				t.Fatal(err)
@@ -264,6 +275,19 @@ func raceAndKill(t *testing.T, same bool, args []string) {
 	if !final.Contains(executed) {
 		t.Fatalf("checkpoint %s after SIGTERM, behind the barrier's %s", final, executed)
 	}
+	if final.IsFile() != slices.Contains(args, "file") {
+		t.Fatalf("checkpoint %s: not in the mode --position asked for", final)
+	}
+	if final.IsFile() {
+		// A file-position checkpoint is refused by GTID, in one line naming the flag, before anything streams.
+		r := csmh(t, time.Minute, nil, append([]string{"run"}, p.args("--position", "gtid")...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, "pass --position file (or auto)") {
+			t.Fatalf("run --position gtid on a file-mode checkpoint: exit %d\n%s", r.code, r.stderr)
+		}
+		// MariaDB still writes GTIDs in file mode: its BINLOG_GTID_POS turns each file position into the
+		// transactions before it, so the count below says whether any was applied twice or never.
+		start, final = gtidAt(t, src, start), gtidAt(t, src, final)
+	}
 	if want := start.Behind(final); txs != want || changes == 0 {
 		t.Fatalf("the checkpoint counts %d source transactions (%d row changes) between %s and %s, which hold %d: some were applied twice or never",
 			txs, changes, start, final, want)
@@ -276,4 +300,15 @@ func tailStr(s string, n int) string {
 		l = l[len(l)-n:]
 	}
 	return strings.Join(l, "\n")
+}
+
+// gtidAt is MariaDB's GTID position at a binlog file position.
+func gtidAt(t *testing.T, src *sql.DB, pos *gtid.Set) *gtid.Set {
+	t.Helper()
+	p, _ := pos.FilePos()
+	var g string
+	if err := src.QueryRow("SELECT BINLOG_GTID_POS(?, ?)", p.File, p.Pos).Scan(&g); err != nil {
+		t.Fatalf("BINLOG_GTID_POS(%s): %v", p, err)
+	}
+	return mustGTID(t, g)
 }

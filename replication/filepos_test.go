@@ -1,0 +1,101 @@
+package replication
+
+import (
+	"context"
+	"encoding/binary"
+	"testing"
+
+	"github.com/go-mysql-org/go-mysql/replication"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/csmh-sync/csmh-sync/gtid"
+	"github.com/csmh-sync/csmh-sync/metrics"
+)
+
+// anonymousGTID is the body of the Anonymous_GTID event MySQL 5.7+ writes before every transaction when
+// gtid_mode=OFF: the Gtid_log_event layout with a zero SID and GNO 0 (MySQL 8.0's, 79 bytes with the header).
+func anonymousGTID(t *testing.T) *replication.GTIDEvent {
+	t.Helper()
+	data := []byte{0x01}
+	data = append(data, make([]byte, 16)...)         // SID: none
+	data = binary.LittleEndian.AppendUint64(data, 0) // GNO: none
+	data = append(data, replication.LogicalTimestampTypeCode)
+	data = binary.LittleEndian.AppendUint64(data, 4) // last_committed
+	data = binary.LittleEndian.AppendUint64(data, 5) // sequence_number
+	ts := binary.LittleEndian.AppendUint64(nil, 1764633600123456)
+	data = append(data, ts[:7]...)
+	data = append(data, 190)
+	data = binary.LittleEndian.AppendUint32(data, 80040)
+	ev := &replication.GTIDEvent{}
+	if err := ev.Decode(data); err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// The events of a MySQL 8.0 binlog with gtid_mode=OFF, at the offsets SHOW BINLOG EVENTS lists for a fresh
+// binlog.000003: Format_desc 4→126, Previous_gtids 126→157, then one transaction (Anonymous_Gtid 157→236,
+// BEGIN 236→315, Xid 315→346) of another table, a heartbeat, and the rotation to binlog.000004. The position
+// moves past the file header, names the transaction by where it starts, ends it at its Xid's end, ignores the
+// heartbeat, and follows the rotation to the next file's head; the batch counts one transaction.
+func TestFileModeStreamsMySQLWithoutGTIDs(t *testing.T) {
+	r := &Replicator{m: metrics.New(prometheus.NewRegistry())}
+	out := make(chan *txn, 16)
+	s := &streamer{r: r, out: out, gate: newByteGate(1 << 20), fileMode: true, file: "binlog.000003"}
+	ctx := context.Background()
+	h := func(typ replication.EventType, end, size uint32) *replication.EventHeader {
+		return &replication.EventHeader{Timestamp: 1764633600, EventType: typ, ServerID: 1, LogPos: end, EventSize: size}
+	}
+	events := []*replication.BinlogEvent{
+		{Header: h(replication.ROTATE_EVENT, 0, 43), Event: &replication.RotateEvent{Position: 4, NextLogName: []byte("binlog.000003")}},
+		{Header: h(replication.FORMAT_DESCRIPTION_EVENT, 126, 122), Event: &replication.FormatDescriptionEvent{}},
+		{Header: h(replication.PREVIOUS_GTIDS_EVENT, 157, 31), Event: &replication.PreviousGTIDsEvent{}},
+		{Header: h(replication.ANONYMOUS_GTID_EVENT, 236, 79), Event: anonymousGTID(t)},
+		{Header: h(replication.QUERY_EVENT, 315, 79), Event: &replication.QueryEvent{Schema: []byte("edxapp"), Query: []byte("BEGIN")}},
+		{Header: h(replication.XID_EVENT, 346, 31), Event: &replication.XIDEvent{XID: 12}},
+		{Header: h(replication.HEARTBEAT_EVENT, 400, 39), Event: &replication.GenericEvent{}},
+		{Header: h(replication.ROTATE_EVENT, 393, 47), Event: &replication.RotateEvent{Position: 4, NextLogName: []byte("binlog.000004")}},
+	}
+	for _, ev := range events {
+		if err := s.step(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(out)
+	var got []*txn
+	for x := range out {
+		got = append(got, x)
+	}
+	want := []struct {
+		name, pos string
+		marker    bool
+	}{
+		{"file:binlog.000003:4", "file:binlog.000003:4", true},
+		{"file:binlog.000003:126", "file:binlog.000003:126", true},
+		{"file:binlog.000003:157", "file:binlog.000003:157", true},
+		{"file:binlog.000003:157", "file:binlog.000003:346", false}, // the transaction: from its start to its Xid's end
+		{"file:binlog.000004:4", "file:binlog.000004:4", true},
+	}
+	if len(got) != len(want) {
+		for _, x := range got {
+			t.Logf("%s → %s marker=%v", x.gtid, x.pos, x.marker)
+		}
+		t.Fatalf("%d items handed to the applier, want %d", len(got), len(want))
+	}
+	start, err := gtid.Parse("mysql", "file:binlog.000003:4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBatch(start)
+	for i, w := range want {
+		if got[i].gtid != w.name || got[i].pos != w.pos || got[i].marker != w.marker {
+			t.Errorf("item %d: %s → %s marker=%v; want %s → %s marker=%v", i, got[i].gtid, got[i].pos, got[i].marker, w.name, w.pos, w.marker)
+		}
+		if err := b.add(got[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b.pos.String() != "file:binlog.000004:4" || b.count != 1 || !b.pending() {
+		t.Fatalf("batch at %s counting %d transactions, want file:binlog.000004:4 and 1", b.pos, b.count)
+	}
+}
