@@ -137,6 +137,8 @@ type Backfill struct {
 	preLock     string // cross-server locking read of a chunk's target rows before its first LOAD DATA; "" = none
 	deadline    time.Duration
 
+	bulkMu sync.Mutex // held by the one worker running a statement that holds CSMHE's AUTO-INC lock (oneBulk)
+
 	mu       sync.Mutex
 	segs     map[int]checkpoint.Segment // committed state of every segment
 	planned  bool

@@ -287,9 +287,9 @@ func (b *Backfill) writeChunk(ctx context.Context, w *worker, c *crossChunk, tok
 	for s := range c.stmts { // the reader always closes stmts, also on error or cancellation
 		var err error
 		if b.loadSQL != "" {
-			err = b.execLoad(ctx, dtx, s, &inserted)
+			err = b.oneBulk(b.autoIncMode < 2, func() error { return b.execLoad(ctx, dtx, s, &inserted) })
 		} else {
-			err = b.execInsert(ctx, dtx, s, &inserted)
+			err = b.oneBulk(b.autoIncMode == 0, func() error { return b.execInsert(ctx, dtx, s, &inserted) })
 		}
 		<-tokens
 		if err != nil {

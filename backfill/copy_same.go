@@ -79,7 +79,11 @@ func (b *Backfill) copySameTx(ctx context.Context, w *worker, insert string, lo,
 	}
 	var n int64
 	for _, sp := range spans {
-		res, err := tx.ExecContext(ctx, insert, sp[0], sp[1])
+		var res sql.Result
+		err := b.oneBulk(b.bulkRows > 0, func() (err error) {
+			res, err = tx.ExecContext(ctx, insert, sp[0], sp[1])
+			return err
+		})
 		if err != nil {
 			return 0, err
 		}
@@ -153,4 +157,16 @@ func (b *Backfill) lockSpans(ctx context.Context, tx *sql.Tx, lo, hi uint64) ([]
 		spans[len(spans)-1][1] = hi
 	}
 	return spans, nil
+}
+
+// oneBulk runs a statement that holds CSMHE's AUTO-INC lock to its end (tableLock) one at a time across the
+// workers. The server runs such statements one at a time anyway; queued in the server, the workers' statements
+// would each stand before an app insert that arrives behind them, queued here only the one running does.
+func (b *Backfill) oneBulk(tableLock bool, f func() error) error {
+	if !tableLock {
+		return f()
+	}
+	b.bulkMu.Lock()
+	defer b.bulkMu.Unlock()
+	return f()
 }
