@@ -148,7 +148,7 @@ func Explain(err error, cfg *mysql.Config) error {
 	}
 	switch {
 	case errors.As(err, &me) && (me.Number == 1045 || me.Number == 1698):
-		return fmt.Errorf("access denied for user %q: check the user and its password (use --*-password-file): %w", userOf(cfg), errors.New(msg))
+		return fmt.Errorf("access denied for user %q: check the user, its password (use --*-password-file) and, for a user that requires TLS, --*-tls: %w", userOf(cfg), errors.New(msg))
 	case errors.As(err, &me) && me.Number == 1049:
 		return fmt.Errorf("unknown database in the DSN: remove it or create it: %w", errors.New(msg))
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):

@@ -212,6 +212,15 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		return ExitError, err
 	}
 	defer k.Close()
+	// The replica is opened with the source and the target: a refused login fails the command before the
+	// migration lock or the checkpoint is touched.
+	var replica *sql.DB
+	if r.Backfill.Replica.DSN != "" {
+		if replica, _, err = dbconn.Open(ctx, r.Backfill.Replica, dbconn.Options{DialTimeout: r.ConnectTimeout, MaxOpenConns: 2, Log: log}); err != nil {
+			return ExitError, err
+		}
+		defer replica.Close()
+	}
 	sameServer, err := r.sameServer(ctx, k)
 	if err != nil {
 		return ExitError, err
@@ -231,13 +240,6 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		return ExitError, err
 	}
 	p.store.SetFence(lock)
-	var replica *sql.DB
-	if r.Backfill.Replica.DSN != "" {
-		if replica, _, err = dbconn.Open(ctx, r.Backfill.Replica, dbconn.Options{DialTimeout: r.ConnectTimeout, MaxOpenConns: 2, Log: log}); err != nil {
-			return ExitError, err
-		}
-		defer replica.Close()
-	}
 	var thr backfill.Throttler
 	if r.Backfill.MaxThreadsRunning > 0 || r.Backfill.CriticalThreadsRunning > 0 || replica != nil {
 		t, err := throttle.New(k.src, replica, throttle.Config{MaxThreadsRunning: r.Backfill.MaxThreadsRunning,
