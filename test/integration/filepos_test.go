@@ -64,3 +64,49 @@ func TestFilePositionResumeValidation(t *testing.T) {
 		t.Fatalf("run after its file was purged: exit %d, want 2 with the purged-binlog remediation:\n%s", r.code, r.stderr)
 	}
 }
+
+// A source whose binlog index is past .999999 streams across the rollover to .1000000 in file mode: the
+// checkpoint moves on to the new file (as strings, "mysql-bin.1000000" sorts before "mysql-bin.999999"), and
+// the target ends equal to the source.
+func TestFilePositionAcrossBinlogRollover(t *testing.T) {
+	p := newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 1_000_000})
+	src, dst, _ := p.seed(t, harness.GenOptions{Rows: 2000, Seed: 43})
+	if _, err := src.Exec("RESET MASTER TO 999999"); err != nil {
+		t.Fatal(err)
+	}
+	d := startRun(t, p, "--position", "file")
+	write := func(n int) {
+		for i := range n {
+			if _, err := src.Exec("INSERT INTO "+harness.SourceTable+" (created, student_module_id) VALUES (NOW(6), ?)", i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := src.Exec("UPDATE " + harness.SourceTable + " SET grade = grade + 1 WHERE id % 7 = 0"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := src.Exec("DELETE FROM " + harness.SourceTable + " WHERE id % 11 = 0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(50)
+	caughtUp(t, src, dst, time.Minute, d)
+	var pos string
+	if err := dst.QueryRow("SELECT gtid_set FROM edxapp_csmh.csmh_sync_state").Scan(&pos); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(pos, "file:mysql-bin.999999:") {
+		t.Fatalf("checkpoint %s before the rollover, want it in mysql-bin.999999", pos)
+	}
+	if _, err := src.Exec("FLUSH BINARY LOGS"); err != nil {
+		t.Fatal(err)
+	}
+	write(50)
+	caughtUp(t, src, dst, time.Minute, d)
+	if err := dst.QueryRow("SELECT gtid_set FROM edxapp_csmh.csmh_sync_state").Scan(&pos); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(pos, "file:mysql-bin.1000000:") {
+		t.Fatalf("checkpoint %s after the rollover, want it in mysql-bin.1000000", pos)
+	}
+	requireEqual(t, src, dst)
+}

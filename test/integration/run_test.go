@@ -55,8 +55,13 @@ func caughtUp(t *testing.T, src, dst *sql.DB, within time.Duration, d *daemon) *
 	if err := src.QueryRow("SELECT @@gtid_binlog_pos").Scan(&exec); err != nil {
 		t.Fatal(err)
 	}
+	// The checkpoint's mode decides the barrier's kind: wait for a daemon just started to write it.
 	var cp string
-	if err := dst.QueryRow("SELECT gtid_set FROM edxapp_csmh.csmh_sync_state").Scan(&cp); err == nil && gtid.IsFilePos(cp) {
+	harness.Eventually(t, within, "the checkpoint written", func() (bool, error) {
+		err := dst.QueryRow("SELECT gtid_set FROM edxapp_csmh.csmh_sync_state").Scan(&cp)
+		return err == nil, err
+	})
+	if gtid.IsFilePos(cp) {
 		// File mode: the barrier is the source's current binlog file and offset.
 		file, off, err := dbconn.CurrentBinlogPos(context.Background(), src)
 		if err != nil {
