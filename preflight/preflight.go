@@ -171,11 +171,7 @@ func (c *Checker) checkSourceServer(ctx context.Context, r *Report, db *sql.DB) 
 	if si.BinlogFormat == "ROW" && (si.BinlogRowImage == "" || si.BinlogRowImage == "FULL") {
 		r.add(OK, "binlog", "binlog on, ROW, FULL row image")
 	}
-	if v.Flavor == dbconn.MySQL && si.GTIDMode != "ON" {
-		r.add(Fail, "gtid", "gtid_mode is %s: enable GTIDs on the source (gtid_mode=ON, enforce_gtid_consistency=ON)", si.GTIDMode)
-	} else {
-		r.add(OK, "gtid", "GTIDs available")
-	}
+	r.add(OK, "gtid", "%s", gtidFinding(si))
 	if c.cfg.ServerID != 0 && c.cfg.ServerID == si.ServerID {
 		r.add(Fail, "server-id", "--server-id %d equals the source's server_id: choose an id no server or replica uses", c.cfg.ServerID)
 	}
@@ -291,4 +287,13 @@ func (c *Checker) checkAutoIncLockMode(ctx context.Context, r *Report, dst *sql.
 	default:
 		r.add(OK, "autoinc", "target innodb_autoinc_lock_mode=%d: copy statements that take CSMHE's AUTO-INC lock are cut to a few milliseconds so the app's inserts do not wait; innodb_autoinc_lock_mode=2 (a restart; needs binlog_format=ROW on the target) would let every chunk run as whole statements, the fastest paths (docs/benchmarks.md)", mode)
 	}
+}
+
+// gtidFinding says how the stream will follow the source. Without GTIDs (MySQL's default gtid_mode=OFF) it
+// follows binlog file and offset, which is no failure; the operator learns what that mode does not survive.
+func gtidFinding(si dbconn.ServerInfo) string {
+	if si.Version.Flavor == dbconn.MySQL && si.GTIDMode != "ON" {
+		return fmt.Sprintf("gtid_mode is %s: the stream follows binlog file and offset (--position auto); such a copy does not survive a failover to another server: turn GTIDs on (gtid_mode=ON, enforce_gtid_consistency=ON) for that", si.GTIDMode)
+	}
+	return "GTIDs available"
 }
