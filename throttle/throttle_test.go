@@ -73,7 +73,12 @@ func TestThreadsRunning(t *testing.T) {
 	busy := make(chan error, 1)
 	go func() { _, err := db.ExecContext(busyCtx, "SELECT SLEEP(600)"); busy <- err }()
 	t.Cleanup(func() { stopBusy(); <-busy })
-	harness.Eventually(t, 10*time.Second, "the busy query to run", func() (bool, error) { return threads() >= 2, nil })
+	// Wait for the query itself, not for Threads_running ≥ 2, which another short-lived thread can also make.
+	harness.Eventually(t, 10*time.Second, "the busy query to run", func() (bool, error) {
+		var n int
+		err := db.QueryRow("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(600)' AND STATE = 'User sleep'").Scan(&n)
+		return n > 0 && threads() >= 2, err
+	})
 
 	thr, err := throttle.New(db, nil, throttle.Config{MaxThreadsRunning: 1, Interval: 50 * time.Millisecond})
 	if err != nil {
