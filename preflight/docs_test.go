@@ -28,6 +28,7 @@ func TestDocsListExactlyTheCheckedGrants(t *testing.T) {
 	gs = append(gs, preflight.ReplicaGrants(dbconn.Version{})...)
 	gs = append(gs, preflight.ReplicaGrants(mysql8021)...)
 	gs = append(gs, preflight.SourceGrants(preflight.Setup{SourceTable: s.SourceTable, Source: mysql8021})...)
+	gs = append(gs, preflight.SourceGrants(preflight.Setup{SourceTable: s.SourceTable, Source: mysql8021, FilePositions: true})...)
 	gs = append(gs, preflight.TargetGrants(preflight.Setup{TargetTable: s.TargetTable, Target: mysql8021})...)
 	gs = append(gs, preflight.SourceGrants(preflight.Setup{SourceTable: s.SourceTable, Source: mariadb104})...)
 	want := map[string]bool{preflight.RDSGrant + " TO 'csmh'@'%';": true}

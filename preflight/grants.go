@@ -310,6 +310,7 @@ func (c *Checker) checkSourceGrants(ctx context.Context, r *Report, db *sql.DB, 
 		return
 	}
 	s := c.setup(si.Version, dbconn.Version{})
+	s.FilePositions = si.Version.Flavor == dbconn.MySQL && si.GTIDMode != "ON" // what --position auto picks
 	g.report(r, "source", account, SourceGrants(s), "source user may read the binlog and the source table")
 	c.warnWideRead(r, g, account)
 }

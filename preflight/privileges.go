@@ -53,6 +53,8 @@ type Setup struct {
 	SourceTable, TargetTable table.Name
 	OwnTables                []string // csmh-sync's own tables, in the target table's schema
 	Source, Target           dbconn.Version
+	// FilePositions: the stream follows binlog file and offset (a MySQL source without GTIDs, --position auto).
+	FilePositions bool
 }
 
 func isMariaDB(v dbconn.Version) bool { return v.Flavor == "" || v.Flavor == dbconn.MariaDB }
@@ -86,6 +88,10 @@ func SourceGrants(s Setup) []Grant {
 		}
 		gs = append(gs, Grant{Privileges: []string{name}, On: Object{},
 			Why: "SHOW BINARY LOGS and SHOW BINLOG EVENTS: the GTIDs the source has purged (MariaDB has no @@gtid_purged)"})
+	}
+	if !isMariaDB(s.Source) && s.FilePositions {
+		gs = append(gs, Grant{Privileges: []string{"REPLICATION CLIENT"}, On: Object{},
+			Why: "file/position mode: SHOW BINARY LOG STATUS (SHOW MASTER STATUS) for the start position and the catch-up barriers, SHOW BINARY LOGS for the resume checks and the lag"})
 	}
 	gs = append(gs, Grant{Privileges: []string{"SELECT"}, On: tableObject(s.SourceTable),
 		Why: "the backfill's chunk reads, verify, preflight's and the first start's id checks"})
