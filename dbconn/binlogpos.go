@@ -68,12 +68,8 @@ func BinaryLogs(ctx context.Context, db *sql.DB) ([]BinlogFile, error) {
 	}
 	var out []BinlogFile
 	for rows.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
+		vals, err := scanStrings(rows, len(cols))
+		if err != nil {
 			return nil, err
 		}
 		f := BinlogFile{Name: vals[0].String}
@@ -95,12 +91,8 @@ func firstRow(rows *sql.Rows) ([]sql.NullString, error) {
 	if !rows.Next() {
 		return nil, rows.Err()
 	}
-	vals := make([]sql.NullString, len(cols))
-	ptrs := make([]any, len(cols))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	if err := rows.Scan(ptrs...); err != nil {
+	vals, err := scanStrings(rows, len(cols))
+	if err != nil {
 		return nil, err
 	}
 	return vals, nil

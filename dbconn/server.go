@@ -195,12 +195,8 @@ func PurgedGTID(ctx context.Context, db *sql.DB, f Flavor) (string, error) {
 	defer rows.Close()
 	cols, _ := rows.Columns()
 	for rows.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
+		vals, err := scanStrings(rows, len(cols))
+		if err != nil {
 			return "", err
 		}
 		// Columns: Log_name, Pos, Event_type, Server_id, End_log_pos, Info.
@@ -228,12 +224,8 @@ func OldestBinlog(ctx context.Context, db *sql.DB) (string, error) {
 	defer rows.Close()
 	cols, _ := rows.Columns()
 	if rows.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
+		vals, err := scanStrings(rows, len(cols))
+		if err != nil {
 			return "", err
 		}
 		return vals[0].String, nil
@@ -287,12 +279,8 @@ func rdsRetention(ctx context.Context, db *sql.DB) (int64, error) {
 	}
 	var table [][]sql.NullString
 	for rows.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
+		vals, err := scanStrings(rows, len(cols))
+		if err != nil {
 			return 0, err
 		}
 		table = append(table, vals)
@@ -359,4 +347,14 @@ func IsTransient(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(msg, "connection refused") ||
 		strings.Contains(msg, "broken pipe") || strings.Contains(msg, "connection reset") ||
 		strings.Contains(msg, "i/o timeout") || strings.Contains(msg, "EOF")
+}
+
+// scanStrings scans the current row of a statement with n columns of any type (SHOW … output) as strings.
+func scanStrings(rows *sql.Rows, n int) ([]sql.NullString, error) {
+	vals := make([]sql.NullString, n)
+	ptrs := make([]any, n)
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	return vals, rows.Scan(ptrs...)
 }
