@@ -270,7 +270,6 @@ func (b *Backfill) readChunk(ctx context.Context, c *crossChunk, rowCap int64, t
 // writeChunk is the writer's part of one chunk: its statements and the segment checkpoint in one target
 // transaction, then the source transaction ends.
 func (b *Backfill) writeChunk(ctx context.Context, w *worker, c *crossChunk, tokens chan struct{}) error {
-	defer c.cancel(nil) // ctx is c.ctx: the target transaction lives in it up to its commit
 	dtx, err := b.beginTarget(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return err
@@ -320,6 +319,10 @@ func (b *Backfill) writeChunk(ctx context.Context, w *worker, c *crossChunk, tok
 	if err := dtx.Commit(); err != nil {
 		return err
 	}
+	// ctx is c.ctx, which the target transaction lived in. It ends here, once the reader is done with the chunk,
+	// and on an error only with the copy: ended now, the reader's "context canceled" could reach the errgroup
+	// before this writer's own error, and a transient failure would look final.
+	c.cancel(nil)
 	b.committed(w, next, chunkStats{lo: c.lo, hi: c.hi, read: c.read, inserted: inserted, bytes: c.bytes,
 		took: time.Since(c.started)})
 	return nil
