@@ -4,9 +4,10 @@
 //
 // Two copy paths exist. When both tables live on one server, a chunk is a single
 // `INSERT IGNORE … SELECT … LOCK IN SHARE MODE` statement. Across servers, a worker reads a chunk with a locking
-// read, streams the rows into multi-row INSERT IGNORE statements and writes them in one target transaction
-// with the segment checkpoint; the source transaction is ended only after the target commit. Reading the next
-// chunk overlaps writing the current one.
+// read, streams the rows into LOAD DATA LOCAL or multi-row INSERT IGNORE statements and writes them in one
+// target transaction with the segment checkpoint; the source transaction ends only once every row is written,
+// and locked, in that transaction, just before its commit. Reading the next chunk overlaps writing the current
+// one.
 package backfill
 
 import (
