@@ -115,10 +115,7 @@ func (b *Backfill) copyCross(ctx context.Context, w *worker) error {
 	g.Go(func() error {
 		for c := range chunks {
 			if err := b.writeChunk(c.ctx, w, c, tokens); err != nil {
-				if context.Cause(c.ctx) == errChunkDeadline {
-					return fmt.Errorf("%w: %v", errChunkDeadline, err)
-				}
-				return err
+				return err // copyCross says whether a deadline caused it
 			}
 		}
 		return nil
