@@ -246,9 +246,15 @@ func TestSourceRestart(t *testing.T) {
 }
 
 // ALTER TABLE on the source table stops the stream after checkpointing the transaction before it; DDL of
-// other tables does not.
+// other tables does not. The stop names the DDL as --accept-ddl takes it: its GTID, or in file mode the binlog
+// position it starts at (where the checkpoint now stands).
 func TestStopsOnSourceDDL(t *testing.T) {
-	f := newFixture(t, fixtureOptions{})
+	t.Run("gtid", func(t *testing.T) { stopsOnSourceDDL(t, false) })
+	t.Run("file position", func(t *testing.T) { stopsOnSourceDDL(t, true) })
+}
+
+func stopsOnSourceDDL(t *testing.T, fileMode bool) {
+	f := newFixture(t, fixtureOptions{fileMode: fileMode})
 	r := f.replicator(t, nil)
 	run := start(t, r, f.start)
 	exec(t, f.srcDB, "INSERT INTO "+harness.SourceTable+" (id, created, student_module_id) VALUES (1, NOW(6), 7)")
@@ -258,10 +264,14 @@ func TestStopsOnSourceDDL(t *testing.T) {
 	before := f.executed(t)
 	exec(t, f.srcDB, "ALTER TABLE "+harness.SourceTable+" ADD COLUMN extra int NULL")
 	alter := f.executed(t).String() // the ALTER's own GTID: nothing else ran in between
+	if fileMode {
+		alter = before.String() // the ALTER's transaction starts where the one before it ended
+	}
 	exec(t, f.srcDB, "INSERT INTO "+harness.SourceTable+" (id, created, student_module_id, extra) VALUES (3, NOW(6), 7, 1)")
 	err := run.wait(t, time.Minute)
-	if !isErr(err, replication.ErrDDL) || !strings.Contains(err.Error(), "ALTER TABLE") || !strings.Contains(err.Error(), "re-run preflight") {
-		t.Fatalf("Run returned %v; want ErrDDL naming the statement and the remedy", err)
+	if !isErr(err, replication.ErrDDL) || !strings.Contains(err.Error(), "ALTER TABLE") || !strings.Contains(err.Error(), "re-run preflight") ||
+		!strings.Contains(err.Error(), "transaction "+alter+")") {
+		t.Fatalf("Run returned %v; want ErrDDL naming the statement, its transaction %s and the remedy", err, alter)
 	}
 	if got := checkpointGTID(t, f); got != before.String() {
 		t.Fatalf("checkpoint %s, want the transaction before the ALTER, %s", got, before)

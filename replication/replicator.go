@@ -86,9 +86,10 @@ type Config struct {
 	ApplyLanes int
 	Heartbeat  time.Duration // binlog heartbeat period (default 1 s)
 	IDBoundary uint64        // source ids must stay below it; 0 = no guard
-	// AcceptDDL is the GTID of one DDL transaction on the source table that the operator has reviewed and
-	// adapted the target to (ErrDDL names it). The stream applies past it instead of stopping again, when it
-	// is the first transaction after the checkpoint. Empty in normal operation.
+	// AcceptDDL names one DDL transaction on the source table that the operator has reviewed and adapted the
+	// target to, as ErrDDL names it: its GTID, or in file mode the binlog position it starts at
+	// (gtid.FilePos.String, "file:binlog.000003:1234"). The stream applies past it instead of stopping
+	// again, when it is the first transaction after the checkpoint. Empty in normal operation.
 	AcceptDDL string
 	// LastEventAt is the checkpoint's source commit time of the last applied transaction. It seeds the binlog
 	// retention headroom after a restart, before this process has applied anything itself.

@@ -336,6 +336,9 @@ func (s *streamer) query(ctx context.Context, ev *replication.BinlogEvent, e *re
 	}
 	schema := string(e.Schema)
 	if ddlTouches(q, schema, s.r.cfg.SourceTable) {
+		if s.cur == nil && s.fileMode { // MySQL before 5.7 without GTIDs: the statement is the transaction
+			s.open(s.txnName(""))
+		}
 		gtid := "?"
 		if s.cur != nil {
 			gtid = s.cur.gtid

@@ -160,3 +160,25 @@ func TestFileOnSource(t *testing.T) {
 		t.Errorf("another base name: %v", err)
 	}
 }
+
+// --accept-ddl takes the DDL's name as the stream's stop gives it: a GTID of either flavor, or in file mode
+// the binlog position the DDL's transaction starts at, with or without the "file:" prefix.
+func TestAcceptDDLNames(t *testing.T) {
+	for in, want := range map[string]string{
+		"0-1-1234": "0-1-1234",
+		"3E11FA47-71CA-11E1-9E33-C80AA9429562:23":  "3e11fa47-71ca-11e1-9e33-c80aa9429562:23",
+		"file:binlog.000003:1234":                  "file:binlog.000003:1234",
+		"mysql-bin.1000000:4":                      "file:mysql-bin.1000000:4",
+		" file:/var/lib/mysql/binlog.000042:8071 ": "file:/var/lib/mysql/binlog.000042:8071",
+	} {
+		if got, ok := parseDDLName(in); !ok || got != want {
+			t.Errorf("--accept-ddl %q: %q, %v; want %q", in, got, ok, want)
+		}
+	}
+	for _, bad := range []string{"garbage", "0-1-2,0-1-3", "binlog.000003", "binlog:12", "file:binlog.000003:x",
+		"3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5"} {
+		if got, ok := parseDDLName(bad); ok {
+			t.Errorf("--accept-ddl %q taken as %q", bad, got)
+		}
+	}
+}

@@ -161,9 +161,9 @@ func (r *Run) validateStream() error {
 		return fmt.Errorf("%w: --apply-lanes %d: use 1 to %d", ErrUsage, st.ApplyLanes, replication.MaxApplyLanes)
 	}
 	if st.AcceptDDL != "" {
-		g, ok := parseOneGTID(st.AcceptDDL)
+		g, ok := parseDDLName(st.AcceptDDL)
 		if !ok {
-			return fmt.Errorf("%w: --accept-ddl %q is not one GTID: give the transaction the stream stopped at, e.g. 0-1-1234 (MariaDB) or 3e11fa47-71ca-11e1-9e33-c80aa9429562:23 (MySQL)", ErrUsage, st.AcceptDDL)
+			return fmt.Errorf("%w: --accept-ddl %q is not one GTID or binlog position: give the transaction the stream stopped at as its message names it, e.g. 0-1-1234 (MariaDB), 3e11fa47-71ca-11e1-9e33-c80aa9429562:23 (MySQL) or file:binlog.000003:1234 (file/position mode)", ErrUsage, st.AcceptDDL)
 		}
 		st.AcceptDDL = g
 	}
@@ -177,6 +177,17 @@ var (
 	mariadbGTIDRE = regexp.MustCompile(`^[0-9]+-[0-9]+-[0-9]+$`)
 	mysqlGTIDRE   = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(:[a-z_][a-z0-9_]{0,31})?:[1-9][0-9]*$`)
 )
+
+// parseDDLName checks that s names one transaction the way the stream's DDL stop names it: a GTID
+// (parseOneGTID), or in file/position mode the binlog position the transaction starts at, with or without the
+// "file:" prefix. It returns the stream's spelling.
+func parseDDLName(s string) (string, bool) {
+	if g, ok := parseOneGTID(s); ok {
+		return g, true
+	}
+	p, err := gtid.ParseFilePos(s)
+	return p.String(), err == nil
+}
 
 // parseOneGTID checks that s is a single transaction's GTID, as the stream names it, in either flavor, and
 // returns it in the stream's spelling (MySQL's uuid and tag in lower case).

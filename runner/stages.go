@@ -72,7 +72,7 @@ func stopFix(st checkpoint.StageStop) string {
 	}
 	switch st.Reason {
 	case "ddl":
-		return "adapt the target table, run 'preflight', then restart with 'run --accept-ddl <gtid>' (the GTID the message names)"
+		return "adapt the target table, run 'preflight', then restart with 'run --accept-ddl <transaction>' (the GTID or binlog position the message names)"
 	case "id_collision":
 		return "make room above CSMH's ids ('cutover --bump-auto-increment', docs/runbook.md \"Id runway low\"), then restart 'run'"
 	case "purged":

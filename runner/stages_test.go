@@ -184,7 +184,7 @@ func TestStatusNamesStops(t *testing.T) {
 	out.Reset()
 	printStatus(&out, rep)
 	if !strings.Contains(out.String(), "stopped:      stream at") || strings.Contains(out.String(), "POST /resume") ||
-		!strings.Contains(out.String(), "to continue: adapt the target table, run 'preflight', then restart with 'run --accept-ddl <gtid>'") {
+		!strings.Contains(out.String(), "to continue: adapt the target table, run 'preflight', then restart with 'run --accept-ddl <transaction>'") {
 		t.Fatalf("status text with a stream stop:\n%s", out.String())
 	}
 
