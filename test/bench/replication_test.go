@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -106,10 +107,12 @@ func BenchmarkReplicationApply(b *testing.B) {
 		}
 	}
 	startPos := executed(b, sdb).String()
+	startFile := gtid.FilePos{File: firstFile, Pos: uint64(pos)}.String()
 	gen, err := harness.GenerateCSMH(ctx, sdb, srcT, harness.GenOptions{Rows: n, Seed: 9, BatchRows: 100, LargeStateEvery: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
+	wantFile := filePos(b, sdb) // the end of the last generated transaction
 	mustExec(b, sdb, "FLUSH BINARY LOGS")
 	files, _ := filepath.Glob(filepath.Join(src.Dir, "data", "mysql-bin.[0-9]*"))
 	sort.Strings(files)
@@ -130,7 +133,17 @@ func BenchmarkReplicationApply(b *testing.B) {
 		repeats = 2
 	}
 	want := executed(b, sdb)
-	var replayTook, took time.Duration
+	var replayTook time.Duration
+	took := map[string]time.Duration{}
+	// csmh-sync applies the same binlog following GTIDs and, as on a MySQL source with gtid_mode=OFF, its
+	// binlog file and offset (--position file).
+	modes := []struct {
+		name, from string
+		until      *gtid.Set
+	}{
+		{"csmh-sync stream apply", startPos, want},
+		{"csmh-sync stream apply, file/position", startFile, wantFile},
+	}
 	for round := range repeats {
 		// The server's own apply path.
 		mustExec(b, rdb, "TRUNCATE TABLE "+srcT)
@@ -155,33 +168,35 @@ func BenchmarkReplicationApply(b *testing.B) {
 			replayTook = t
 		}
 
-		// csmh-sync, from a fresh target and checkpoint.
-		mustExec(b, ddb, "TRUNCATE TABLE "+dstT)
-		mustExec(b, ddb, "DROP TABLE IF EXISTS edxapp_csmh.csmh_sync_state, edxapp_csmh.csmh_sync_lanes")
-		quiesce(b, sdb, rdb, ddb)
-		var r *replication.Replicator
-		var stop func()
-		var ru0, ru1 syscall.Rusage
-		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
-		t, err = timeIt(func() error {
-			r, stop = replicator(b, src, dst, startPos)
-			wctx, c := context.WithTimeout(ctx, 30*time.Minute)
-			defer c()
-			return r.WaitFor(wctx, want)
-		})
-		stop()
-		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
-		fmt.Printf("    round %d: %-40s %6.1f s (cpu %s, %.0f%% of one core)\n", round+1, "csmh-sync stream apply", t.Seconds(),
-			cpu.Round(time.Millisecond), 100*cpu.Seconds()/t.Seconds())
-		if got := count(b, ddb, dstT); got != gen.Rows {
-			b.Fatalf("csmh-sync applied %d rows, want %d", got, gen.Rows)
-		}
-		if took == 0 || t < took {
-			took = t
+		// csmh-sync in each mode, from a fresh target and checkpoint.
+		for _, m := range modes {
+			mustExec(b, ddb, "TRUNCATE TABLE "+dstT)
+			mustExec(b, ddb, "DROP TABLE IF EXISTS edxapp_csmh.csmh_sync_state, edxapp_csmh.csmh_sync_lanes")
+			quiesce(b, sdb, rdb, ddb)
+			var r *replication.Replicator
+			var stop func()
+			var ru0, ru1 syscall.Rusage
+			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+			t, err = timeIt(func() error {
+				r, stop = replicator(b, src, dst, m.from)
+				wctx, c := context.WithTimeout(ctx, 30*time.Minute)
+				defer c()
+				return r.WaitFor(wctx, m.until)
+			})
+			stop()
+			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+			fmt.Printf("    round %d: %-40s %6.1f s (cpu %s, %.0f%% of one core)\n", round+1, m.name, t.Seconds(),
+				cpu.Round(time.Millisecond), 100*cpu.Seconds()/t.Seconds())
+			if got := count(b, ddb, dstT); got != gen.Rows {
+				b.Fatalf("%s applied %d rows, want %d", m.name, got, gen.Rows)
+			}
+			if took[m.name] == 0 || t < took[m.name] {
+				took[m.name] = t
+			}
 		}
 	}
 	rate := func(d time.Duration) float64 { return float64(gen.Rows) / d.Seconds() }
@@ -189,17 +204,38 @@ func BenchmarkReplicationApply(b *testing.B) {
 		gen.Rows, gen.Rows/100, repeats)
 	fmt.Printf("%-40s %10s %8s\n", "path", "rows/s", "ratio")
 	fmt.Printf("%-40s %10.0f %8.2f\n", "mariadb-binlog | mariadb (baseline)", rate(replayTook), 1.0)
-	fmt.Printf("%-40s %10.0f %8.2f\n", "csmh-sync stream apply", rate(took), replayTook.Seconds()/took.Seconds())
-	b.ReportMetric(rate(took), "apply-rows/s")
-	b.ReportMetric(replayTook.Seconds()/took.Seconds(), "apply×replay")
+	for _, m := range modes {
+		fmt.Printf("%-40s %10.0f %8.2f\n", m.name, rate(took[m.name]), replayTook.Seconds()/took[m.name].Seconds())
+	}
+	byGTID, byFile := took[modes[0].name], took[modes[1].name]
+	fmt.Printf("file/position apply rate / GTID apply rate = %.2f (target: within 10%%)\n", byGTID.Seconds()/byFile.Seconds())
+	b.ReportMetric(rate(byGTID), "apply-rows/s")
+	b.ReportMetric(replayTook.Seconds()/byGTID.Seconds(), "apply×replay")
+	b.ReportMetric(byGTID.Seconds()/byFile.Seconds(), "file×gtid")
+}
+
+// filePos is the source's current binlog file and offset, as a file-mode position.
+func filePos(b *testing.B, db *sql.DB) *gtid.Set {
+	b.Helper()
+	file, off, err := dbconn.CurrentBinlogPos(context.Background(), db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g, err := gtid.Parse("mariadb", gtid.FilePos{File: file, Pos: off}.String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return g
 }
 
 // BenchmarkReplicationLag measures how long a row inserted on the source takes to appear on the target while a
-// load generator writes 2,000 single-row transactions per second from 16 connections.
+// load generator writes 2,000 single-row transactions per second from 16 connections: following GTIDs and
+// following binlog file and offset (--position file), in interleaved rounds of the same load, each from a fresh
+// checkpoint at the source's current position.
 func BenchmarkReplicationLag(b *testing.B) {
 	src := start(b, harness.Options{})
 	dst := start(b, harness.Options{})
-	ctx, cancel := ctxT(10 * time.Minute)
+	ctx, cancel := ctxT(20 * time.Minute)
 	defer cancel()
 	if err := src.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipTarget: true}); err != nil {
 		b.Fatal(err)
@@ -211,9 +247,49 @@ func BenchmarkReplicationLag(b *testing.B) {
 	ddb, _ := dst.Open("")
 	defer sdb.Close()
 	defer ddb.Close()
-	_, stop := replicator(b, src, dst, executed(b, sdb).String())
-	defer stop()
+	repeats := max(envInt("CSMH_BENCH_REPEAT"), 0)
+	if repeats == 0 {
+		repeats = 2
+	}
+	const gtidMode, fileMode = "GTID", "file/position"
+	lags := map[string][]time.Duration{}
+	rates := map[string][]float64{}
+	for round := range repeats {
+		for _, mode := range []string{gtidMode, fileMode} {
+			mustExec(b, ddb, "DROP TABLE IF EXISTS edxapp_csmh.csmh_sync_state, edxapp_csmh.csmh_sync_lanes")
+			quiesce(b, sdb, ddb)
+			from := executed(b, sdb).String()
+			if mode == fileMode {
+				from = filePos(b, sdb).String()
+			}
+			l, rate := lagRound(ctx, b, src, dst, sdb, ddb, from)
+			fmt.Printf("    round %d: %-14s %6.0f rows/s, %d samples: p50 %s, p99 %s, max %s\n", round+1, mode, rate, len(l),
+				pct(l, 0.5).Round(time.Millisecond), pct(l, 0.99).Round(time.Millisecond), l[len(l)-1].Round(time.Millisecond))
+			lags[mode] = append(lags[mode], l...)
+			rates[mode] = append(rates[mode], rate)
+		}
+	}
+	fmt.Printf("\nSteady lag at ~2,000 rows/s (target) from 16 connections, %d rounds of 20 s per mode, all samples:\n", repeats)
+	for _, mode := range []string{gtidMode, fileMode} {
+		l := lags[mode]
+		slices.Sort(l)
+		fmt.Printf("  %-14s %d samples: p50 %s, p99 %s, max %s; p99 / 1 s target = %.3f\n", mode, len(l),
+			pct(l, 0.5).Round(time.Millisecond), pct(l, 0.99).Round(time.Millisecond), l[len(l)-1].Round(time.Millisecond), pct(l, 0.99).Seconds())
+	}
+	g, f := lags[gtidMode], lags[fileMode]
+	fmt.Printf("file/position p99 / GTID p99 = %.2f (target: within 10%%)\n", pct(f, 0.99).Seconds()/pct(g, 0.99).Seconds())
+	b.ReportMetric(pct(g, 0.5).Seconds()*1000, "p50-ms")
+	b.ReportMetric(pct(g, 0.99).Seconds()*1000, "p99-ms")
+	b.ReportMetric(pct(f, 0.99).Seconds()*1000, "file-p99-ms")
+	b.ReportMetric(rates[gtidMode][0], "load-rows/s")
+}
 
+// lagRound streams from pos while the load runs for 20 s and returns each inserted row's time to reach the
+// target, sorted, and the load's insert rate.
+func lagRound(ctx context.Context, b *testing.B, src, dst *harness.Server, sdb, ddb *sql.DB, pos string) ([]time.Duration, float64) {
+	b.Helper()
+	_, stop := replicator(b, src, dst, pos)
+	defer stop()
 	var mu sync.Mutex
 	pending := map[int64]time.Time{}
 	var lags []time.Duration
@@ -256,13 +332,7 @@ func BenchmarkReplicationLag(b *testing.B) {
 		b.Fatalf("no lag samples or load errors: %+v %v", st, load.LastError())
 	}
 	sort.Slice(lags, func(i, j int) bool { return lags[i] < lags[j] })
-	p := func(q float64) time.Duration { return lags[int(q*float64(len(lags)-1))] }
-	rate := float64(st.Inserts) / duration.Seconds()
-	fmt.Printf("\nSteady lag at %.0f rows/s (target 2,000) from 16 connections, %d samples: p50 %s, p99 %s, max %s; p99 / 1 s target = %.3f\n",
-		rate, len(lags), p(0.5).Round(time.Millisecond), p(0.99).Round(time.Millisecond), lags[len(lags)-1].Round(time.Millisecond), p(0.99).Seconds())
-	b.ReportMetric(p(0.5).Seconds()*1000, "p50-ms")
-	b.ReportMetric(p(0.99).Seconds()*1000, "p99-ms")
-	b.ReportMetric(rate, "load-rows/s")
+	return lags, float64(st.Inserts) / duration.Seconds()
 }
 
 // batchRows reads CSMH_BENCH_BATCH_ROWS for tuning experiments (0 = the default).
