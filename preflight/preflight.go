@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/csmh-sync/csmh-sync/checkpoint"
 	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/table"
 )
@@ -130,7 +131,28 @@ func (c *Checker) Run(ctx context.Context) *Report {
 		c.checkColumns(r, st, tt)
 		c.checkIDSpace(ctx, r, src, dst, st, tt)
 	}
+	if tt != nil {
+		c.checkBoundary(ctx, r, dst)
+	}
 	return r
+}
+
+// checkBoundary compares, once a migration has started, the target's AUTO_INCREMENT with the checkpoint's id
+// boundary: below it (a MySQL 5.7 target restarted) the app's next rows would land in the copied range, and
+// run and backfill refuse to start.
+func (c *Checker) checkBoundary(ctx context.Context, r *Report, dst *sql.DB) {
+	ai, boundary, err := checkpoint.New(dst, c.cfg.TargetTable.Schema).CheckAutoIncrement(ctx, c.cfg.TargetTable)
+	switch {
+	case errors.Is(err, checkpoint.ErrNone): // no migration yet: checkIDSpace covers a first start
+	case errors.Is(err, checkpoint.ErrAutoIncrement):
+		r.add(Fail, "id-boundary", "%v", err)
+	case err != nil:
+		r.add(Warn, "id-boundary", "cannot compare the target AUTO_INCREMENT with the checkpoint's id boundary: %v", err)
+	case ai == 0:
+		r.add(Warn, "id-boundary", "the target reports no AUTO_INCREMENT for %s: its next app id cannot be compared with the id boundary %d", c.cfg.TargetTable, boundary)
+	default:
+		r.add(OK, "id-boundary", "target AUTO_INCREMENT %d is at or above the checkpoint's id boundary %d", ai, boundary)
+	}
 }
 
 func (c *Checker) open(ctx context.Context, r *Report, e dbconn.Endpoint) *sql.DB {

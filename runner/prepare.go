@@ -105,6 +105,11 @@ func prepare(ctx context.Context, log *slog.Logger, c *Common, k *conns, startID
 		log.Info("resuming from checkpoint", "gtid", st.GTID, "applied_transactions", st.Applied.Transactions)
 	}
 	p.state = st
+	// On every start: a target whose AUTO_INCREMENT fell below the boundary (a MySQL 5.7 restart) would give
+	// the app ids of the copied range. The daemon checks again every autoIncEvery (watchAutoIncrement).
+	if _, _, err := p.store.CheckAutoIncrement(ctx, c.TargetTable); err != nil {
+		return nil, err
+	}
 	if p.pos, err = gtid.Parse(p.flavor, st.GTID); err != nil {
 		return nil, fmt.Errorf("%w: checkpoint position: %v", ErrResume, err)
 	}

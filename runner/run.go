@@ -22,6 +22,7 @@ import (
 	"github.com/csmh-sync/csmh-sync/internal/secretfile"
 	"github.com/csmh-sync/csmh-sync/metrics"
 	"github.com/csmh-sync/csmh-sync/replication"
+	"github.com/csmh-sync/csmh-sync/table"
 	"github.com/csmh-sync/csmh-sync/throttle"
 	"github.com/csmh-sync/csmh-sync/verify"
 )
@@ -307,6 +308,17 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		}
 		close(lockLost)
 	}()
+	// The target's AUTO_INCREMENT falling below the id boundary (checked at start by prepare) stops the run
+	// too, recorded as the stream's stop.
+	watchCtx, stopWatch := context.WithCancel(runCtx)
+	aiStop := make(chan error, 1)
+	go func() {
+		if err := watchAutoIncrement(watchCtx, log, p.store, r.TargetTable, autoIncEvery); err != nil {
+			aiStop <- err
+			stopRun()
+		}
+		close(aiStop)
+	}()
 	// The stream's stop ends the run, backfill included (its chunk in flight commits whole or rolls back); the
 	// backfill's own stop leaves the stream running (backfillStage). docs/design.md, "Stops".
 	g, gctx := errgroup.WithContext(runCtx)
@@ -328,6 +340,10 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		g.Go(func() error { logStream(gctx, log, rep, 30*time.Second); return nil })
 	}
 	err = g.Wait()
+	stopWatch()
+	if aerr := <-aiStop; aerr != nil {
+		err, streamErr = aerr, aerr
+	}
 	if streamErr != nil {
 		recordStreamStop(ctx, p.store, log, streamErr)
 	}
@@ -371,6 +387,34 @@ func (r *Run) sameServer(ctx context.Context, k *conns) (*bool, error) {
 		return new(true), nil
 	}
 	return nil, nil // auto: the backfill proves it
+}
+
+// autoIncEvery is how often the daemon compares the target's AUTO_INCREMENT with the id boundary: one
+// information_schema read of one table.
+const autoIncEvery = 5 * time.Second
+
+// watchAutoIncrement returns checkpoint.ErrAutoIncrement's stop once the target's AUTO_INCREMENT is below the
+// id boundary (a MySQL 5.7 target restarted, or an ALTER), and nil when ctx ends. A failed read (the target
+// restarting) is tried again at the next tick; the check after a restart is the one that matters.
+func watchAutoIncrement(ctx context.Context, log *slog.Logger, store *checkpoint.Store, target table.Name, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, _, err := store.CheckAutoIncrement(cctx, target)
+		cancel()
+		switch {
+		case errors.Is(err, checkpoint.ErrAutoIncrement):
+			return err // Run's error: the command's last line
+		case err != nil && ctx.Err() == nil:
+			log.Debug("target AUTO_INCREMENT not read; trying again", "err", err)
+		}
+	}
 }
 
 // logStream logs the stream's state periodically so a log reader sees the daemon is current.

@@ -19,7 +19,7 @@ import (
 // fixed set, so the label's cardinality stays bounded; the error itself is logged and recorded beside it.
 var (
 	backfillStopReasons = []string{"critical_load", "replica", "schema", "range", "config", "error"}
-	streamStopReasons   = []string{"ddl", "id_collision", "purged", "diverged", "schema", "unsupported", "error"}
+	streamStopReasons   = []string{"ddl", "id_collision", "auto_increment", "purged", "diverged", "schema", "unsupported", "error"}
 )
 
 func backfillStopReason(err error) string {
@@ -44,6 +44,8 @@ func streamStopReason(err error) string {
 		return "ddl"
 	case errors.Is(err, replication.ErrIDCollision):
 		return "id_collision"
+	case errors.Is(err, checkpoint.ErrAutoIncrement):
+		return "auto_increment" // the target's AUTO_INCREMENT fell below the id boundary
 	case errors.Is(err, replication.ErrPurged):
 		return "purged"
 	case errors.Is(err, replication.ErrDiverged):
@@ -75,6 +77,8 @@ func stopFix(st checkpoint.StageStop) string {
 		return "adapt the target table, run 'preflight', then restart with 'run --accept-ddl <transaction>' (the GTID or binlog position the message names)"
 	case "id_collision":
 		return "make room above CSMH's ids ('cutover --bump-auto-increment', docs/runbook.md \"Id runway low\"), then restart 'run'"
+	case "auto_increment":
+		return "raise CSMHE's AUTO_INCREMENT to the id boundary with the ALTER TABLE the message names, then restart 'run'"
 	case "purged":
 		return "start over (docs/runbook.md, \"Recover from a purged binlog\") and raise the source's binlog retention"
 	case "diverged":
@@ -204,16 +208,19 @@ func (s *backfillStage) Resume() string {
 	return fmt.Sprintf("backfill started again (it had stopped: %s)", reason)
 }
 
-// startStreamStop reports whether prepare's refusal is the stream's stop, found by the resume validation
-// before the stream runs: the binlog the checkpoint needs is purged, or the source's history does not hold the
-// checkpoint. Other refusals (bad flags, tables that differ, another migration's checkpoint) are not a stage's.
+// startStreamStop reports whether prepare's refusal is the stream's stop, found before the stream runs: the
+// binlog the checkpoint needs is purged, the source's history does not hold the checkpoint, or the target's
+// AUTO_INCREMENT is below the id boundary. Other refusals (bad flags, tables that differ, another migration's
+// checkpoint) are not a stage's.
 func startStreamStop(err error) bool {
-	return errors.Is(err, replication.ErrPurged) || errors.Is(err, replication.ErrDiverged)
+	return errors.Is(err, replication.ErrPurged) || errors.Is(err, replication.ErrDiverged) || errors.Is(err, checkpoint.ErrAutoIncrement)
 }
 
 // recordStreamStop records why the stream stopped (the daemon exits with that error next), so status and
-// cutover can say it after the process is gone: a stop of the running stream, or one the resume validation
-// found at start (purged, diverged) before the stream ran.
+// cutover can say it after the process is gone: a stop of the running stream, or one found at start (purged,
+// diverged, auto_increment) before the stream ran. The AUTO_INCREMENT watch's stop is recorded as the
+// stream's too: like the stream's own stops it ends the run, and the stream is what would overwrite the
+// app's rows.
 func recordStreamStop(ctx context.Context, store *checkpoint.Store, log *slog.Logger, err error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()

@@ -46,6 +46,7 @@ func TestStopReasons(t *testing.T) {
 	}{
 		{fmt.Errorf("%w (`ALTER TABLE …`, transaction 0-1-9)", replication.ErrDDL), "ddl"},
 		{fmt.Errorf("%w: id 1000000", replication.ErrIDCollision), "id_collision"},
+		{checkpoint.AutoIncrementBelow(table.Name{Schema: "s", Table: "t"}, 2001, 1_000_000), "auto_increment"},
 		{replication.ErrPurged, "purged"},
 		{replication.ErrDiverged, "diverged"},
 		// Found by the resume validation at start, before the stream runs (checkResumable's wrapping).
@@ -69,6 +70,7 @@ func TestStartStreamStop(t *testing.T) {
 	}{
 		{fmt.Errorf("%w: %w: purged", ErrResume, replication.ErrPurged), true},
 		{fmt.Errorf("%w: %w: never executed", ErrResume, replication.ErrDiverged), true},
+		{checkpoint.AutoIncrementBelow(table.Name{Schema: "s", Table: "t"}, 2001, 1_000_000), true},
 		{fmt.Errorf("%w: checkpoint position: bad", ErrResume), false},
 		{fmt.Errorf("%w: other tables", checkpoint.ErrMismatch), false},
 		{fmt.Errorf("%w: --position", ErrUsage), false},
