@@ -9,19 +9,23 @@ import (
 
 // A MySQL source with gtid_mode=OFF (its default; SHOW GLOBAL VARIABLES shows gtid_mode OFF, or
 // OFF_PERMISSIVE midway through turning GTIDs on) is followed by file and offset: an informational line, not a
-// failure.
+// failure. A MariaDB source with gtid_strict_mode OFF (its default, https://mariadb.com/kb/en/gtid/#gtid_strict_mode)
+// fails, naming the statement and the my.cnf line that turn it on.
 func TestGTIDFinding(t *testing.T) {
 	for _, c := range []struct {
 		si   dbconn.ServerInfo
+		lvl  Level
 		want string
 	}{
-		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MySQL, Major: 8, Minor: 4}, GTIDMode: "OFF"}, "gtid_mode is OFF: the stream follows binlog file and offset"},
-		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MySQL, Major: 5, Minor: 7}, GTIDMode: "OFF_PERMISSIVE"}, "gtid_mode is OFF_PERMISSIVE"},
-		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MySQL, Major: 8, Minor: 0}, GTIDMode: "ON"}, "GTIDs available"},
-		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MariaDB, Major: 10, Minor: 11}, GTIDMode: "ON"}, "GTIDs available"},
+		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MySQL, Major: 8, Minor: 4}, GTIDMode: "OFF"}, OK, "gtid_mode is OFF: the stream follows binlog file and offset"},
+		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MySQL, Major: 5, Minor: 7}, GTIDMode: "OFF_PERMISSIVE"}, OK, "gtid_mode is OFF_PERMISSIVE"},
+		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MySQL, Major: 8, Minor: 0}, GTIDMode: "ON"}, OK, "GTIDs available"},
+		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MariaDB, Major: 10, Minor: 11}, GTIDMode: "ON", GTIDStrictMode: true}, OK, "GTIDs available (gtid_strict_mode=ON)"},
+		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MariaDB, Major: 10, Minor: 11}, GTIDMode: "ON"}, Fail, "SET GLOBAL gtid_strict_mode=1 on the source and add gtid_strict_mode=1 to the [mariadb] section of its my.cnf"},
 	} {
-		if got := gtidFinding(c.si); !strings.Contains(got, c.want) || strings.Contains(got, "\n") {
-			t.Errorf("%s gtid_mode=%s: %q, want %q", c.si.Version, c.si.GTIDMode, got, c.want)
+		lvl, got := gtidFinding(c.si)
+		if lvl != c.lvl || !strings.Contains(got, c.want) || strings.Contains(got, "\n") {
+			t.Errorf("%s gtid_mode=%s strict=%v: %s %q, want %s %q", c.si.Version, c.si.GTIDMode, c.si.GTIDStrictMode, lvl, got, c.lvl, c.want)
 		}
 	}
 }

@@ -193,7 +193,8 @@ func (c *Checker) checkSourceServer(ctx context.Context, r *Report, db *sql.DB) 
 	if si.BinlogFormat == "ROW" && (si.BinlogRowImage == "" || si.BinlogRowImage == "FULL") {
 		r.add(OK, "binlog", "binlog on, ROW, FULL row image")
 	}
-	r.add(OK, "gtid", "%s", gtidFinding(si))
+	lvl, msg := gtidFinding(si)
+	r.add(lvl, "gtid", "%s", msg)
 	if c.cfg.ServerID != 0 && c.cfg.ServerID == si.ServerID {
 		r.add(Fail, "server-id", "--server-id %d equals the source's server_id: choose an id no server or replica uses", c.cfg.ServerID)
 	}
@@ -311,11 +312,26 @@ func (c *Checker) checkAutoIncLockMode(ctx context.Context, r *Report, dst *sql.
 	}
 }
 
+// GTIDStrictModeOff is preflight's failure and run's refusal for a MariaDB source with gtid_strict_mode OFF,
+// its default (https://mariadb.com/kb/en/gtid/#gtid_strict_mode). csmh-sync compares MariaDB positions
+// domain by domain on the sequence number (package gtid); only strict mode makes the server refuse to binlog
+// a GTID whose sequence number is not above the domain's last (ER_GTID_STRICT_OUT_OF_ORDER), so without it
+// "contains" could skip or repeat a transaction. A primary that only binlogs its own writes already writes
+// ascending numbers, and turning strict mode on changes nothing there.
+const GTIDStrictModeOff = "gtid_strict_mode is OFF on the source (MariaDB's default), and csmh-sync orders MariaDB GTIDs by sequence number, which only strict mode keeps ascending: run SET GLOBAL gtid_strict_mode=1 on the source and add gtid_strict_mode=1 to the [mariadb] section of its my.cnf, or follow binlog file and offset instead (run --position file)"
+
 // gtidFinding says how the stream will follow the source. Without GTIDs (MySQL's default gtid_mode=OFF) it
-// follows binlog file and offset, which is no failure; the operator learns what that mode does not survive.
-func gtidFinding(si dbconn.ServerInfo) string {
+// follows binlog file and offset, which is no failure; the operator learns what that mode does not survive. A
+// MariaDB source without gtid_strict_mode fails (GTIDStrictModeOff).
+func gtidFinding(si dbconn.ServerInfo) (Level, string) {
 	if si.Version.Flavor == dbconn.MySQL && si.GTIDMode != "ON" {
-		return fmt.Sprintf("gtid_mode is %s: the stream follows binlog file and offset (--position auto); such a copy does not survive a failover to another server: turn GTIDs on (gtid_mode=ON, enforce_gtid_consistency=ON) for that", si.GTIDMode)
+		return OK, fmt.Sprintf("gtid_mode is %s: the stream follows binlog file and offset (--position auto); such a copy does not survive a failover to another server: turn GTIDs on (gtid_mode=ON, enforce_gtid_consistency=ON) for that", si.GTIDMode)
 	}
-	return "GTIDs available"
+	if si.Version.Flavor == dbconn.MariaDB && !si.GTIDStrictMode {
+		return Fail, GTIDStrictModeOff
+	}
+	if si.Version.Flavor == dbconn.MariaDB {
+		return OK, "GTIDs available (gtid_strict_mode=ON)"
+	}
+	return OK, "GTIDs available"
 }

@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"github.com/csmh-sync/csmh-sync/checkpoint"
 	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/gtid"
+	"github.com/csmh-sync/csmh-sync/preflight"
 	"github.com/csmh-sync/csmh-sync/replication"
 )
 
@@ -34,6 +36,14 @@ func hasGTIDs(si dbconn.ServerInfo) bool {
 	return si.Version.Flavor == dbconn.MariaDB || si.GTIDMode == "ON"
 }
 
+// looseGTIDs reports whether the source is MariaDB with gtid_strict_mode OFF (MariaDB's default). Its GTID
+// positions are compared by sequence number within a domain, which is only an order when strict mode keeps
+// sequence numbers ascending in the binlog, so GTID mode refuses such a source (docs/design.md, "MariaDB's
+// gtid_strict_mode"); file/position mode does not compare GTIDs and follows it.
+func looseGTIDs(si dbconn.ServerInfo) bool {
+	return si.Version.Flavor == dbconn.MariaDB && !si.GTIDStrictMode
+}
+
 // firstMode is the stream's mode for a new checkpoint.
 func firstMode(flag string, si dbconn.ServerInfo) (string, error) {
 	switch flag {
@@ -43,12 +53,14 @@ func firstMode(flag string, si dbconn.ServerInfo) (string, error) {
 		if !hasGTIDs(si) {
 			return "", fmt.Errorf("--position gtid: the source has gtid_mode=%s: enable GTIDs on it, or use --position auto (file/position where GTIDs are off)", si.GTIDMode)
 		}
-		return PositionGTID, nil
 	}
-	if hasGTIDs(si) {
-		return PositionGTID, nil
+	if !hasGTIDs(si) {
+		return PositionFile, nil
 	}
-	return PositionFile, nil
+	if looseGTIDs(si) {
+		return "", errors.New(preflight.GTIDStrictModeOff)
+	}
+	return PositionGTID, nil
 }
 
 // checkpointMode is the mode a checkpoint was written in.
@@ -70,6 +82,9 @@ func resumeMode(flag string, st *checkpoint.State, si dbconn.ServerInfo, schema 
 	if mode == PositionGTID && !hasGTIDs(si) {
 		return "", fmt.Errorf("%w: the checkpoint in %s follows GTIDs (%s) but the source has gtid_mode=%s: turn GTIDs back on, or start over with --position file",
 			checkpoint.ErrMismatch, schema, st.GTID, si.GTIDMode)
+	}
+	if mode == PositionGTID && looseGTIDs(si) {
+		return "", fmt.Errorf("%w: the checkpoint in %s follows GTIDs (%s), and %s", ErrUsage, schema, st.GTID, preflight.GTIDStrictModeOff)
 	}
 	return mode, nil
 }

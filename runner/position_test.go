@@ -21,7 +21,11 @@ var (
 	mysqlGTID = dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MySQL, Major: 8, Minor: 0, Patch: 40}, ServerID: 1,
 		ServerUUID: "3e11fa47-71ca-11e1-9e33-c80aa9429562", LogBin: true, BinlogFormat: "ROW", GTIDMode: "ON"}
 	mariadb = dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MariaDB, Major: 10, Minor: 11, Patch: 9}, ServerID: 1,
-		LogBin: true, BinlogFormat: "ROW", BinlogRowImage: "FULL", GTIDMode: "ON"}
+		LogBin: true, BinlogFormat: "ROW", BinlogRowImage: "FULL", GTIDMode: "ON", GTIDStrictMode: true}
+	// mariadbLoose has gtid_strict_mode OFF, MariaDB's default (https://mariadb.com/kb/en/gtid/#gtid_strict_mode:
+	// "Default Value: OFF"), as SHOW GLOBAL VARIABLES LIKE 'gtid_strict_mode' shows it on a stock server.
+	mariadbLoose = dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MariaDB, Major: 10, Minor: 11, Patch: 9}, ServerID: 1,
+		LogBin: true, BinlogFormat: "ROW", BinlogRowImage: "FULL", GTIDMode: "ON", GTIDStrictMode: false}
 )
 
 func TestPositionFlagIsCheckedBeforeConnecting(t *testing.T) {
@@ -55,12 +59,19 @@ func TestFirstMode(t *testing.T) {
 		{"file", mysqlGTID, PositionFile},
 		{"gtid", mysqlGTID, PositionGTID},
 		{"gtid", mysqlNoGTID, ""},
+		{"auto", mariadbLoose, ""},
+		{"gtid", mariadbLoose, ""},
+		{"file", mariadbLoose, PositionFile},
 	}
 	for _, c := range cases {
 		got, err := firstMode(c.flag, c.si)
 		if c.want == "" {
-			if err == nil || !strings.Contains(err.Error(), "gtid_mode=OFF") {
-				t.Errorf("%q on %s: got %q, %v; want a refusal naming gtid_mode", c.flag, c.si.Version, got, err)
+			want := "gtid_mode=OFF"
+			if c.si.Version.Flavor == dbconn.MariaDB {
+				want = "SET GLOBAL gtid_strict_mode=1"
+			}
+			if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("%q on %s: got %q, %v; want a refusal naming %q", c.flag, c.si.Version, got, err, want)
 			}
 			continue
 		}
@@ -95,6 +106,13 @@ func TestCheckpointOfOtherModeIsRefused(t *testing.T) {
 	}
 	if m, err := resumeMode("auto", byGTID, mariadb, "s"); err != nil || m != PositionGTID {
 		t.Fatalf("GTID checkpoint, auto: %q, %v", m, err)
+	}
+	// A GTID checkpoint on a MariaDB source whose strict mode is off is refused with the fix; a file one resumes.
+	if _, err := resumeMode("auto", byGTID, mariadbLoose, "s"); !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "SET GLOBAL gtid_strict_mode=1") {
+		t.Fatalf("GTID checkpoint on a gtid_strict_mode=OFF source: %v", err)
+	}
+	if m, err := resumeMode("auto", file, mariadbLoose, "s"); err != nil || m != PositionFile {
+		t.Fatalf("file checkpoint on a gtid_strict_mode=OFF source: %q, %v", m, err)
 	}
 	// A GTID checkpoint on a MySQL source whose GTIDs were turned off cannot be resumed by GTID.
 	mysqlCP := &checkpoint.State{GTID: "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-500"}
