@@ -236,6 +236,10 @@ func (a *applier) flush(ctx context.Context, b *batch) error {
 			return fmt.Errorf("apply to target (batch ending at %s): %w", b.pos, err)
 		}
 		if a.r.cfg.Touched != nil {
+			// Lane 0 marks every id of the batch, in the transaction that saves the position and commits after
+			// every other lane's: a mark is never visible before the rows it covers, so a chunk verify reads
+			// after a change's rows committed is read after the change too, or its sum changes later. The ids
+			// of lanes that are ahead after a crash are marked too, though their rows committed without a mark.
 			ops := make([]op, 0, b.rows)
 			for _, t := range b.txs {
 				ops = append(ops, t.ops...)
@@ -308,7 +312,10 @@ func (a *applier) applyLarge(ctx context.Context, b *batch, t *txn) error {
 	if err != nil {
 		return fmt.Errorf("apply to target (part %d of transaction %s): %w", l.parts+1, t.gtid, err)
 	}
-	if err := a.touch(fctx, l.tx, ops); err != nil {
+	// Every id of the part is marked touched, those a lane ahead applied before a crash too: that lane's
+	// commit carried no mark (the marks of a batch over lanes are written by lane 0, which never committed),
+	// so a chunk verified equal before it would otherwise still look untouched (flush does the same).
+	if err := a.touch(fctx, l.tx, t.ops); err != nil {
 		return err
 	}
 	l.parts++

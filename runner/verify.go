@@ -2,6 +2,8 @@ package runner
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,6 +85,7 @@ func (v *Verify) Run(ctx context.Context) (int, error) {
 		return ExitError, err
 	default:
 		cfg.IDBoundary = st.IDBoundary
+		cfg.Plan = planID(st)
 		cfg.CatchUp = func(ctx context.Context) error {
 			wctx, cancel := context.WithTimeout(ctx, v.CatchUpTimeout)
 			defer cancel()
@@ -117,4 +120,16 @@ func (v *Verify) Run(ctx context.Context) (int, error) {
 		return ExitNegative, nil
 	}
 	return ExitOK, nil
+}
+
+// planID names the checkpoint's migration plan for verify's ledger (verify.Config.Plan): its first start and
+// its backfill segments. A migration started over, or a plan extended, gets another name, and the chunks
+// proven equal before vouch for nothing in it.
+func planID(st *checkpoint.State) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s|%s|%s", st.SourceTable, st.TargetTable, st.CreatedAt.UTC().Format(time.RFC3339Nano))
+	for _, g := range st.Segments {
+		fmt.Fprintf(h, "|%d:%d-%d", g.ID, g.Start, g.End)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }

@@ -42,7 +42,7 @@ func (r *run) check(ctx context.Context, c chunk) error {
 			return err
 		}
 		if r.v.cfg.Incremental && c.led.vouches(mode, r.scope, touches) {
-			r.col.skipped()
+			r.col.skipped(c.led.srcN)
 			return nil
 		}
 	}

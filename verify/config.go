@@ -66,6 +66,11 @@ type Config struct {
 	// Incremental re-checks only chunks without an equal ledger entry of this mode or a stronger one, or
 	// whose ids were touched by replication since (see MarkTouched).
 	Incremental bool
+	// Plan names the migration plan the compared range belongs to (the runner passes the checkpoint's first
+	// start and its backfill segments). Ledger entries recorded under another plan, or under none, vouch for
+	// nothing in a run that sets it: rows copied by an earlier, started-over migration may have been deleted
+	// and copied again since, outside replication and so without touching any chunk.
+	Plan string
 	// Repair re-copies missing and different rows from the source, deletes extra ones, and compares those
 	// ids again. Not available in count mode, which does not find ids.
 	Repair   bool

@@ -206,20 +206,37 @@ func (l *ledger) save(ctx context.Context, r ledgerRow) error {
 
 // scopeOf identifies the compared tables for the ledger. The target's creation time changes when it is
 // dropped and created again (a migration started over) or rebuilt by ALTER TABLE, so entries recorded
-// before then are not trusted.
-func scopeOf(ctx context.Context, db *sql.DB, src, dst table.Name) (string, error) {
-	var created sql.NullString
+// before then are not trusted; so does the touch table's, whose counters the entries' touch sums refer to
+// (a touch table created again starts from zero, and a sum could climb back to a recorded one). plan, when
+// set, names the migration plan (Config.Plan): entries recorded under another one vouch for nothing.
+func scopeOf(ctx context.Context, db *sql.DB, src, dst table.Name, plan string) (string, error) {
 	conn, err := table.LiveStatsConn(ctx, db)
 	if err != nil {
 		return "", fmt.Errorf("%w: read the creation time of %s: %w", ErrLedger, dst, err)
 	}
 	defer conn.Close()
-	err = conn.QueryRowContext(ctx, `SELECT DATE_FORMAT(CREATE_TIME, '%Y-%m-%d %H:%i:%s') FROM information_schema.TABLES
-		WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?`, dst.Schema, dst.Table).Scan(&created)
-	if err != nil {
-		return "", fmt.Errorf("%w: read the creation time of %s: %w", ErrLedger, dst, err)
+	created := func(schema, name string) (string, error) {
+		var t sql.NullString
+		err := conn.QueryRowContext(ctx, `SELECT DATE_FORMAT(CREATE_TIME, '%Y-%m-%d %H:%i:%s') FROM information_schema.TABLES
+		WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?`, schema, name).Scan(&t)
+		if err != nil {
+			return "", fmt.Errorf("%w: read the creation time of %s.%s: %w", ErrLedger, schema, name, err)
+		}
+		return t.String, nil
 	}
-	return src.String() + ">" + dst.String() + "@" + created.String, nil
+	dstAt, err := created(dst.Schema, dst.Table)
+	if err != nil {
+		return "", err
+	}
+	touchAt, err := created(dst.Schema, TouchTable)
+	if err != nil {
+		return "", err
+	}
+	scope := src.String() + ">" + dst.String() + "@" + dstAt + " touches@" + touchAt
+	if plan != "" {
+		scope += " plan " + plan
+	}
+	return scope, nil
 }
 
 // drop deletes a row whose range no longer fits the chunk map.

@@ -28,6 +28,7 @@ type Result struct {
 	ChunksChecked int    `json:"chunks_checked"`
 	ChunksSkipped int    `json:"chunks_skipped"` // incremental: equal in the ledger and untouched since
 	RowsChecked   int64  `json:"rows_checked"`   // source rows in the checked chunks
+	RowsSkipped   int64  `json:"rows_skipped"`   // source rows the ledger counted in the skipped chunks
 	// Ids found missing in the target, extra in the target, or different; at most MaxDiffs each, sorted.
 	// Count mode finds no ids: see DifferentChunks.
 	Missing   []uint64 `json:"missing"`
@@ -52,8 +53,8 @@ func (r *Result) Print(w io.Writer) {
 	if r.Start == 0 && r.End == 0 {
 		fmt.Fprintf(w, "  no rows to compare\n")
 	} else {
-		fmt.Fprintf(w, "  ids %d..%d: %d chunks checked, %d skipped (unchanged since verified), %d source rows, %s\n",
-			r.Start, r.End, r.ChunksChecked, r.ChunksSkipped, r.RowsChecked, r.Duration.Round(time.Millisecond))
+		fmt.Fprintf(w, "  ids %d..%d: %d chunks checked, %d skipped (unchanged since verified), %d source rows checked (%d in skipped chunks), %s\n",
+			r.Start, r.End, r.ChunksChecked, r.ChunksSkipped, r.RowsChecked, r.RowsSkipped, r.Duration.Round(time.Millisecond))
 	}
 	found := r.MissingTotal + r.ExtraTotal + r.DifferentTotal
 	if found > 0 {
@@ -169,10 +170,11 @@ func (c *collector) checked(rows int64) {
 	c.res.RowsChecked += rows
 }
 
-func (c *collector) skipped() {
+func (c *collector) skipped(rows int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.res.ChunksSkipped++
+	c.res.RowsSkipped += rows
 }
 
 // finish sorts the lists and sets the verdict.

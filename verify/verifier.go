@@ -148,7 +148,7 @@ func (v *Verifier) prepare(ctx context.Context) (*run, error) {
 		v.log.Warn("continuing without the ledger: this run cannot serve a later incremental one", "err", err)
 		return r, nil
 	}
-	if r.scope, err = scopeOf(ctx, v.dst, v.cfg.SourceTable, v.cfg.TargetTable); err != nil {
+	if r.scope, err = scopeOf(ctx, v.dst, v.cfg.SourceTable, v.cfg.TargetTable, v.cfg.Plan); err != nil {
 		return nil, err
 	}
 	r.led = newLedger(v.dst, v.cfg.TargetTable.Schema)

@@ -31,6 +31,7 @@ func buildCutover(fs *pflag.FlagSet, lf *logFlags, env *environ) command {
 	fs.BoolVar(&c.BumpAutoIncrement, "bump-auto-increment", false, "raise CSMHE's AUTO_INCREMENT to meet --min-runway")
 	fs.StringVar(&c.Mode, "mode", "checksum", "verify mode: count, checksum or rows")
 	fs.IntVar(&c.Workers, "workers", 2, "verify chunks compared in parallel")
+	fs.BoolVar(&c.Full, "full", false, "compare every chunk, instead of only those verify's ledger does not prove equal and untouched since")
 	fs.BoolVar(&c.JSON, "json", false, "print the verdict as JSON")
 	return withLog{c, func() { c.Out, c.Log = env.stdout, env.log }}
 }
