@@ -2,9 +2,10 @@
 // needs: "does the checkpoint contain what the source executed?", "is the position still in the binlog?",
 // and "how many transactions behind are we?".
 //
-// MySQL positions are GTID sets (uuid:1-100:102,uuid2:1-5). MariaDB positions are one GTID per replication
-// domain (domain-server-seq); under gtid_strict_mode sequence numbers only grow within a domain, so a
-// position is compared domain by domain on the sequence number alone, whichever server wrote it.
+// MySQL positions are GTID sets (uuid:1-100:102,uuid2:1-5), tagged GTIDs (uuid:tag:1-5, MySQL 8.3+)
+// included. MariaDB positions are one GTID per replication domain (domain-server-seq); under
+// gtid_strict_mode sequence numbers only grow within a domain, so a position is compared domain by domain on
+// the sequence number alone, whichever server wrote it.
 //
 // A source without GTIDs (MySQL with gtid_mode=OFF, or --position file) is followed by binlog file and
 // offset instead (FilePos, "file:binlog.000003:1234"). A Set then holds one FilePos, and "contains" means
@@ -23,7 +24,7 @@ import (
 // Set is a replication position of one flavor. The zero value is not usable; use Parse or Empty.
 type Set struct {
 	flavor  string
-	mysql   *gomysql.MysqlGTIDSet
+	mysql   mysqlSet                       // uuid (and tag) → intervals; see mysqlset.go
 	mariadb map[uint32]gomysql.MariadbGTID // domain → last GTID
 	file    *FilePos                       // file mode: the position after the last transaction
 }
@@ -48,11 +49,11 @@ func Parse(flavor, s string) (*Set, error) {
 	}
 	switch flavor {
 	case gomysql.MySQLFlavor:
-		g, err := gomysql.ParseMysqlGTIDSet(s)
+		m, err := parseMySQL(s)
 		if err != nil {
-			return nil, fmt.Errorf("parse MySQL GTID set %q: %v", s, err)
+			return nil, err
 		}
-		return &Set{flavor: flavor, mysql: g.(*gomysql.MysqlGTIDSet)}, nil
+		return &Set{flavor: flavor, mysql: m}, nil
 	case gomysql.MariaDBFlavor:
 		out := &Set{flavor: flavor, mariadb: map[uint32]gomysql.MariadbGTID{}}
 		if s == "" {
@@ -129,7 +130,7 @@ func (s *Set) IsEmpty() bool {
 		return false
 	}
 	if s.flavor == gomysql.MySQLFlavor {
-		return s.mysql.IsEmpty()
+		return len(s.mysql) == 0
 	}
 	return len(s.mariadb) == 0
 }
@@ -153,7 +154,7 @@ func (s *Set) Contains(o *Set) bool {
 		return err == nil && c >= 0
 	}
 	if s.flavor == gomysql.MySQLFlavor {
-		return s.mysql.Contain(o.mysql)
+		return s.mysql.contains(o.mysql)
 	}
 	for d, g := range o.mariadb {
 		mine, ok := s.mariadb[d]
@@ -164,7 +165,7 @@ func (s *Set) Contains(o *Set) bool {
 	return true
 }
 
-// Add records one transaction: "uuid:n" for MySQL, "domain-server-seq" for MariaDB; in file mode the
+// Add records one transaction: "uuid:n" or "uuid:tag:n" for MySQL, "domain-server-seq" for MariaDB; in file mode the
 // position after it ("file:name:offset"), which moves the position forward (never back).
 func (s *Set) Add(one string) error {
 	if s.file != nil || IsFilePos(one) {
@@ -185,9 +186,11 @@ func (s *Set) Add(one string) error {
 		return nil
 	}
 	if s.flavor == gomysql.MySQLFlavor {
-		if err := s.mysql.Update(one); err != nil {
+		m, err := parseMySQL(one)
+		if err != nil {
 			return fmt.Errorf("add GTID %q: %v", one, err)
 		}
+		s.mysql.add(m)
 		return nil
 	}
 	g, err := parseMariaDB(one)
@@ -224,16 +227,7 @@ func (s *Set) Behind(executed *Set) int64 {
 	}
 	var n int64
 	if s.flavor == gomysql.MySQLFlavor {
-		for sid, uset := range executed.mysql.Sets {
-			var have gomysql.IntervalSlice
-			if mine, ok := s.mysql.Sets[sid]; ok {
-				have = mine.Intervals
-			}
-			for _, iv := range uset.Intervals {
-				n += missing(iv, have)
-			}
-		}
-		return n
+		return s.mysql.behind(executed.mysql)
 	}
 	for d, g := range executed.mariadb {
 		mine := s.mariadb[d]
@@ -256,14 +250,22 @@ func missing(iv gomysql.Interval, have gomysql.IntervalSlice) int64 {
 	return n
 }
 
+// Tagged reports whether a MySQL set holds a tagged GTID (uuid:tag:n, MySQL 8.3+).
+func (s *Set) Tagged() bool {
+	return s.file == nil && s.flavor == gomysql.MySQLFlavor && s.mysql.tagged()
+}
+
 // GoMySQL returns the position as go-mysql's GTIDSet, the form BinlogSyncer.StartSyncGTID takes.
-// A file position has none (nil): stream it with StartSync from FilePos.
+// A file position has none (nil): stream it with StartSync from FilePos. Nor has a set with tagged GTIDs
+// (nil): go-mysql v1.13.0's MysqlGTIDSet cannot hold a tag, and BinlogSyncer asserts that type on every
+// GTID event, so no set of another type can stand in for it; check Tagged first.
 func (s *Set) GoMySQL() gomysql.GTIDSet {
-	if s.file != nil {
+	if s.file != nil || s.Tagged() {
 		return nil
 	}
 	if s.flavor == gomysql.MySQLFlavor {
-		return s.mysql.Clone()
+		g, _ := gomysql.ParseMysqlGTIDSet(s.String())
+		return g
 	}
 	g, _ := gomysql.ParseMariadbGTIDSet(s.String())
 	return g
