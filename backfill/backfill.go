@@ -356,6 +356,13 @@ func (b *Backfill) plan(ctx context.Context) ([]checkpoint.Segment, error) {
 		if have, err = b.store.PlanSegments(ctx, plan); err != nil {
 			return nil, fmt.Errorf("backfill: save the plan: %w", err)
 		}
+	} else if add := b.extension(have); len(add) > 0 {
+		if have, err = b.store.ExtendPlan(ctx, add); err != nil {
+			return nil, fmt.Errorf("backfill: %w", err)
+		}
+		for _, g := range add {
+			b.log.Info("backfill plan extended", "segment", g.ID, "start_id", g.Start, "end_id", g.End)
+		}
 	}
 	for _, s := range have {
 		if b.cfg.IDBoundary > 0 && s.End >= s.Start && s.End >= b.cfg.IDBoundary {
@@ -409,6 +416,60 @@ func (b *Backfill) newPlan(ctx context.Context) ([]checkpoint.Segment, error) {
 	plan := splitRange(lo, hi, b.workers())
 	b.log.Info("backfill range captured", "start_id", lo, "end_id", hi, "segments", len(plan))
 	return plan, nil
+}
+
+// extension returns the segments that extend an existing plan over an explicit --start-id below its start
+// or --end-id above its end: ids a first start with a narrower range left to nobody (the stream copies only
+// the rows it sees change). Copying them later is safe by the same argument as the first copy: the stream's
+// position precedes every read of the new segments, and the rows the stream has written there since are
+// the latest images, which INSERT IGNORE leaves alone. A flag of 0, or within the plan, extends nothing.
+func (b *Backfill) extension(have []checkpoint.Segment) []checkpoint.Segment {
+	lo, hi := b.cfg.StartID, b.cfg.EndID
+	if lo == 0 && hi == 0 {
+		return nil
+	}
+	if b.cfg.IDBoundary > 0 && hi >= b.cfg.IDBoundary {
+		hi = b.cfg.IDBoundary - 1 // as on a first start: ids from the boundary on are the app's
+	}
+	ranges := extendRanges(have, lo, hi)
+	if len(ranges) == 0 {
+		return nil
+	}
+	next := 0
+	for _, g := range have {
+		next = max(next, g.ID+1)
+	}
+	var add []checkpoint.Segment
+	for _, r := range ranges {
+		for _, g := range splitRange(r[0], r[1], b.workers()) {
+			g.ID = next
+			next++
+			add = append(add, g)
+		}
+	}
+	return add
+}
+
+// extendRanges returns the id ranges of [lo, hi] outside the plan's span (its lowest start to its highest
+// end; empty segments count for nothing): below the span when lo is below its start, above it when hi is
+// above its end. A zero lo or hi leaves that side as it is; a plan with no ids takes [lo, hi] whole (both
+// needed).
+func extendRanges(have []checkpoint.Segment, lo, hi uint64) [][2]uint64 {
+	pLo, pHi, found := checkpoint.Span(have)
+	if !found {
+		if lo == 0 || hi == 0 || lo > hi {
+			return nil
+		}
+		return [][2]uint64{{lo, hi}}
+	}
+	var out [][2]uint64
+	if lo != 0 && lo < pLo {
+		out = append(out, [2]uint64{lo, pLo - 1})
+	}
+	if hi > pHi {
+		out = append(out, [2]uint64{pHi + 1, hi})
+	}
+	return out
 }
 
 // splitRange divides [lo, hi] into at most n segments of equal id span.

@@ -5,10 +5,12 @@ import (
 	"context"
 	"database/sql"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/csmh-sync/csmh-sync/checkpoint"
 	"github.com/csmh-sync/csmh-sync/internal/sqllit"
 )
 
@@ -353,5 +355,30 @@ func TestReporter(t *testing.T) {
 	NewReporter(&none, true, slog.New(slog.DiscardHandler), time.Second).Run(ctx, func() Progress { return Progress{} })
 	if none.String() != "\n" {
 		t.Fatalf("an unplanned copy drew %q", none.String())
+	}
+}
+
+// An explicit --start-id or --end-id beyond an existing plan adds exactly the ids the plan leaves out.
+func TestExtendRanges(t *testing.T) {
+	plan := []checkpoint.Segment{{ID: 0, Start: 100, End: 149}, {ID: 1, Start: 150, End: 199}}
+	empty := []checkpoint.Segment{{ID: 0, Start: 1, End: 0, Done: true}}
+	for _, c := range []struct {
+		have   []checkpoint.Segment
+		lo, hi uint64
+		want   [][2]uint64
+	}{
+		{plan, 0, 0, nil},
+		{plan, 100, 199, nil},
+		{plan, 120, 150, nil},
+		{plan, 1, 0, [][2]uint64{{1, 99}}},
+		{plan, 0, 500, [][2]uint64{{200, 500}}},
+		{plan, 7, 500, [][2]uint64{{7, 99}, {200, 500}}},
+		{empty, 5, 9, [][2]uint64{{5, 9}}},
+		{empty, 0, 9, nil},
+	} {
+		got := extendRanges(c.have, c.lo, c.hi)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("extendRanges(%v, %d, %d) = %v, want %v", c.have, c.lo, c.hi, got, c.want)
+		}
 	}
 }

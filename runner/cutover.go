@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/csmh-sync/csmh-sync/checkpoint"
@@ -140,6 +142,7 @@ func (c *Cutover) Run(ctx context.Context) (int, error) {
 		}
 		rep.check(res.Equal, "verify %s: checked %d of %d chunks, %d of %d source rows (%s): %d missing, %d extra, %d different, %d differing chunks",
 			res.Mode, ch.ChunksChecked, ch.ChunksTotal, ch.RowsChecked, ch.RowsTotal, how, res.MissingTotal, res.ExtraTotal, res.DifferentTotal, len(res.DifferentChunks))
+		checkRange(st, res, rep)
 	} else {
 		rep.Reasons = append(rep.Reasons, "skip  verify: earlier checks said NO-GO")
 	}
@@ -171,15 +174,9 @@ func (c *Cutover) checkCaughtUp(ctx context.Context, src *sql.DB, store *checkpo
 }
 
 func (c *Cutover) verify(ctx context.Context, src, dst *sql.DB, store *checkpoint.Store, st *checkpoint.State) (*verify.Result, error) {
-	var startID uint64
-	for i, g := range st.Segments {
-		if i == 0 || g.Start < startID {
-			startID = g.Start
-		}
-	}
 	mode, _ := verify.ParseMode(c.Mode)
 	cfg := verify.Config{SourceTable: c.SourceTable, TargetTable: c.TargetTable,
-		Mode: mode, StartID: startID, IDBoundary: st.IDBoundary, Workers: c.Workers, Incremental: !c.Full, Plan: planID(st),
+		Mode: mode, IDBoundary: st.IDBoundary, Workers: c.Workers, Incremental: !c.Full, Plan: planID(st),
 		CatchUp: func(ctx context.Context) error {
 			wctx, cancel := context.WithTimeout(ctx, c.Timeout)
 			defer cancel()
@@ -201,6 +198,56 @@ func (c *Cutover) verify(ctx context.Context, src, dst *sql.DB, store *checkpoin
 		res, err = v.Run(ctx)
 	}
 	return res, err
+}
+
+// checkRange names the rows nobody copied. The backfill copies its plan's ids; the stream writes only the rows
+// it sees change. So a first start with --start-id above CSMH's lowest id, or --end-id below its highest, leaves
+// the rows outside the plan that existed then on the source alone, while every segment reads done. Verify
+// compares the whole range below the id boundary from the lowest id either table holds, not only the plan's,
+// so those rows are among the missing ones it finds: this says why, and what copies them.
+func checkRange(st *checkpoint.State, res *verify.Result, rep *CutoverReport) {
+	lo, hi, planned := checkpoint.Span(st.Segments)
+	plan := "no ids"
+	if planned {
+		plan = fmt.Sprintf("ids %d..%d", lo, hi)
+	}
+	out := func(a, b uint64) bool { return !planned || b < lo || a > hi }
+	var ids []string
+	n := 0
+	for _, id := range res.Missing {
+		if out(id, id) {
+			n++
+			if len(ids) < 5 {
+				ids = append(ids, strconv.FormatUint(id, 10))
+			}
+		}
+	}
+	chunks := 0
+	for _, r := range res.DifferentChunks {
+		if res.Mode == verify.ModeCount && r.SourceCount > r.TargetCount && out(r.Start, r.End) {
+			chunks++ // count mode lists no ids, only chunks
+		}
+	}
+	if n == 0 && chunks == 0 {
+		rep.check(true, "backfill range: the plan covers %s; no source row outside it is missing in the target", plan)
+		return
+	}
+	what := fmt.Sprintf("%d source rows outside it are missing in the target (ids %s", n, strings.Join(ids, ", "))
+	if n > len(ids) {
+		what += ", …"
+	}
+	what += ")"
+	if n == 0 {
+		what = fmt.Sprintf("source rows outside it are missing in the target (%d chunks with fewer target rows)", chunks)
+	} else if res.MissingTotal > int64(len(res.Missing)) {
+		what = "at least " + what
+	}
+	from, to := res.Start, res.End
+	if planned {
+		from, to = min(from, lo), max(to, hi)
+	}
+	rep.check(false, "backfill range: the backfill's plan covers only %s (a first start with --start-id or --end-id), and %s: nobody copied them; copy the whole range with 'csmh-sync backfill --start-id %d --end-id %d' while the daemon is stopped (or restart 'run' with those flags), then run cutover again",
+		plan, what, from, to)
 }
 
 // checkRunway requires the first id the app writes to CSMHE — the checkpoint's id boundary (the lowest

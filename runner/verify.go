@@ -123,13 +123,13 @@ func (v *Verify) Run(ctx context.Context) (int, error) {
 }
 
 // planID names the checkpoint's migration plan for verify's ledger (verify.Config.Plan): its first start and
-// its backfill segments. A migration started over, or a plan extended, gets another name, and the chunks
-// proven equal before vouch for nothing in it.
+// the span of its backfill segments. A migration started over, or a plan extended, gets another name, and the
+// chunks proven equal before vouch for nothing in it; segments split between workers keep their span.
 func planID(st *checkpoint.State) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s|%s|%s", st.SourceTable, st.TargetTable, st.CreatedAt.UTC().Format(time.RFC3339Nano))
-	for _, g := range st.Segments {
-		fmt.Fprintf(h, "|%d:%d-%d", g.ID, g.Start, g.End)
+	if lo, hi, ok := checkpoint.Span(st.Segments); ok {
+		fmt.Fprintf(h, "|%d-%d", lo, hi)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }

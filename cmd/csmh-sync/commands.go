@@ -38,8 +38,8 @@ func buildStatus(fs *pflag.FlagSet, lf *logFlags, env *environ) command {
 func runFlags(fs *pflag.FlagSet, r *runner.Run, lf *logFlags) {
 	commonFlags(fs, &r.Common, lf)
 	b := &r.Backfill
-	fs.Uint64Var(&b.StartID, "start-id", 0, "first id to copy (default: the source's smallest id at the first start)")
-	fs.Uint64Var(&b.EndID, "end-id", 0, "last id to copy (default: the source's largest id at the first start)")
+	fs.Uint64Var(&b.StartID, "start-id", 0, "first id to copy (default: the source's smallest id at the first start); later, below the plan's start, extends the plan")
+	fs.Uint64Var(&b.EndID, "end-id", 0, "last id to copy (default: the source's largest id at the first start); later, above the plan's end, extends the plan")
 	fs.IntVar(&b.Workers, "workers", 0, "parallel backfill workers on disjoint id segments, fixed at the first start (default 4 across servers, 2 on one server)")
 	fs.Int64Var(&b.ChunkBytes, "chunk-bytes", 8<<20, "memory budget of one backfill chunk, bytes")
 	fs.BoolVar(&r.AdoptExistingRows, "adopt-existing-rows", false, "at the first start, keep rows an earlier copy left below the id boundary (then run 'verify --repair' after the backfill)")
