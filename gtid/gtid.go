@@ -255,6 +255,10 @@ func (s *Set) Tagged() bool {
 	return s.file == nil && s.flavor == gomysql.MySQLFlavor && s.mysql.tagged()
 }
 
+// TaggedUnsupported says why a GTID set with tagged GTIDs cannot be streamed from, and what to do instead:
+// preflight's failure, run's refusal and the stream's stop share it.
+const TaggedUnsupported = "tagged GTIDs (uuid:tag:n, MySQL 8.3+), which csmh-sync's binlog client (go-mysql v1.13.0) cannot ask the source to stream from: follow binlog file and offset instead (--position file, from a first start; docs/runbook.md, \"Recover from a purged binlog\", says how to start over)"
+
 // GoMySQL returns the position as go-mysql's GTIDSet, the form BinlogSyncer.StartSyncGTID takes.
 // A file position has none (nil): stream it with StartSync from FilePos. Nor has a set with tagged GTIDs
 // (nil): go-mysql v1.13.0's MysqlGTIDSet cannot hold a tag, and BinlogSyncer asserts that type on every

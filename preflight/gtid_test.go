@@ -29,3 +29,23 @@ func TestGTIDFinding(t *testing.T) {
 		}
 	}
 }
+
+// A MySQL 8.4 source whose gtid_executed holds tagged GTIDs (the manual's "GTID Format and Storage",
+// https://dev.mysql.com/doc/refman/8.4/en/replication-gtids-concepts.html, as the server prints it) fails,
+// naming --position file; an untagged one passes.
+func TestTaggedFinding(t *testing.T) {
+	for _, c := range []struct {
+		executed string
+		fail     bool
+	}{
+		{"3e11fa47-71ca-11e1-9e33-c80aa9429562:domain_1:1-3:15-21:domain_2:8-52", true},
+		{"3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:mytag:1-3", true},
+		{"3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5,\n8a94f357-aab4-11df-86ab-c80aa9429562:1-42", false},
+		{"", false},
+	} {
+		got := taggedFinding(c.executed)
+		if (got != "") != c.fail || (c.fail && (!strings.Contains(got, "--position file") || strings.Contains(got, "\n"))) {
+			t.Errorf("gtid_executed %q: %q; want a failure: %v, one line naming --position file", c.executed, got, c.fail)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/csmh-sync/csmh-sync/checkpoint"
 	"github.com/csmh-sync/csmh-sync/dbconn"
+	"github.com/csmh-sync/csmh-sync/gtid"
 	"github.com/csmh-sync/csmh-sync/table"
 )
 
@@ -195,6 +196,13 @@ func (c *Checker) checkSourceServer(ctx context.Context, r *Report, db *sql.DB) 
 	}
 	lvl, msg := gtidFinding(si)
 	r.add(lvl, "gtid", "%s", msg)
+	if si.Version.Flavor == dbconn.MySQL && si.GTIDMode == "ON" {
+		if exec, err := dbconn.ExecutedGTID(ctx, db, si.Version.Flavor); err == nil {
+			if f := taggedFinding(exec); f != "" {
+				r.add(Fail, "gtid", "%s", f)
+			}
+		}
+	}
 	if c.cfg.ServerID != 0 && c.cfg.ServerID == si.ServerID {
 		r.add(Fail, "server-id", "--server-id %d equals the source's server_id: choose an id no server or replica uses", c.cfg.ServerID)
 	}
@@ -319,6 +327,16 @@ func (c *Checker) checkAutoIncLockMode(ctx context.Context, r *Report, dst *sql.
 // "contains" could skip or repeat a transaction. A primary that only binlogs its own writes already writes
 // ascending numbers, and turning strict mode on changes nothing there.
 const GTIDStrictModeOff = "gtid_strict_mode is OFF on the source (MariaDB's default), and csmh-sync orders MariaDB GTIDs by sequence number, which only strict mode keeps ascending: run SET GLOBAL gtid_strict_mode=1 on the source and add gtid_strict_mode=1 to the [mariadb] section of its my.cnf, or follow binlog file and offset instead (run --position file)"
+
+// taggedFinding is the failure for a MySQL source whose gtid_executed holds tagged GTIDs (MySQL 8.3+), which
+// the stream cannot follow by GTID; "" otherwise.
+func taggedFinding(executed string) string {
+	g, err := gtid.Parse("mysql", executed)
+	if err != nil || !g.Tagged() {
+		return ""
+	}
+	return fmt.Sprintf("gtid_executed (%s) holds %s", g, gtid.TaggedUnsupported)
+}
 
 // gtidFinding says how the stream will follow the source. Without GTIDs (MySQL's default gtid_mode=OFF) it
 // follows binlog file and offset, which is no failure; the operator learns what that mode does not survive. A

@@ -111,7 +111,14 @@ func identity(mode string, si dbconn.ServerInfo) string {
 // executed GTIDs, or its current binlog file and offset.
 func startPosition(ctx context.Context, db *sql.DB, si dbconn.ServerInfo, mode string) (string, error) {
 	if mode != PositionFile {
-		return dbconn.ExecutedGTID(ctx, db, si.Version.Flavor)
+		exec, err := dbconn.ExecutedGTID(ctx, db, si.Version.Flavor)
+		if err != nil {
+			return "", err
+		}
+		if g, err := gtid.Parse(string(si.Version.Flavor), exec); err == nil && g.Tagged() {
+			return "", fmt.Errorf("%w: the source's executed GTIDs (%s) hold %s", ErrUsage, g, gtid.TaggedUnsupported)
+		}
+		return exec, nil
 	}
 	file, pos, err := dbconn.CurrentBinlogPos(ctx, db)
 	if err != nil {

@@ -113,6 +113,9 @@ func prepare(ctx context.Context, log *slog.Logger, c *Common, k *conns, startID
 	if p.pos, err = gtid.Parse(p.flavor, st.GTID); err != nil {
 		return nil, fmt.Errorf("%w: checkpoint position: %v", ErrResume, err)
 	}
+	if p.pos.Tagged() {
+		return nil, fmt.Errorf("%w: the checkpoint's position (%s) holds %s", ErrResume, p.pos, gtid.TaggedUnsupported)
+	}
 	if err := checkResumable(ctx, k.src, p.info.Version.Flavor, p.pos); err != nil {
 		return nil, err
 	}
