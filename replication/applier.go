@@ -293,6 +293,16 @@ func (a *applier) applyLarge(ctx context.Context, b *batch, t *txn) error {
 	if t.gtid != l.gtid {
 		return fmt.Errorf("%w: transaction %s began before %s ended", ErrUnsupported, t.gtid, l.gtid)
 	}
+	if t.rolledBack {
+		// The source rolled it back: so is everything its parts wrote. The batch was flushed at the first
+		// part; the transaction joins it without rows, and its position commits with the next flush.
+		a.abortLarge()
+		a.r.log.Info("rolled back the parts of a source transaction that ended in ROLLBACK", "gtid", t.gtid, "parts", l.parts)
+		if err := b.add(t); err != nil {
+			return fmt.Errorf("%w: %v", ErrUnsupported, err)
+		}
+		return nil
+	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 	defer cancel()
 	ops, err := a.notAhead(t)

@@ -45,6 +45,9 @@ type txn struct {
 	pos string
 	// marker: no transaction, only a position the stream moved to between transactions (file mode).
 	marker bool
+	// rolledBack: the source rolled the transaction back (it ended in ROLLBACK). It has no changes; parts of
+	// it already applied are rolled back on the target, and only the position advances.
+	rolledBack bool
 }
 
 // position is what the transaction adds to the stream position: its GTID, or in file mode its end.

@@ -248,8 +248,10 @@ func (s *streamer) handle(ctx context.Context, ev *replication.BinlogEvent) erro
 			return err
 		}
 		s.open(s.txnName(fmt.Sprintf("%d-%d-%d", e.GTID.DomainID, e.GTID.ServerID, e.GTID.SequenceNumber)))
-		// A standalone transaction (DDL, mostly) is a single Query event without BEGIN/COMMIT.
-		s.began = !e.IsStandalone() && !e.IsDDL()
+		// A standalone transaction (DDL, mostly) is a single Query event without BEGIN/COMMIT; every other one
+		// ends at its XID, COMMIT or ROLLBACK, DDL flag or not: a transaction that created a temporary table
+		// in a MIXED-format session carries the flag and goes on after that statement.
+		s.began = !e.IsStandalone()
 	case *replication.GTIDEvent:
 		if err := s.endDangling(ctx, ev); err != nil {
 			return err
@@ -326,10 +328,10 @@ func (s *streamer) query(ctx context.Context, ev *replication.BinlogEvent, e *re
 	case strings.HasPrefix(head, "XA START"):
 		s.began = true
 		return nil
-	case head == "COMMIT" || head == "ROLLBACK":
-		// A ROLLBACK reaches the binlog only for transactions that also changed non-transactional tables,
-		// whose changes stay; the source table's (InnoDB) rows are never in one.
+	case head == "COMMIT":
 		return s.end(ctx, ev)
+	case head == "ROLLBACK":
+		return s.rollback(ctx, ev)
 	case strings.HasPrefix(head, "SAVEPOINT"), strings.HasPrefix(head, "ROLLBACK TO"),
 		strings.HasPrefix(head, "RELEASE SAVEPOINT"), strings.HasPrefix(head, "XA END"):
 		return nil
@@ -362,6 +364,22 @@ func (s *streamer) query(ctx context.Context, ev *replication.BinlogEvent, e *re
 		return nil // a statement inside a transaction (another table), or one outside any GTID
 	}
 	return s.end(ctx, ev) // a standalone statement: DDL of another table, GRANT, …
+}
+
+// rollback ends a transaction the source rolled back. One reaches the binlog when it also changed what a
+// rollback cannot undo (a temporary or non-transactional table in a statement-logged session), and it may
+// carry rows events of the source table, InnoDB's, which the rollback did undo: MariaDB 10.11 logs them when a
+// MIXED-format session's transaction writes rows and then creates a temporary table. Its changes are dropped;
+// it still ends like a commit, so the position moves past it, it counts as a transaction, and parts already
+// handed to the applier are rolled back there (txn.rolledBack).
+func (s *streamer) rollback(ctx context.Context, ev *replication.BinlogEvent) error {
+	if t := s.cur; t != nil {
+		if len(t.ops) > 0 || t.parts > 0 {
+			s.r.log.Info("dropping the source-table changes of a transaction the source rolled back", "gtid", t.gtid, "changes", len(t.ops), "parts", t.parts)
+		}
+		t.ops, t.counts, t.bytes, t.rolledBack = nil, checkpoint.Counters{}, 0, true
+	}
+	return s.end(ctx, ev)
 }
 
 // end hands the current transaction to the applier. Its commit time is MySQL's microsecond commit timestamp
