@@ -1,8 +1,12 @@
 package dbconn
 
 import (
+	"bytes"
 	"context"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/binary"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -21,21 +25,66 @@ const clearPasswordRefusedMsg = "the server asked for the password in clear text
 	"without TLS: refused; use --source-tls verify-identity (or required)"
 
 // BinlogDialer is the dialer of the binlog connection (go-mysql's BinlogSyncerConfig.Dialer): it dials what the
-// source DSN names, unix sockets included, bounded by its dial timeout, through GuardClearPassword.
+// source DSN names, unix sockets included, bounded by its dial timeout, through the login guard
+// (GuardClearPassword, with the source's --source-server-public-key).
 func BinlogDialer(cfg *mysql.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	network, addr := cfg.Net, cfg.Addr
 	if network == "" {
 		network = "tcp"
 	}
 	timeout := max(cfg.Timeout, 5*time.Second)
+	o := guardOpts{flag: "--source", local: network == "unix", pinned: pinnedKey(cfg.ServerPubKey)}
 	return func(ctx context.Context, _, _ string) (net.Conn, error) {
 		d := net.Dialer{Timeout: timeout}
 		c, err := d.DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
-		return GuardClearPassword(c), nil
+		return guard(c, o), nil
 	}
+}
+
+// sqlDialer is the DialFunc of an endpoint's SQL connections (go-sql-driver): the same login guard.
+func sqlDialer(role string, pinned *rsa.PublicKey) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return guard(c, guardOpts{flag: "--" + role, local: network == "unix", pinned: pinned}), nil
+	}
+}
+
+// guardOpts configure the login guard of one connection.
+type guardOpts struct {
+	flag   string         // the endpoint's flag prefix, for the fix: --source
+	local  bool           // a unix socket: the password may be sent as it is (caching_sha2_password does)
+	pinned *rsa.PublicKey // the server's RSA key from --*-server-public-key; nil: none given
+}
+
+// AuthRequiresSecureConnection is the error number (MySQL's CR_AUTH_PLUGIN_ERR) of the error a guarded
+// connection reports instead of caching_sha2_password's request for full authentication, when neither TLS nor a
+// unix socket nor a pinned server key can carry the password. MySQL's own client says the same there
+// (without --get-server-public-key): "Authentication plugin 'caching_sha2_password' reported error:
+// Authentication requires secure connection."
+const AuthRequiresSecureConnection = 2061
+
+func fullAuthRefusedMsg(flag string) string {
+	return "Authentication plugin 'caching_sha2_password' reported error: Authentication requires secure connection " +
+		"(the server asked for the whole password; without TLS it would go out encrypted with an RSA key the server " +
+		"sends unverified, which anyone on the path could replace): use " + flag + "-tls required or verify-identity, " +
+		"or give the server's public key (its public_key.pem) with " + flag + "-server-public-key FILE"
+}
+
+// errKeyRefused is returned by the guard's Read in place of an RSA public key the server sent on a connection
+// without TLS that is not the pinned one.
+type errKeyRefused struct{ flag string }
+
+func (e errKeyRefused) Error() string {
+	return "the server sent an RSA public key for the password on a connection without TLS that is not the one in " +
+		e.flag + "-server-public-key: refused, the password was not sent (a server on the path may pose as the real one); " +
+		"check the file against the server's public_key.pem, or use " + e.flag + "-tls required or verify-identity"
 }
 
 // GuardClearPassword wraps the client side of a MySQL connection so that the password is never sent in clear
@@ -47,12 +96,23 @@ func BinlogDialer(cfg *mysql.Config) func(ctx context.Context, network, addr str
 // (ClearPasswordRefused) in its place, so the client gives up with that error and nothing more reaches the
 // server. Once the client's first packet turns out to be an SSL request, the rest of the login runs inside TLS,
 // where the password may travel: the guard steps aside. After the login's OK or error packet it only passes bytes.
-func GuardClearPassword(c net.Conn) net.Conn { return &clearGuard{Conn: c} }
+//
+// The guard also keeps caching_sha2_password (MySQL 8's default) and sha256_password from sending the password
+// under an RSA key the server hands out over plaintext, unverified, which both go-sql-driver (v1.10.1,
+// auth.go) and go-mysql (v1.13.0, packet/conn.go WritePublicKeyAuthPacket) would do: without TLS and off a unix
+// socket, caching_sha2_password's request for full authentication is answered with an error packet
+// (AuthRequiresSecureConnection) unless a server key is pinned (--*-server-public-key; go-sql-driver then
+// encrypts with it directly), and a key the server sends is let through only if it is the pinned one.
+func GuardClearPassword(c net.Conn) net.Conn { return guard(c, guardOpts{flag: "--source"}) }
+
+func guard(c net.Conn, o guardOpts) net.Conn { return &clearGuard{Conn: c, opts: o} }
 
 type clearGuard struct {
 	net.Conn
+	opts    guardOpts
 	off     atomic.Bool // the login is over, or runs inside TLS: pass bytes
 	refused atomic.Bool
+	plugin  string // the auth plugin in use: the greeting's, or an auth switch's
 
 	// Touched only by the goroutine reading during the login.
 	pending []byte // the rest of the packet being handed on
@@ -94,7 +154,11 @@ func (g *clearGuard) readPacket() ([]byte, error) {
 		return nil, err
 	}
 	g.packets++
-	if g.packets == 1 || n == 0 { // the greeting: the client checks its plugin against those it knows
+	if g.packets == 1 { // the greeting: the client checks its plugin against those it knows
+		g.plugin = greetingPlugin(pkt[4:])
+		return pkt, nil
+	}
+	if n == 0 {
 		return pkt, nil
 	}
 	switch pkt[4] {
@@ -105,13 +169,57 @@ func (g *clearGuard) readPacket() ([]byte, error) {
 		if i := indexNUL(plugin); i >= 0 {
 			plugin = plugin[:i]
 		}
-		if string(plugin) == "mysql_clear_password" {
+		g.plugin = string(plugin)
+		if g.plugin == "mysql_clear_password" {
 			g.refused.Store(true)
 			_ = g.Conn.Close()
 			return errPacket(hdr[3], ClearPasswordRefused, clearPasswordRefusedMsg), nil
 		}
+	case 0x01: // more auth data: caching_sha2_password's and sha256_password's exchanges
+		if g.opts.local {
+			break
+		}
+		data := pkt[5:]
+		if g.plugin == "caching_sha2_password" && len(data) == 1 && data[0] == 0x04 && g.opts.pinned == nil { // perform_full_authentication
+			g.refused.Store(true)
+			_ = g.Conn.Close()
+			return errPacket(hdr[3], AuthRequiresSecureConnection, fullAuthRefusedMsg(g.opts.flag)), nil
+		}
+		if bytes.HasPrefix(data, []byte("-----BEGIN PUBLIC KEY-----")) && !sameKey(data, g.opts.pinned) {
+			g.refused.Store(true)
+			_ = g.Conn.Close()
+			return nil, errKeyRefused{g.opts.flag}
+		}
 	}
 	return pkt, nil
+}
+
+// greetingPlugin is the auth plugin a protocol-10 greeting names: the NUL-terminated string that ends it, after
+// the scramble's own terminating NUL ("" if the greeting names none).
+func greetingPlugin(p []byte) string {
+	p = bytes.TrimSuffix(p, []byte{0})
+	i := bytes.LastIndexByte(p, 0)
+	if i < 0 {
+		return ""
+	}
+	return string(p[i+1:])
+}
+
+// sameKey reports whether the PEM public key in data is pinned.
+func sameKey(data []byte, pinned *rsa.PublicKey) bool {
+	if pinned == nil {
+		return false
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return false
+	}
+	k, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return false
+	}
+	rk, ok := k.(*rsa.PublicKey)
+	return ok && rk.Equal(pinned)
 }
 
 func indexNUL(b []byte) int {

@@ -59,6 +59,9 @@ func (e Endpoint) Config() (*mysql.Config, error) {
 	if err := e.applyTLS(cfg); err != nil {
 		return nil, err
 	}
+	if err := e.applyServerKey(cfg); err != nil {
+		return nil, err
+	}
 	return cfg, nil
 }
 

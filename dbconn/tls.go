@@ -36,6 +36,10 @@ type TLS struct {
 	CA   string // PEM file of the CAs that may sign the server's certificate (verify-*); "" = the system's roots
 	Cert string // PEM file of a client certificate, for a user created REQUIRE X509; needs Key
 	Key  string // PEM file of the client certificate's private key
+	// ServerPublicKey is a PEM file of the server's RSA public key, for caching_sha2_password (MySQL 8's default)
+	// and sha256_password logins without TLS: the password is encrypted with it instead of refused (pubkey.go).
+	// Not a TLS setting, but of the same connection's security, and bound with the TLS flags.
+	ServerPublicKey string
 }
 
 func (t TLS) set() bool { return t.Mode != "" || t.CA != "" || t.Cert != "" || t.Key != "" }

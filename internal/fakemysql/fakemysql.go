@@ -1,12 +1,18 @@
 // Package fakemysql is an impostor MySQL server for tests: it greets like MariaDB, takes the client's login and
 // then asks, by an auth switch, for the password in clear text (mysql_clear_password), as a man in the middle or
 // a rogue server on the path would. Everything the clients sent is kept, so a test can prove a password never
-// arrived.
+// arrived. StartCachingSHA2 plays a MySQL 8.4 server instead, asking for caching_sha2_password's full
+// authentication and handing out its RSA public key to whoever asks.
 package fakemysql
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/x509"
 	"encoding/binary"
+	"encoding/pem"
 	"io"
 	"net"
 	"sync"
@@ -18,6 +24,8 @@ import (
 type Server struct {
 	ln       net.Listener
 	offerTLS bool
+	rsaKey   *rsa.PrivateKey // caching_sha2_password mode (StartCachingSHA2)
+	password []string        // what the RSA-encrypted password packets decrypted to
 
 	wg    sync.WaitGroup
 	mu    sync.Mutex
@@ -38,6 +46,34 @@ func Start(tb testing.TB, offerTLS bool) *Server {
 	go s.accept()
 	tb.Cleanup(s.stop)
 	return s
+}
+
+// StartCachingSHA2 listens on 127.0.0.1 as a MySQL 8.4 server without TLS whose user authenticates with
+// caching_sha2_password and is not in the server's cache (the first login after a restart or FLUSH
+// PRIVILEGES), so the login takes the full authentication: the exchange of "caching_sha2_password information"
+// (https://dev.mysql.com/doc/dev/mysql-server/latest/page_caching_sha2_authentication_exchanges.html): the
+// server answers the scramble with 0x01 0x04 (perform_full_authentication), a client without TLS asks for the
+// public key with 0x02 (request_public_key), the server sends 0x01 and the key in PEM, and the client sends
+// the password XORed with the scramble, RSA-OAEP-encrypted with that key. key is the server's key pair.
+func StartCachingSHA2(tb testing.TB, key *rsa.PrivateKey) *Server {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &Server{ln: ln, rsaKey: key}
+	s.wg.Add(1)
+	go s.accept()
+	tb.Cleanup(s.stop)
+	return s
+}
+
+// Passwords stops the server and returns what the encrypted password packets it received decrypted to.
+func (s *Server) Passwords() []string {
+	s.stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.password...)
 }
 
 // Addr is host:port.
@@ -83,6 +119,10 @@ func (s *Server) serve(c net.Conn) {
 	if err := writePacket(c, 0, s.greeting()); err != nil {
 		return
 	}
+	if s.rsaKey != nil {
+		s.serveCachingSHA2(c)
+		return
+	}
 	seq, ok := s.read(c)
 	if !ok {
 		return
@@ -95,6 +135,55 @@ func (s *Server) serve(c net.Conn) {
 	}
 	msg := append([]byte{0xff, 0x15, 0x04}, "#28000Access denied"...) // 1045
 	_ = writePacket(c, seq+1, msg)
+}
+
+// serveCachingSHA2 is the full authentication after the greeting, ending with an access-denied error (the
+// test reads what the password decrypted to).
+func (s *Server) serveCachingSHA2(c net.Conn) {
+	seq, _, ok := s.readBody(c) // the login with the scramble
+	if !ok || writePacket(c, seq+1, []byte{0x01, 0x04}) != nil {
+		return
+	}
+	seq, body, ok := s.readBody(c)
+	if !ok {
+		return
+	}
+	if bytes.Equal(body, []byte{0x02}) { // request_public_key
+		der, _ := x509.MarshalPKIXPublicKey(&s.rsaKey.PublicKey)
+		pemKey := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+		if writePacket(c, seq+1, append([]byte{0x01}, pemKey...)) != nil {
+			return
+		}
+		if seq, body, ok = s.readBody(c); !ok {
+			return
+		}
+	}
+	if plain, err := rsa.DecryptOAEP(sha1.New(), rand.Reader, s.rsaKey, body, nil); err == nil {
+		salt := []byte(fakeSalt)
+		for i := range plain {
+			plain[i] ^= salt[i%len(salt)]
+		}
+		s.mu.Lock()
+		s.password = append(s.password, string(bytes.TrimRight(plain, "\x00")))
+		s.mu.Unlock()
+	}
+	msg := append([]byte{0xff, 0x15, 0x04}, "#28000Access denied"...) // 1045
+	_ = writePacket(c, seq+1, msg)
+}
+
+// readBody reads one client packet and returns it too.
+func (s *Server) readBody(c net.Conn) (byte, []byte, bool) {
+	var hdr [4]byte
+	_, err := io.ReadFull(c, hdr[:])
+	s.keep(hdr[:])
+	if err != nil {
+		return 0, nil, false
+	}
+	n := int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
+	body := make([]byte, n)
+	k, err := io.ReadFull(c, body)
+	s.keep(body[:k])
+	return hdr[3], body, err == nil
 }
 
 // read reads one client packet, keeping its bytes; false at EOF or on an error.
@@ -134,9 +223,13 @@ func (s *Server) greeting() []byte {
 	if s.offerTLS {
 		caps |= capSSL
 	}
-	salt := []byte("abcdefghijklmnopqrst") // 20 bytes
+	salt := []byte(fakeSalt)
+	version, plugin := "5.5.5-10.11.0-MariaDB-fake", "mysql_native_password"
+	if s.rsaKey != nil {
+		version, plugin = "8.4.3-fake", "caching_sha2_password"
+	}
 	b := []byte{10}
-	b = append(b, "5.5.5-10.11.0-MariaDB-fake\x00"...)
+	b = append(b, version+"\x00"...)
 	b = binary.LittleEndian.AppendUint32(b, 7) // connection id
 	b = append(b, salt[:8]...)
 	b = append(b, 0)
@@ -148,8 +241,11 @@ func (s *Server) greeting() []byte {
 	b = append(b, make([]byte, 10)...) // reserved
 	b = append(b, salt[8:]...)
 	b = append(b, 0)
-	return append(b, "mysql_native_password\x00"...)
+	return append(b, plugin+"\x00"...)
 }
+
+// fakeSalt is the scramble of every greeting: 20 bytes, none of them NUL.
+const fakeSalt = "abcdefghijklmnopqrst"
 
 func writePacket(w io.Writer, seq byte, payload []byte) error {
 	n := len(payload)
