@@ -83,7 +83,16 @@ type ServerInfo struct {
 	GTIDMode       string // MySQL: OFF/ON/...; MariaDB: always "ON" (GTIDs are always written)
 	GTIDStrictMode bool   // MariaDB
 	ReadOnly       bool
+	// LowerCaseTableNames is @@lower_case_table_names: 0 compares database and table names exactly, 1 stores
+	// them in lower case and compares them case-insensitively, 2 stores them as given and compares them in
+	// lower case; -1 when the server did not say.
+	LowerCaseTableNames int
 }
+
+// FoldsNames reports whether the server compares database and table names case-insensitively
+// (lower_case_table_names 1 or 2), as a server that did not say is taken to: a name it folds, compared
+// exactly, would miss the binlog's events of the table.
+func (si ServerInfo) FoldsNames() bool { return si.LowerCaseTableNames != 0 }
 
 // Inspect reads the server's identity and binlog settings.
 func Inspect(ctx context.Context, db *sql.DB) (ServerInfo, error) {
@@ -98,7 +107,7 @@ func Inspect(ctx context.Context, db *sql.DB) (ServerInfo, error) {
 	}
 	si.Version = v
 	vars, err := Variables(ctx, db, "server_id", "log_bin", "binlog_format", "binlog_row_image", "read_only",
-		"gtid_mode", "gtid_strict_mode", "server_uuid")
+		"gtid_mode", "gtid_strict_mode", "server_uuid", "lower_case_table_names")
 	if err != nil {
 		return si, err
 	}
@@ -109,6 +118,10 @@ func Inspect(ctx context.Context, db *sql.DB) (ServerInfo, error) {
 	si.BinlogRowImage = strings.ToUpper(vars["binlog_row_image"])
 	si.ReadOnly = isOn(vars["read_only"])
 	si.ServerUUID = vars["server_uuid"]
+	si.LowerCaseTableNames = -1
+	if n, err := strconv.Atoi(vars["lower_case_table_names"]); err == nil {
+		si.LowerCaseTableNames = n
+	}
 	if v.Flavor == MariaDB {
 		si.GTIDMode = "ON"
 		si.GTIDStrictMode = isOn(vars["gtid_strict_mode"])

@@ -161,15 +161,25 @@ func (p *parser) names(current string) []table.Name {
 	}
 }
 
-// sameTable compares names case-insensitively: a false alarm stops the stream, a miss corrupts it.
-func sameTable(a, b table.Name) bool {
-	return strings.EqualFold(a.Schema, b.Schema) && strings.EqualFold(a.Table, b.Table)
+// sameTable compares names as the source server does: with fold (lower_case_table_names 1 or 2)
+// case-insensitively, else exactly, as two names that differ in case are two tables there.
+func sameTable(a, b table.Name, fold bool) bool {
+	return sameName(a.Schema, b.Schema, fold) && sameName(a.Table, b.Table, fold)
+}
+
+// sameName compares one database or table name.
+func sameName(a, b string, fold bool) bool {
+	if fold {
+		return strings.EqualFold(a, b)
+	}
+	return a == b
 }
 
 // ddlTouches reports whether query, run with currentSchema as the default database, is DDL that changes or
-// removes the table n: ALTER/DROP/TRUNCATE/RENAME/CREATE [OR REPLACE] TABLE, CREATE/DROP INDEX … ON it, or
+// removes the table n (names compared as sameTable does): ALTER/DROP/TRUNCATE/RENAME/CREATE [OR REPLACE] TABLE,
+// CREATE/DROP INDEX … ON it, or
 // DROP DATABASE of its schema. Maintenance statements (OPTIMIZE, ANALYZE) and temporary tables do not count.
-func ddlTouches(query, currentSchema string, n table.Name) bool {
+func ddlTouches(query, currentSchema string, n table.Name, fold bool) bool {
 	p := &parser{toks: tokenize(query)}
 	var targets []table.Name
 	switch {
@@ -214,13 +224,13 @@ func ddlTouches(query, currentSchema string, n table.Name) bool {
 			p.accept("IF")
 			p.accept("EXISTS")
 			db := p.peek()
-			return db.text != "" && strings.EqualFold(db.text, n.Schema)
+			return db.text != "" && sameName(db.text, n.Schema, fold)
 		}
 		if p.accept("TEMPORARY") {
 			return false
 		}
 		if p.accept("INDEX") {
-			return indexOn(p, currentSchema, n)
+			return indexOn(p, currentSchema, n, fold)
 		}
 		if !p.accept("TABLE", "TABLES") {
 			return false
@@ -239,7 +249,7 @@ func ddlTouches(query, currentSchema string, n table.Name) bool {
 			return false
 		}
 		if p.accept("UNIQUE", "FULLTEXT", "SPATIAL"); p.accept("INDEX") {
-			return indexOn(p, currentSchema, n)
+			return indexOn(p, currentSchema, n, fold)
 		}
 		if !p.accept("TABLE") {
 			return false
@@ -250,7 +260,7 @@ func ddlTouches(query, currentSchema string, n table.Name) bool {
 		targets = p.names(currentSchema)
 	}
 	for _, t := range targets {
-		if sameTable(t, n) {
+		if sameTable(t, n, fold) {
 			return true
 		}
 	}
@@ -258,7 +268,7 @@ func ddlTouches(query, currentSchema string, n table.Name) bool {
 }
 
 // indexOn finishes CREATE/DROP INDEX [IF [NOT] EXISTS] name ON table.
-func indexOn(p *parser, currentSchema string, n table.Name) bool {
+func indexOn(p *parser, currentSchema string, n table.Name, fold bool) bool {
 	p.accept("IF")
 	p.accept("NOT")
 	p.accept("EXISTS")
@@ -267,13 +277,13 @@ func indexOn(p *parser, currentSchema string, n table.Name) bool {
 		return false
 	}
 	t, ok := p.name(currentSchema)
-	return ok && sameTable(t, n)
+	return ok && sameTable(t, n, fold)
 }
 
 // statementWrite reports whether query is a statement-format write (INSERT, REPLACE, UPDATE, DELETE, LOAD
 // DATA) that names the table n anywhere. Under binlog_format=ROW such writes never appear as Query events; one
 // that does means a session switched to STATEMENT or MIXED, and its rows cannot be replayed exactly.
-func statementWrite(query, currentSchema string, n table.Name) bool {
+func statementWrite(query, currentSchema string, n table.Name, fold bool) bool {
 	toks := tokenize(query)
 	if len(toks) == 0 {
 		return false
@@ -286,7 +296,7 @@ func statementWrite(query, currentSchema string, n table.Name) bool {
 	p := &parser{toks: toks}
 	for p.i < len(toks) {
 		start := p.i
-		if t, ok := p.name(currentSchema); ok && sameTable(t, n) {
+		if t, ok := p.name(currentSchema); ok && sameTable(t, n, fold) {
 			return true
 		}
 		if p.i == start {

@@ -3,6 +3,7 @@ package replication
 import (
 	"testing"
 
+	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/table"
 )
 
@@ -18,7 +19,6 @@ func TestDDLTouches(t *testing.T) {
 		{"ALTER TABLE courseware_studentmodulehistory ENGINE=InnoDB", "edxapp", true},
 		{"ALTER ONLINE IGNORE TABLE IF EXISTS `courseware_studentmodulehistory` ADD INDEX (grade)", "edxapp", true},
 		{"ALTER TABLE `edxapp` . `courseware_studentmodulehistory` ADD x int", "", true},
-		{"ALTER TABLE EDXAPP.Courseware_StudentModuleHistory ADD x int", "", true},
 		// Bare name, but the event's current schema is another one.
 		{"ALTER TABLE courseware_studentmodulehistory ENGINE=InnoDB", "otherdb", false},
 		// RENAME, either side, lists, MariaDB's WAIT.
@@ -61,8 +61,10 @@ func TestDDLTouches(t *testing.T) {
 		{"BEGIN", "edxapp", false},
 		{"", "edxapp", false},
 	} {
-		if got := ddlTouches(c.q, c.schema, n); got != c.want {
-			t.Errorf("ddlTouches(%q, %q) = %v, want %v", c.q, c.schema, got, c.want)
+		for _, fold := range []bool{false, true} {
+			if got := ddlTouches(c.q, c.schema, n, fold); got != c.want {
+				t.Errorf("ddlTouches(%q, %q, fold %v) = %v, want %v", c.q, c.schema, fold, got, c.want)
+			}
 		}
 	}
 }
@@ -82,8 +84,53 @@ func TestStatementWrite(t *testing.T) {
 		{"INSERT INTO courseware_studentmodule (id) VALUES (1)", "edxapp", false},
 		{"ALTER TABLE courseware_studentmodulehistory ADD x int", "edxapp", false},
 	} {
-		if got := statementWrite(c.q, c.schema, n); got != c.want {
-			t.Errorf("statementWrite(%q, %q) = %v, want %v", c.q, c.schema, got, c.want)
+		for _, fold := range []bool{false, true} {
+			if got := statementWrite(c.q, c.schema, n, fold); got != c.want {
+				t.Errorf("statementWrite(%q, %q, fold %v) = %v, want %v", c.q, c.schema, fold, got, c.want)
+			}
+		}
+	}
+}
+
+// Names are compared as the source compares them, by its lower_case_table_names: 0 (Linux's default, and
+// RDS's) exactly, so a table whose name differs in case is another table; 1 (Windows') and 2 (macOS')
+// case-insensitively, so a statement may name the table in any case, and with 2 the binlog's table map
+// carries the name as it was created. A server that did not say (-1) is taken to fold.
+func TestNamesComparedAsTheSourceDoes(t *testing.T) {
+	n := table.Name{Schema: "edxapp", Table: "courseware_studentmodulehistory"}
+	for _, c := range []struct {
+		lctn int
+		fold bool
+	}{{0, false}, {1, true}, {2, true}, {-1, true}} {
+		si := dbconn.ServerInfo{LowerCaseTableNames: c.lctn}
+		if si.FoldsNames() != c.fold {
+			t.Fatalf("lower_case_table_names=%d: FoldsNames() = %v, want %v", c.lctn, si.FoldsNames(), c.fold)
+		}
+		fold := si.FoldsNames()
+		for _, q := range []struct{ q, schema string }{
+			{"ALTER TABLE EDXAPP.Courseware_StudentModuleHistory ADD x int", ""},
+			{"alter table `Courseware_StudentModuleHistory` add x int", "edxapp"},
+			{"RENAME TABLE edxapp.csmh_new TO edxapp.COURSEWARE_STUDENTMODULEHISTORY", ""},
+			{"DROP DATABASE EdxApp", ""},
+			{"CREATE INDEX g ON Edxapp.courseware_studentmodulehistory (grade)", ""},
+		} {
+			if got := ddlTouches(q.q, q.schema, n, fold); got != c.fold {
+				t.Errorf("lower_case_table_names=%d: ddlTouches(%q) = %v, want %v", c.lctn, q.q, got, c.fold)
+			}
+		}
+		if got := statementWrite("UPDATE EDXAPP.Courseware_StudentModuleHistory SET grade = 1", "", n, fold); got != c.fold {
+			t.Errorf("lower_case_table_names=%d: statementWrite of a name in other case = %v, want %v", c.lctn, got, c.fold)
+		}
+		// The table map of a rows event: lower case at 1, as created at 2 (here with capitals).
+		for _, m := range []table.Name{{Schema: "edxapp", Table: "courseware_studentmodulehistory"}, {Schema: "EDXAPP", Table: "Courseware_StudentModuleHistory"}} {
+			want := c.fold || m == n
+			if got := sameTable(m, n, fold); got != want {
+				t.Errorf("lower_case_table_names=%d: table map %s is the source table %s: %v, want %v", c.lctn, m, n, got, want)
+			}
+			// A table configured in capitals, on a server that stores it in lower case.
+			if got := sameTable(m, table.Name{Schema: "EDXAPP", Table: "Courseware_StudentModuleHistory"}, fold); got != (c.fold || m != n) {
+				t.Errorf("lower_case_table_names=%d: table map %s is EDXAPP.Courseware_StudentModuleHistory: %v", c.lctn, m, got)
+			}
 		}
 	}
 }
@@ -95,7 +142,7 @@ func FuzzTokenize(f *testing.F) {
 	n := table.Name{Schema: "a", Table: "b"}
 	f.Fuzz(func(t *testing.T, q string) {
 		// Must not panic on any input: the stream passes every Query event through here.
-		_ = ddlTouches(q, "a", n)
-		_ = statementWrite(q, "a", n)
+		_ = ddlTouches(q, "a", n, true)
+		_ = statementWrite(q, "a", n, true)
 	})
 }

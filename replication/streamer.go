@@ -337,7 +337,7 @@ func (s *streamer) query(ctx context.Context, ev *replication.BinlogEvent, e *re
 		return nil
 	}
 	schema := string(e.Schema)
-	if ddlTouches(q, schema, s.r.cfg.SourceTable) {
+	if ddlTouches(q, schema, s.r.cfg.SourceTable, s.r.cfg.FoldNames) {
 		if s.cur == nil && s.fileMode { // MySQL before 5.7 without GTIDs: the statement is the transaction
 			s.open(s.txnName(""))
 		}
@@ -356,7 +356,7 @@ func (s *streamer) query(ctx context.Context, ev *replication.BinlogEvent, e *re
 		return fmt.Errorf("%w (`%.300s`, transaction %s): the stream stopped after the transaction before it; re-run preflight, adapt the target, then restart",
 			ErrDDL, q, gtid)
 	}
-	if statementWrite(q, schema, s.r.cfg.SourceTable) {
+	if statementWrite(q, schema, s.r.cfg.SourceTable, s.r.cfg.FoldNames) {
 		return fmt.Errorf("%w: a statement-format write to the source table (`%.300s`): its rows are not in the binlog; keep binlog_format=ROW for every session, then start over",
 			ErrUnsupported, q)
 	}
@@ -501,7 +501,7 @@ func (g *byteGate) release(n int) {
 }
 
 func (s *streamer) isSource(t *replication.TableMapEvent) bool {
-	return string(t.Schema) == s.r.cfg.SourceTable.Schema && string(t.Table) == s.r.cfg.SourceTable.Table
+	return sameTable(table.Name{Schema: string(t.Schema), Table: string(t.Table)}, s.r.cfg.SourceTable, s.r.cfg.FoldNames)
 }
 
 func mysqlGTID(sid []byte, tag string, gno int64) string {
@@ -525,7 +525,7 @@ func (r *Replicator) syncerConfig() replication.BinlogSyncerConfig {
 		host, portStr = src.Addr, "3306"
 	}
 	port, _ := strconv.ParseUint(portStr, 10, 16)
-	schema, tbl := r.cfg.SourceTable.Schema, r.cfg.SourceTable.Table
+	source, fold := r.cfg.SourceTable, r.cfg.FoldNames
 	return replication.BinlogSyncerConfig{
 		ServerID: r.cfg.ServerID, Flavor: r.cfg.Flavor,
 		// The SQL pool's own TLS settings: dbconn.Open has settled preferred into TLS or plaintext for both.
@@ -547,7 +547,7 @@ func (r *Replicator) syncerConfig() replication.BinlogSyncerConfig {
 			if err != nil {
 				return err
 			}
-			if e.Table == nil || string(e.Table.Schema) != schema || string(e.Table.Table) != tbl {
+			if e.Table == nil || !sameTable(table.Name{Schema: string(e.Table.Schema), Table: string(e.Table.Table)}, source, fold) {
 				return nil
 			}
 			return e.DecodeData(pos, data)
