@@ -82,9 +82,9 @@ type Config struct {
 	// FoldNames: the source compares database and table names case-insensitively (lower_case_table_names 1
 	// or 2, dbconn.ServerInfo.FoldsNames), so its binlog may name the source table in another case than
 	// SourceTable: in lower case (1), as created (2), as a statement wrote it (any DDL). False compares exactly.
-	FoldNames bool
-	BatchRows int // max row changes per target transaction (default 2000)
-	BatchDelay  time.Duration // how long a batch with rows waits for more (default 50 ms)
+	FoldNames  bool
+	BatchRows  int           // max row changes per target transaction (default 2000)
+	BatchDelay time.Duration // how long a batch with rows waits for more (default 50 ms)
 	// ApplyLanes is how many target transactions (and connections) one batch is applied over, dealing ids
 	// to lanes in blocks; 1 applies each batch in a single transaction. See lanes.go. Default 2.
 	ApplyLanes int
