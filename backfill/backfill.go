@@ -140,13 +140,19 @@ type Backfill struct {
 
 	bulkMu sync.Mutex // held by the one worker running a statement that holds CSMHE's AUTO-INC lock (oneBulk)
 
-	mu       sync.Mutex
-	segs     map[int]checkpoint.Segment // committed state of every segment
-	planned  bool
-	estRows  int64 // the source's TABLE_ROWS estimate
-	done     atomic.Bool
-	paused   atomic.Bool
-	resumeCh chan struct{}
+	stealMu   sync.Mutex                                              // held by the one idle worker claiming or splitting a segment
+	estimator func(ctx context.Context, lo, hi uint64) (int64, error) // tests' stand-in for EXPLAIN's row estimate
+
+	mu        sync.Mutex
+	segs      map[int]checkpoint.Segment // committed state of every segment
+	active    map[int]*worker            // segments a worker copies (the worker, once it has started)
+	est       map[int]segEstimate        // rows left per segment, estimated
+	estFactor float64                    // rows copied per row estimated in the copied ranges: calibrates est
+	planned   bool
+	estRows   int64 // the source's TABLE_ROWS estimate
+	done      atomic.Bool
+	paused    atomic.Bool
+	resumeCh  chan struct{}
 }
 
 // New validates the configuration.
@@ -181,7 +187,7 @@ func New(src, dst *sql.DB, store *checkpoint.Store, m *metrics.Metrics, log *slo
 	}
 	return &Backfill{src: src, dst: dst, store: store, m: m, log: log.With("component", "backfill"), cfg: cfg,
 		limiter: newLimiter(cfg.MaxRowsPerSecond), rate: newRateWindow(30 * time.Second), deadline: cfg.ChunkDeadline,
-		segs: map[int]checkpoint.Segment{}, resumeCh: make(chan struct{})}, nil
+		segs: map[int]checkpoint.Segment{}, active: map[int]*worker{}, est: map[int]segEstimate{}, estFactor: 1, resumeCh: make(chan struct{})}, nil
 }
 
 // Run copies every segment not yet done and returns nil when the whole range is copied, ctx.Err() when
@@ -198,14 +204,14 @@ func (b *Backfill) Run(ctx context.Context) error {
 	workers := b.workers()
 	b.log.Info("backfill starting", "segments", len(segs), "same_server", b.sameServer.Load(), "workers", workers, "load_data", b.loadSQL != "",
 		"columns", len(b.cols), "statement_budget", b.stmtBudget)
+	b.refreshEstimates(ctx)
 	b.updateGauges()
+	ectx, stopEstimates := context.WithCancel(ctx)
+	go b.watchEstimates(ectx)
+	defer stopEstimates()
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(workers)
-	for _, s := range segs {
-		if s.Done {
-			continue
-		}
-		g.Go(func() error { return b.runSegment(gctx, s) })
+	for range workers {
+		g.Go(func() error { return b.work(gctx) })
 	}
 	if err := g.Wait(); err != nil {
 		if ctx.Err() != nil {

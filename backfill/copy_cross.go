@@ -110,8 +110,10 @@ func (b *Backfill) copyCross(ctx context.Context, w *worker) error {
 		c.expired = &expired
 		open = append(kept, c)
 	}
-	start, end := w.seg.Next, w.seg.End
-	g.Go(func() error { return b.readChunks(gctx, w.sp, start, end, chunks, tokens, track) })
+	start, id := w.seg.Next, w.seg.ID
+	g.Go(func() error {
+		return b.readChunks(gctx, w.sp, start, func() uint64 { return b.liveEnd(id) }, chunks, tokens, track)
+	})
 	g.Go(func() error {
 		for c := range chunks {
 			if err := b.writeChunk(c.ctx, w, c, tokens); err != nil {
@@ -135,12 +137,16 @@ func (b *Backfill) copyCross(ctx context.Context, w *worker) error {
 }
 
 // readChunks is the reader: it waits for the throttle, then reads chunk after chunk into statements.
-func (b *Backfill) readChunks(ctx context.Context, sp *spanner, lo, end uint64, out chan<- *crossChunk,
+func (b *Backfill) readChunks(ctx context.Context, sp *spanner, lo uint64, endOf func() uint64, out chan<- *crossChunk,
 	tokens chan struct{}, track func(*crossChunk)) error {
 	defer close(out)
 	for {
 		if err := b.wait(ctx); err != nil {
 			return err
+		}
+		end := endOf() // a split may have shortened the segment
+		if lo > end {
+			return nil
 		}
 		span, rowCap := sp.next()
 		c := &crossChunk{lo: lo, hi: chunkEnd(lo, span, end), stmts: make(chan insertStmt, 1)}
@@ -294,6 +300,9 @@ func (b *Backfill) writeChunk(ctx context.Context, w *worker, c *crossChunk, tok
 	}
 	if c.err != nil {
 		return c.err
+	}
+	if err := b.chunkInSegment(w, c.hi); err != nil {
+		return err
 	}
 	next := nextSegment(w.seg, c.hi, inserted)
 	if err := b.store.SaveSegment(ctx, dtx, w.epoch, w.seg, next); err != nil {

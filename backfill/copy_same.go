@@ -25,6 +25,9 @@ func (b *Backfill) copySame(ctx context.Context, w *worker) error {
 			return err
 		}
 		span, rowCap := w.sp.next()
+		if b.syncEnd(w); w.finished() {
+			return nil // a split took the rest of the segment
+		}
 		lo := w.seg.Next
 		hi := chunkEnd(lo, span, w.seg.End)
 		// A span grown over deleted history may reach dense rows again: cut the chunk at the row cap so one
@@ -95,6 +98,9 @@ func (b *Backfill) copySameTx(ctx context.Context, w *worker, insert string, lo,
 		if err := b.checkWarnings(ctx, tx); err != nil {
 			return 0, err
 		}
+	}
+	if err := b.chunkInSegment(w, hi); err != nil {
+		return 0, err
 	}
 	next := nextSegment(w.seg, hi, n)
 	if err := b.store.SaveSegment(ctx, tx, w.epoch, w.seg, next); err != nil {

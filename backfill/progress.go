@@ -8,7 +8,9 @@ import (
 // Progress is a snapshot of the copy.
 type Progress struct {
 	Copied     int64         // rows copied, by this run and earlier ones (from the checkpoint)
-	Total      int64         // estimated rows in the range: measured rows per id once chunks ran, the table's estimate before
+	Total      int64         // estimated rows in the range: copied plus RowsLeft, else from rows per id or the table's estimate
+	RowsLeft   int64         // estimated rows not yet copied, from the primary key's row estimates, when Estimated
+	Estimated  bool          // RowsLeft is known for every segment not done
 	IDsDone    uint64        // ids of the range below the segments' next ids
 	IDsTotal   uint64        // ids in the range
 	RowsPerSec float64       // over the last ~30 s
@@ -18,12 +20,15 @@ type Progress struct {
 	Planned    bool // the range is known
 }
 
-// Ratio is the fraction of the id range copied.
+// Ratio is the fraction of the rows copied: by rows, not ids, so one far outlier id does not hold it at a
+// fraction of the id range while the rows are all copied. Without a row estimate, the fraction of the id range.
 func (p Progress) Ratio() float64 {
-	if p.Done {
+	switch {
+	case p.Done:
 		return 1
-	}
-	if p.IDsTotal == 0 {
+	case p.Estimated && p.Total > 0:
+		return min(float64(p.Copied)/float64(p.Total), 1)
+	case p.IDsTotal == 0:
 		return 0
 	}
 	return float64(p.IDsDone) / float64(p.IDsTotal)
@@ -31,8 +36,9 @@ func (p Progress) Ratio() float64 {
 
 // Progress returns the current snapshot.
 func (b *Backfill) Progress() Progress {
+	left, known := b.rowsLeft()
 	b.mu.Lock()
-	p := Progress{Planned: b.planned}
+	p := Progress{Planned: b.planned, RowsLeft: left, Estimated: known && b.planned}
 	var copied uint64
 	for _, s := range b.segs {
 		if s.End >= s.Start {
@@ -59,6 +65,8 @@ func estimate(p Progress, tableRows int64) (int64, time.Duration) {
 	left := p.IDsTotal - p.IDsDone
 	var total float64
 	switch {
+	case p.Estimated:
+		total = float64(p.Copied + p.RowsLeft)
 	case p.IDsDone > 0 && p.Copied > 0:
 		total = float64(p.Copied) + float64(left)*float64(p.Copied)/float64(p.IDsDone)
 	case tableRows > 0:

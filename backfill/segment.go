@@ -40,18 +40,15 @@ type chunkStats struct {
 // runSegment copies one segment, retrying transient failures (lock waits, deadlocks, lost connections) with
 // backoff. A retry re-reads the segment's checkpoint: a commit whose acknowledgement was lost may have
 // succeeded, and the checkpoint, not memory, says where to continue.
-func (b *Backfill) runSegment(ctx context.Context, seg checkpoint.Segment) error {
-	budget := b.cfg.ChunkBytes
-	if b.sameServer.Load() {
-		// Server-side chunks never pass through this process: the byte budget guards no memory here, only the
-		// size of one transaction. --chunk-time still bounds how long a chunk's rows stay locked.
-		budget = max(budget, sameServerChunkBytes)
-	}
-	w := &worker{seg: seg, sp: newSpanner(b.cfg.ChunkTime, budget, b.rowBytesEst)}
+func (b *Backfill) runSegment(ctx context.Context, seg checkpoint.Segment, sp *spanner) error {
+	w := &worker{seg: seg, sp: sp}
+	b.mu.Lock()
+	b.active[seg.ID] = w
+	b.mu.Unlock()
 	failures := 0
 	delay := retryBackoff
 	stale := true // memory may be behind the checkpoint: at the start (the lock may have been taken again since the plan was read) and after a failure
-	for !w.finished() {
+	for b.syncEnd(w); !w.finished(); b.syncEnd(w) {
 		before := w.seg.Next
 		var err error
 		if stale {
@@ -107,10 +104,12 @@ func (b *Backfill) reload(ctx context.Context, w *worker) error {
 		return fmt.Errorf("backfill: reload the checkpoint: %w", err)
 	}
 	for _, s := range have {
-		if s.ID != w.seg.ID || s.Next == w.seg.Next {
+		if s.ID != w.seg.ID || s.Next == w.seg.Next && s.End == w.seg.End && s.Rows == w.seg.Rows && s.Done == w.seg.Done {
 			continue
 		}
-		b.log.Info("backfill chunk had committed before its error", "segment", s.ID, "next_id", s.Next)
+		if s.Next != w.seg.Next {
+			b.log.Info("backfill chunk had committed before its error", "segment", s.ID, "next_id", s.Next)
+		}
 		if s.Rows > w.seg.Rows {
 			b.m.RowsCopied.Add(float64(s.Rows - w.seg.Rows))
 		}
@@ -127,6 +126,9 @@ func (b *Backfill) committed(w *worker, next checkpoint.Segment, c chunkStats) {
 	w.seg = next
 	w.sp.observe(c)
 	b.mu.Lock()
+	if s, ok := b.segs[next.ID]; ok && s.End < next.End {
+		next.End = s.End // a split committed after this chunk; ends only shrink
+	}
 	b.segs[next.ID] = next
 	b.mu.Unlock()
 	b.rate.add(time.Now(), c.inserted)
@@ -136,6 +138,17 @@ func (b *Backfill) committed(w *worker, next checkpoint.Segment, c chunkStats) {
 	if h := b.cfg.Hooks.AfterChunkCopied; h != nil {
 		h(next.ID, next.Next)
 	}
+}
+
+// chunkInSegment checks, just before a chunk's checkpoint write, that the chunk ends within its segment: a
+// split may have given the ids above some point to another worker since the chunk was planned. If so, the
+// chunk is rolled back and read again within the shortened segment (ErrSegmentMoved, which is retried).
+func (b *Backfill) chunkInSegment(w *worker, hi uint64) error {
+	b.syncEnd(w)
+	if hi > w.seg.End {
+		return fmt.Errorf("%w: segment %d now ends at id %d, below the chunk's end %d (split)", checkpoint.ErrSegmentMoved, w.seg.ID, w.seg.End, hi)
+	}
+	return nil
 }
 
 // nextSegment is the segment state after a chunk ending at hi with inserted new rows.

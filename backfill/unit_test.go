@@ -358,6 +358,49 @@ func TestReporter(t *testing.T) {
 	}
 }
 
+// The split point is the row median, found by bisecting the id range with row estimates: with 100,000 dense
+// ids and one outlier at 2,000,000,000 the upper half starts near id 50,000, not near 1,000,000,000 where
+// halving the ids would put it (and leave every row in the lower half).
+func TestMedianSplitsRowsNotIds(t *testing.T) {
+	ids := make([]uint64, 0, 100_001)
+	for i := uint64(1); i <= 100_000; i++ {
+		ids = append(ids, i)
+	}
+	ids = append(ids, 2_000_000_000)
+	calls := 0
+	// InnoDB's estimate: exact here, but never above half the table's rows (btr_estimate_n_rows_in_range).
+	b := &Backfill{estimator: func(_ context.Context, lo, hi uint64) (int64, error) {
+		calls++
+		i, _ := slices.BinarySearch(ids, lo)
+		j, _ := slices.BinarySearch(ids, hi+1)
+		return min(int64(j-i), int64(len(ids))/2), nil
+	}}
+	for _, c := range []struct {
+		lo, hi  uint64
+		rows    int64
+		atLeast uint64
+		atMost  uint64
+	}{
+		{1, 2_000_000_000, 100_001, 49_999, 50_003},
+		{60_001, 2_000_000_000, 40_001, 80_000, 80_003},
+		{1, 100_000, 100_000, 49_999, 50_002},
+		{1, 500_000_000, 100_000, 49_999, 50_002},
+	} {
+		calls = 0
+		at, err := b.median(context.Background(), c.lo, c.hi)
+		if err != nil || at < c.atLeast || at > c.atMost {
+			t.Errorf("median of [%d, %d] = %d, %v; want within [%d, %d]", c.lo, c.hi, at, err, c.atLeast, c.atMost)
+		}
+		if calls > 64 {
+			t.Errorf("median of [%d, %d] took %d estimates, want at most 64", c.lo, c.hi, calls)
+		}
+		// The rows of a range above the cap are counted as the sum of ranges under it.
+		if n, err := b.rowsIn(context.Background(), c.lo, c.hi); err != nil || n != c.rows {
+			t.Errorf("rows in [%d, %d]: %d, %v; want %d", c.lo, c.hi, n, err, c.rows)
+		}
+	}
+}
+
 // An explicit --start-id or --end-id beyond an existing plan adds exactly the ids the plan leaves out.
 func TestExtendRanges(t *testing.T) {
 	plan := []checkpoint.Segment{{ID: 0, Start: 100, End: 149}, {ID: 1, Start: 150, End: 199}}

@@ -430,14 +430,16 @@ func (s *Store) PlanSegments(ctx context.Context, plan []Segment) ([]Segment, er
 // the latest committed row (waiting for a commit still in flight). A process that died with its commit in
 // flight may have moved the segment after this process loaded it; then this chunk's INSERT IGNORE found those
 // rows present and counted none of them, and writing to.Rows would erase the dead process's count. Instead
-// the write fails with ErrSegmentMoved: the caller rolls back, reloads and goes on from the moved state.
+// the write fails with ErrSegmentMoved: the caller rolls back, reloads and goes on from the moved state. So
+// it does when SplitSegment has given the upper part of the segment to another worker since from was read: the
+// chunk may reach into that part, and the segment's end is part of the state compared.
 func (s *Store) SaveSegment(ctx context.Context, tx Execer, epoch uint64, from, to Segment) error {
 	if err := s.check(ctx, tx, epoch); err != nil {
 		return err
 	}
 	res, err := tx.ExecContext(ctx, `UPDATE `+s.fill+` SET next_id = ?, rows_copied = ?, done = ?, updated_at = ?
-		WHERE segment = ? AND next_id = ? AND rows_copied = ? AND done = ?`,
-		to.Next, to.Rows, to.Done, time.Now().UTC(), to.ID, from.Next, from.Rows, from.Done)
+		WHERE segment = ? AND next_id = ? AND rows_copied = ? AND done = ? AND end_id = ?`,
+		to.Next, to.Rows, to.Done, time.Now().UTC(), to.ID, from.Next, from.Rows, from.Done, from.End)
 	if err != nil {
 		return fmt.Errorf("save backfill checkpoint: %w", err)
 	}

@@ -33,8 +33,10 @@ type Metrics struct {
 	ThrottledSecs prometheus.Counter
 	// ChunkDeadlines counts chunks rolled back because they held their source rows for the chunk deadline.
 	ChunkDeadlines prometheus.Counter
-	Paused         prometheus.Gauge
-	BackfillDone   prometheus.Gauge
+	// SegmentSplits counts backfill segments split so an idle worker takes half of a busy one's rows.
+	SegmentSplits prometheus.Counter
+	Paused        prometheus.Gauge
+	BackfillDone  prometheus.Gauge
 
 	// StageStopped is 1 for the stage that stopped on its own while the daemon runs on, on the series of the
 	// reason it stopped for, and 0 on every other series; stage = backfill, reason from a fixed set.
@@ -69,6 +71,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		ETA:               g("csmh_sync_backfill_eta_seconds", "Estimated seconds until the backfill finishes at the recent rate."),
 		ThrottledSecs:     c("csmh_sync_backfill_throttled_seconds_total", "Seconds the backfill waited because of throttling (rate limit, load, replica lag)."),
 		ChunkDeadlines:    c("csmh_sync_backfill_chunk_deadlines_total", "Backfill chunks rolled back and read again because they held their source rows locked for the chunk deadline."),
+		SegmentSplits:     c("csmh_sync_backfill_segment_splits_total", "Backfill segments split at their row median so an idle worker copies the upper half."),
 		Paused:            g("csmh_sync_backfill_paused", "1 while the backfill is paused by an operator (POST /pause)."),
 		BackfillDone:      g("csmh_sync_backfill_done", "1 when the backfill has copied its whole range."),
 		StageStopped: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "csmh_sync_stage_stopped",
@@ -88,7 +91,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.Lag, m.TxBehind, m.AppliedRows, m.AppliedTx, m.SourceWrites, m.Connected, m.CheckpointAge,
 		m.RetentionHeadroom, m.SourceIDUsed, m.IDRunway, m.RowsCopied, m.BytesCopied, m.Progress, m.ETA,
-		m.ThrottledSecs, m.ChunkDeadlines, m.Paused, m.BackfillDone, m.StageStopped, m.VerifyChunks, info,
+		m.ThrottledSecs, m.ChunkDeadlines, m.SegmentSplits, m.Paused, m.BackfillDone, m.StageStopped, m.VerifyChunks, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
