@@ -194,6 +194,9 @@ func (c *Checker) checkSourceServer(ctx context.Context, r *Report, db *sql.DB) 
 	if si.BinlogFormat == "ROW" && (si.BinlogRowImage == "" || si.BinlogRowImage == "FULL") {
 		r.add(OK, "binlog", "binlog on, ROW, FULL row image")
 	}
+	if err := dbconn.CheckBinlogCompression(ctx, db); errors.Is(err, dbconn.ErrBinlogCompression) {
+		r.add(Fail, "binlog", "%v", err)
+	}
 	lvl, msg := gtidFinding(si)
 	r.add(lvl, "gtid", "%s", msg)
 	if si.Version.Flavor == dbconn.MySQL && si.GTIDMode == "ON" {

@@ -45,6 +45,9 @@ func prepare(ctx context.Context, log *slog.Logger, c *Common, k *conns, startID
 		return nil, fmt.Errorf("source binlog is not usable (log_bin=%v, binlog_format=%s, binlog_row_image=%s): run 'csmh-sync preflight' and fix what it reports",
 			p.info.LogBin, p.info.BinlogFormat, p.info.BinlogRowImage)
 	}
+	if err := dbconn.CheckBinlogCompression(ctx, k.src); err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
 	if p.src, err = table.Load(ctx, k.src, c.SourceTable); err != nil {
 		return nil, fmt.Errorf("source: %w", err)
 	}

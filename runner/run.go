@@ -308,12 +308,16 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		}
 		close(lockLost)
 	}()
-	// The target's AUTO_INCREMENT falling below the id boundary (checked at start by prepare) stops the run
-	// too, recorded as the stream's stop.
+	// The target's AUTO_INCREMENT falling below the id boundary, or the source turning on binlog compression
+	// while the stream runs (both checked at start by prepare), stops the run too, recorded as the stream's stop.
 	watchCtx, stopWatch := context.WithCancel(runCtx)
 	aiStop := make(chan error, 1)
+	var streamSrc *sql.DB // the source, while there is a stream
+	if rep != nil {
+		streamSrc = k.src
+	}
 	go func() {
-		if err := watchAutoIncrement(watchCtx, log, p.store, r.TargetTable, autoIncEvery); err != nil {
+		if err := watchSettings(watchCtx, log, p.store, r.TargetTable, streamSrc, settingsEvery); err != nil {
 			aiStop <- err
 			stopRun()
 		}
@@ -389,14 +393,15 @@ func (r *Run) sameServer(ctx context.Context, k *conns) (*bool, error) {
 	return nil, nil // auto: the backfill proves it
 }
 
-// autoIncEvery is how often the daemon compares the target's AUTO_INCREMENT with the id boundary: one
-// information_schema read of one table.
-const autoIncEvery = 5 * time.Second
+// settingsEvery is how often the daemon compares the target's AUTO_INCREMENT with the id boundary and reads
+// the source's binlog_transaction_compression: two small reads.
+const settingsEvery = 5 * time.Second
 
-// watchAutoIncrement returns checkpoint.ErrAutoIncrement's stop once the target's AUTO_INCREMENT is below the
-// id boundary (a MySQL 5.7 target restarted, or an ALTER), and nil when ctx ends. A failed read (the target
-// restarting) is tried again at the next tick; the check after a restart is the one that matters.
-func watchAutoIncrement(ctx context.Context, log *slog.Logger, store *checkpoint.Store, target table.Name, every time.Duration) error {
+// watchSettings returns a stop once the target's AUTO_INCREMENT is below the id boundary
+// (checkpoint.ErrAutoIncrement: a MySQL 5.7 target restarted, or an ALTER) or, with src, once the source
+// compresses its binlog transactions (dbconn.ErrBinlogCompression), and nil when ctx ends. A failed read (a
+// server restarting) is tried again at the next tick; the check after a restart is the one that matters.
+func watchSettings(ctx context.Context, log *slog.Logger, store *checkpoint.Store, target table.Name, src *sql.DB, every time.Duration) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -407,12 +412,18 @@ func watchAutoIncrement(ctx context.Context, log *slog.Logger, store *checkpoint
 		}
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, _, err := store.CheckAutoIncrement(cctx, target)
+		var cerr error
+		if src != nil {
+			cerr = dbconn.CheckBinlogCompression(cctx, src)
+		}
 		cancel()
-		switch {
-		case errors.Is(err, checkpoint.ErrAutoIncrement):
-			return err // Run's error: the command's last line
-		case err != nil && ctx.Err() == nil:
-			log.Debug("target AUTO_INCREMENT not read; trying again", "err", err)
+		for _, e := range []error{err, cerr} {
+			switch {
+			case errors.Is(e, checkpoint.ErrAutoIncrement), errors.Is(e, dbconn.ErrBinlogCompression):
+				return e // Run's error: the command's last line
+			case e != nil && ctx.Err() == nil:
+				log.Debug("settings not read; trying again", "err", e)
+			}
 		}
 	}
 }

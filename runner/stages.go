@@ -10,6 +10,7 @@ import (
 
 	"github.com/csmh-sync/csmh-sync/backfill"
 	"github.com/csmh-sync/csmh-sync/checkpoint"
+	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/metrics"
 	"github.com/csmh-sync/csmh-sync/replication"
 	"github.com/csmh-sync/csmh-sync/throttle"
@@ -19,7 +20,7 @@ import (
 // fixed set, so the label's cardinality stays bounded; the error itself is logged and recorded beside it.
 var (
 	backfillStopReasons = []string{"critical_load", "replica", "schema", "range", "config", "error"}
-	streamStopReasons   = []string{"ddl", "id_collision", "auto_increment", "purged", "diverged", "schema", "unsupported", "error"}
+	streamStopReasons   = []string{"ddl", "id_collision", "auto_increment", "binlog_compression", "purged", "diverged", "schema", "unsupported", "error"}
 )
 
 func backfillStopReason(err error) string {
@@ -46,6 +47,8 @@ func streamStopReason(err error) string {
 		return "id_collision"
 	case errors.Is(err, checkpoint.ErrAutoIncrement):
 		return "auto_increment" // the target's AUTO_INCREMENT fell below the id boundary
+	case errors.Is(err, dbconn.ErrBinlogCompression):
+		return "binlog_compression" // the source turned binlog_transaction_compression on
 	case errors.Is(err, replication.ErrPurged):
 		return "purged"
 	case errors.Is(err, replication.ErrDiverged):
@@ -77,6 +80,8 @@ func stopFix(st checkpoint.StageStop) string {
 		return "adapt the target table, run 'preflight', then restart with 'run --accept-ddl <transaction>' (the GTID or binlog position the message names)"
 	case "id_collision":
 		return "make room above CSMH's ids ('cutover --bump-auto-increment', docs/runbook.md \"Id runway low\"), then restart 'run'"
+	case "binlog_compression":
+		return "SET GLOBAL binlog_transaction_compression=OFF on the source (and in its my.cnf or parameter group), then restart 'run'"
 	case "auto_increment":
 		return "raise CSMHE's AUTO_INCREMENT to the id boundary with the ALTER TABLE the message names, then restart 'run'"
 	case "purged":

@@ -17,6 +17,7 @@ import (
 
 	"github.com/csmh-sync/csmh-sync/backfill"
 	"github.com/csmh-sync/csmh-sync/checkpoint"
+	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/metrics"
 	"github.com/csmh-sync/csmh-sync/replication"
 	"github.com/csmh-sync/csmh-sync/table"
@@ -47,6 +48,7 @@ func TestStopReasons(t *testing.T) {
 		{fmt.Errorf("%w (`ALTER TABLE …`, transaction 0-1-9)", replication.ErrDDL), "ddl"},
 		{fmt.Errorf("%w: id 1000000", replication.ErrIDCollision), "id_collision"},
 		{checkpoint.AutoIncrementBelow(table.Name{Schema: "s", Table: "t"}, 2001, 1_000_000), "auto_increment"},
+		{fmt.Errorf("%w: turn it off", dbconn.ErrBinlogCompression), "binlog_compression"},
 		{replication.ErrPurged, "purged"},
 		{replication.ErrDiverged, "diverged"},
 		// Found by the resume validation at start, before the stream runs (checkResumable's wrapping).
