@@ -39,6 +39,9 @@ var (
 	// ErrUnsupported: the binlog holds a change to the source table that cannot be replayed exactly
 	// (a statement-format write, an XA transaction).
 	ErrUnsupported = errors.New("unsupported change to the source table")
+	// ErrTaggedGTID: a tagged GTID (uuid:tag:n, MySQL 8.3+) where the stream follows GTIDs; wrapped with
+	// ErrUnsupported.
+	ErrTaggedGTID = errors.New("tagged GTID")
 )
 
 // PositionStore is what the stream needs from the checkpoint: saving the position inside the transaction

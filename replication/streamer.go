@@ -75,6 +75,9 @@ func (r *Replicator) session(ctx context.Context) error {
 		}
 		stream, err = syncer.StartSync(gomysql.Position{Name: fp.File, Pos: uint32(fp.Pos)})
 	} else {
+		if pos.Tagged() { // prepare refuses such a checkpoint, and the stream stops before a tagged GTID
+			return fmt.Errorf("%w: %w: the position %s holds %s", ErrUnsupported, ErrTaggedGTID, pos, gtid.TaggedUnsupported)
+		}
 		stream, err = syncer.StartSyncGTID(pos.GoMySQL())
 	}
 	if err != nil {
@@ -253,15 +256,16 @@ func (s *streamer) handle(ctx context.Context, ev *replication.BinlogEvent) erro
 		// in a MIXED-format session carries the flag and goes on after that statement.
 		s.began = !e.IsStandalone()
 	case *replication.GTIDEvent:
-		if err := s.endDangling(ctx, ev); err != nil {
-			return err
+		return s.mysqlGTIDEvent(ctx, ev, e)
+	case *replication.GtidTaggedLogEvent:
+		// MySQL 8.3+ writes a tagged GTID (uuid:tag:n) in an event type of its own. By GTID the stream stops
+		// before it, as the position could not hold it (gtid.TaggedUnsupported); by file and offset it is a
+		// transaction like any other.
+		if !s.fileMode {
+			return fmt.Errorf("%w: %w: the source wrote %s, one of the %s", ErrUnsupported, ErrTaggedGTID,
+				mysqlGTID(e.SID, e.Tag, e.GNO), gtid.TaggedUnsupported)
 		}
-		// Without GTIDs, MySQL 5.7+ still opens every transaction with an Anonymous_GTID event, which go-mysql
-		// decodes as a GTIDEvent with a zero uuid: in file mode it is named by its offset instead.
-		s.open(s.txnName(mysqlGTID(e.SID, e.Tag, e.GNO)))
-		if e.ImmediateCommitTimestamp > 0 { // MySQL 8.0.1+: the commit time on this server, in microseconds
-			s.cur.exactTS = e.ImmediateCommitTime()
-		}
+		return s.mysqlGTIDEvent(ctx, ev, &e.GTIDEvent)
 	case *replication.QueryEvent:
 		return s.query(ctx, ev, e)
 	case *replication.RowsEvent:
@@ -504,13 +508,29 @@ func (s *streamer) isSource(t *replication.TableMapEvent) bool {
 	return sameTable(table.Name{Schema: string(t.Schema), Table: string(t.Table)}, s.r.cfg.SourceTable, s.r.cfg.FoldNames)
 }
 
+// mysqlGTIDEvent opens the transaction a MySQL GTID event (tagged or not) begins.
+func (s *streamer) mysqlGTIDEvent(ctx context.Context, ev *replication.BinlogEvent, e *replication.GTIDEvent) error {
+	if err := s.endDangling(ctx, ev); err != nil {
+		return err
+	}
+	// Without GTIDs, MySQL 5.7+ still opens every transaction with an Anonymous_GTID event, which go-mysql
+	// decodes as a GTIDEvent with a zero uuid: in file mode it is named by its offset instead.
+	s.open(s.txnName(mysqlGTID(e.SID, e.Tag, e.GNO)))
+	if e.ImmediateCommitTimestamp > 0 { // MySQL 8.0.1+: the commit time on this server, in microseconds
+		s.cur.exactTS = e.ImmediateCommitTime()
+	}
+	return nil
+}
+
+// mysqlGTID names a MySQL transaction as gtid_executed does: uuid:n, or uuid:tag:n with the tag in lower case
+// (tags are not case-sensitive, and the server prints them so).
 func mysqlGTID(sid []byte, tag string, gno int64) string {
 	u := fmt.Sprintf("%x", sid)
 	if len(sid) == 16 {
 		u = fmt.Sprintf("%x-%x-%x-%x-%x", sid[0:4], sid[4:6], sid[6:8], sid[8:10], sid[10:16])
 	}
 	if tag != "" {
-		return u + ":" + tag + ":" + strconv.FormatInt(gno, 10)
+		return u + ":" + strings.ToLower(tag) + ":" + strconv.FormatInt(gno, 10)
 	}
 	return u + ":" + strconv.FormatInt(gno, 10)
 }

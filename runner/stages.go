@@ -20,7 +20,7 @@ import (
 // fixed set, so the label's cardinality stays bounded; the error itself is logged and recorded beside it.
 var (
 	backfillStopReasons = []string{"critical_load", "replica", "schema", "range", "config", "error"}
-	streamStopReasons   = []string{"ddl", "id_collision", "auto_increment", "binlog_compression", "purged", "diverged", "schema", "unsupported", "error"}
+	streamStopReasons   = []string{"ddl", "id_collision", "auto_increment", "binlog_compression", "purged", "diverged", "schema", "tagged_gtid", "unsupported", "error"}
 )
 
 func backfillStopReason(err error) string {
@@ -55,6 +55,8 @@ func streamStopReason(err error) string {
 		return "diverged"
 	case errors.Is(err, replication.ErrSchema):
 		return "schema"
+	case errors.Is(err, replication.ErrTaggedGTID):
+		return "tagged_gtid" // before unsupported, which it is wrapped with
 	case errors.Is(err, replication.ErrUnsupported):
 		return "unsupported"
 	}
@@ -90,6 +92,8 @@ func stopFix(st checkpoint.StageStop) string {
 		return "point --source-dsn at the server the copy started from and restart 'run', or start over (docs/runbook.md, \"Recover from a purged binlog\")"
 	case "schema":
 		return "make the tables match again ('preflight' lists what differs), then restart 'run'"
+	case "tagged_gtid":
+		return "start over by binlog file and offset, --position file (docs/runbook.md, \"Recover from a purged binlog\"): a GTID position cannot hold a tagged GTID"
 	case "unsupported":
 		return "make the source log CSMH row-based only (binlog_format=ROW, no XA), then start over for the affected range"
 	}

@@ -55,6 +55,7 @@ func TestStopReasons(t *testing.T) {
 		{fmt.Errorf("%w: %w: the source has purged binlogs the checkpoint needs", ErrResume, replication.ErrPurged), "purged"},
 		{fmt.Errorf("%w: %w: the checkpoint holds transactions the source never executed", ErrResume, replication.ErrDiverged), "diverged"},
 		{replication.ErrSchema, "schema"},
+		{fmt.Errorf("%w: %w: uuid:mytag:5", replication.ErrUnsupported, replication.ErrTaggedGTID), "tagged_gtid"},
 		{replication.ErrUnsupported, "unsupported"},
 		{errors.New("something else"), "error"},
 	} {
