@@ -43,7 +43,7 @@ func (b *Backfill) work(ctx context.Context) error {
 	}
 	sp := newSpanner(b.cfg.ChunkTime, budget, b.rowBytesEst) // the worker's learnt span carries over to its next segment
 	for {
-		seg, ok, err := b.claim(ctx)
+		seg, ok, err := b.claim(ctx, sp)
 		if err != nil || !ok {
 			return err
 		}
@@ -59,7 +59,7 @@ func (b *Backfill) work(ctx context.Context) error {
 
 // claim returns the next segment for an idle worker: the lowest one not done that no worker copies, else the
 // upper half of the busiest one; ok is false when nothing is left worth taking.
-func (b *Backfill) claim(ctx context.Context) (checkpoint.Segment, bool, error) {
+func (b *Backfill) claim(ctx context.Context, sp *spanner) (checkpoint.Segment, bool, error) {
 	b.stealMu.Lock() // one claim at a time: two idle workers never split the same segment
 	defer b.stealMu.Unlock()
 	b.mu.Lock()
@@ -78,7 +78,7 @@ func (b *Backfill) claim(ctx context.Context) (checkpoint.Segment, bool, error) 
 	}
 	b.mu.Unlock()
 	for range 3 { // the busy worker may commit past the chosen split point first: choose again
-		s, ok, err := b.split(ctx)
+		s, ok, err := b.split(ctx, sp)
 		if !errors.Is(err, checkpoint.ErrSegmentMoved) {
 			return s, ok, err
 		}
@@ -87,11 +87,13 @@ func (b *Backfill) claim(ctx context.Context) (checkpoint.Segment, bool, error) 
 }
 
 // split cuts the busy segment with the most rows left at its row median and returns the new upper segment,
-// claimed by the caller.
-func (b *Backfill) split(ctx context.Context) (checkpoint.Segment, bool, error) {
+// claimed by the caller. The caller's spanner starts from the busy worker's span: its own may have been learnt
+// over an empty id span, the busy one's over the rows the caller takes next.
+func (b *Backfill) split(ctx context.Context, sp *spanner) (checkpoint.Segment, bool, error) {
 	type candidate struct {
 		seg    checkpoint.Segment
-		lo     uint64 // beyond what the segment's worker has in flight
+		lo     uint64 // the segment's next id
+		w      *worker
 		est    int64
 		fromID int
 	}
@@ -108,8 +110,7 @@ func (b *Backfill) split(ctx context.Context) (checkpoint.Segment, bool, error) 
 		// flight, except when a few chunks' worth is left: then minSplitRows refuses the split. (A margin in
 		// ids would be wrong: a span learnt over sparse ids can cover every row left.) Should a chunk in flight
 		// reach past it anyway, the chunk is rolled back and read again (chunkInSegment).
-		_ = w
-		cands = append(cands, candidate{seg: s, lo: s.Next})
+		cands = append(cands, candidate{seg: s, lo: s.Next, w: w})
 	}
 	b.mu.Unlock()
 	var best *candidate
@@ -153,6 +154,12 @@ func (b *Backfill) split(ctx context.Context) (checkpoint.Segment, bool, error) 
 	b.segs[to.ID] = to
 	b.active[to.ID] = nil
 	b.mu.Unlock()
+	if best.w != nil {
+		span, _ := best.w.sp.next()
+		sp.mu.Lock()
+		sp.span = span
+		sp.mu.Unlock()
+	}
 	b.refreshEstimates(ctx)
 	b.log.Info("backfill segment split: an idle worker takes the upper half of the rows left", "segment", best.seg.ID,
 		"new_segment", to.ID, "at_id", at, "end_id", to.End, "rows_left_estimate", best.est)
