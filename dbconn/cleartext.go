@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -105,7 +106,24 @@ func (e errKeyRefused) Error() string {
 // encrypts with it directly), and a key the server sends is let through only if it is the pinned one.
 func GuardClearPassword(c net.Conn) net.Conn { return guard(c, guardOpts{flag: "--source"}) }
 
-func guard(c net.Conn, o guardOpts) net.Conn { return &clearGuard{Conn: c, opts: o} }
+func guard(c net.Conn, o guardOpts) net.Conn {
+	g := &clearGuard{Conn: c, opts: o}
+	if sc, ok := c.(syscall.Conn); ok {
+		return &clearGuardSys{clearGuard: g, sc: sc}
+	}
+	return g
+}
+
+// clearGuardSys is a guard over a socket that offers its file descriptor. go-sql-driver checks a pooled
+// connection's socket (syscall.Conn) before reusing it, and retries on another when the server has closed it (a
+// restart); without the method it would write into the dead socket and fail with "invalid connection". The
+// check only peeks at the socket of a connection whose login is long over, when the guard passes bytes anyway.
+type clearGuardSys struct {
+	*clearGuard
+	sc syscall.Conn
+}
+
+func (g *clearGuardSys) SyscallConn() (syscall.RawConn, error) { return g.sc.SyscallConn() }
 
 type clearGuard struct {
 	net.Conn
