@@ -392,9 +392,9 @@ func (b *Backfill) newPlan(ctx context.Context) ([]checkpoint.Segment, error) {
 	lo, hi := b.cfg.StartID, b.cfg.EndID
 	empty := []checkpoint.Segment{{ID: 0, Start: 1, End: 0, Next: 1, Done: true}}
 	if lo == 0 || hi == 0 {
-		var mn, mx sql.NullInt64
-		if err := b.src.QueryRowContext(ctx, "SELECT MIN(id), MAX(id) FROM "+b.cfg.SourceTable.Quoted()).Scan(&mn, &mx); err != nil {
-			return nil, fmt.Errorf("backfill: capture the id range: %w", err)
+		mn, mx, err := rangeEnds(ctx, b.src, b.cfg.SourceTable, b.log)
+		if err != nil {
+			return nil, err
 		}
 		if !mn.Valid { // empty source: nothing to copy, but record that the plan exists
 			b.log.Info("backfill range captured: the source is empty")
