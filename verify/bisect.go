@@ -4,8 +4,9 @@ import "context"
 
 // sums is one side's aggregate over an id range.
 type sums struct {
-	n int64  // rows
-	h uint64 // XOR of the rows' 64-bit hashes (0 in count mode)
+	n      int64  // rows
+	h      uint64 // XOR of the rows' 64-bit hashes (0 in count mode)
+	q1, q2 string // the CRC digest's sums of squares (decimal; "0" otherwise)
 }
 
 // rangeSummer is what the drill-down needs: aggregates of both sides over a range, and a row-by-row

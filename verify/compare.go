@@ -202,7 +202,7 @@ func (r *run) sums(ctx context.Context, lo, hi uint64) (src, dst sums, err error
 		if count {
 			return s.db.QueryRowContext(ctx, s.countSQL(), lo, hi).Scan(&out.n)
 		}
-		return s.db.QueryRowContext(ctx, s.checksumSQL(), lo, hi).Scan(&out.n, &out.h)
+		return s.db.QueryRowContext(ctx, s.checksumSQL(), lo, hi).Scan(&out.n, &out.h, &out.q1, &out.q2)
 	}
 	err = retry(ctx, r.v.log, func() error {
 		g, gctx := errgroup.WithContext(ctx)

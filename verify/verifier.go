@@ -139,7 +139,7 @@ func (v *Verifier) prepare(ctx context.Context) (*run, error) {
 		v.log.Warn("target columns the source does not have are not compared", "columns", targetOnly)
 	}
 	r := &run{v: v, col: &collector{res: &Result{Mode: v.cfg.Mode}, max: v.cfg.MaxDiffs}}
-	r.src, r.dst = newSides(st, dt, v.src, v.dst, pairs)
+	r.src, r.dst = newSides(st, dt, v.src, v.dst, pairs, digestOf(ctx, v.src, v.dst))
 	r.srcCols = st.ColumnNames()
 	if err := EnsureLedger(ctx, v.dst, v.cfg.TargetTable.Schema); err != nil {
 		if v.cfg.Incremental {

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/csmh-sync/csmh-sync/runner"
+	"github.com/csmh-sync/csmh-sync/verify"
 )
 
 func buildVerify(fs *pflag.FlagSet, lf *logFlags, env *environ) command {
@@ -14,7 +15,7 @@ func buildVerify(fs *pflag.FlagSet, lf *logFlags, env *environ) command {
 	fs.StringVar(&v.Mode, "mode", "checksum", "count (rows per chunk), checksum (count + row hashes, drilled down to ids) or rows (every row, exact)")
 	fs.Uint64Var(&v.StartID, "start-id", 0, "first id to compare (default: the lowest present)")
 	fs.Uint64Var(&v.EndID, "end-id", 0, "last id to compare (default: the highest present, below the app's id range)")
-	fs.IntVar(&v.ChunkRows, "chunk-rows", 10000, "source rows per chunk")
+	fs.IntVar(&v.ChunkRows, "chunk-rows", verify.DefaultChunkRows, "source rows per chunk")
 	fs.IntVar(&v.Workers, "workers", 2, "chunks compared in parallel")
 	fs.BoolVar(&v.Incremental, "incremental", false, "re-check only chunks never verified equal or touched by replication since (ledger in the target schema)")
 	fs.BoolVar(&v.Repair, "repair", false, "re-copy differing rows from the source and verify them again")
