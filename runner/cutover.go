@@ -153,7 +153,8 @@ func (c *Cutover) Run(ctx context.Context) (int, error) {
 	return ExitOK, nil
 }
 
-// checkCaughtUp waits up to --timeout for the checkpoint to contain the source's executed GTIDs.
+// checkCaughtUp waits up to --timeout for the checkpoint to contain the source's executed GTIDs (in file mode,
+// to reach its current binlog position).
 func (c *Cutover) checkCaughtUp(ctx context.Context, src *sql.DB, store *checkpoint.Store, flavor string, rep *CutoverReport) error {
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, c.Timeout)
@@ -168,7 +169,11 @@ func (c *Cutover) checkCaughtUp(ctx context.Context, src *sql.DB, store *checkpo
 		}
 		rep.check(false, "caught up: %v", err)
 	} else {
-		rep.check(true, "caught up: the checkpoint contains the source's executed GTIDs %s (waited %s)", want, time.Since(start).Round(time.Millisecond))
+		what := "executed GTIDs"
+		if want.IsFile() {
+			what = "binlog position"
+		}
+		rep.check(true, "caught up: the checkpoint contains the source's %s %s (waited %s)", what, want, time.Since(start).Round(time.Millisecond))
 	}
 	return nil
 }

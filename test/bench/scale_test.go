@@ -109,6 +109,7 @@ func BenchmarkScale(b *testing.B) {
 		return took
 	}
 	srcArgs := []string{"--source-dsn", src.DSN(""), "--metrics-addr", "", "--log-level", "warn"}
+	fillArgs := strings.Fields(os.Getenv("CSMH_BENCH_SCALE_ARGS")) // backfill flags, for tuning runs
 
 	// Backfill.
 	quiesce(b, sdb, ddb)
@@ -123,13 +124,13 @@ func BenchmarkScale(b *testing.B) {
 	quiesce(b, sdb, ddb)
 	var rss float64
 	took := timed(func() error {
-		_, rss = runBinary(b, append([]string{"backfill", "--target-dsn", src.DSN("")}, srcArgs...)...)
+		_, rss = runBinary(b, append(append([]string{"backfill", "--target-dsn", src.DSN("")}, srcArgs...), fillArgs...)...)
 		return nil
 	})
 	add("csmh-sync backfill, same server", took, gen.Rows, ceiling, rss)
 	quiesce(b, sdb, ddb)
 	took = timed(func() error {
-		_, rss = runBinary(b, append([]string{"backfill", "--target-dsn", dst.DSN("")}, srcArgs...)...)
+		_, rss = runBinary(b, append(append([]string{"backfill", "--target-dsn", dst.DSN("")}, srcArgs...), fillArgs...)...)
 		return nil
 	})
 	add("csmh-sync backfill, cross server", took, gen.Rows, ceiling, rss)

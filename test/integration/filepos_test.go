@@ -140,7 +140,7 @@ func TestFilePositionStatusCutoverAndDDL(t *testing.T) {
 	}
 	insert(20, 5)
 	r := csmh(t, 2*time.Minute, nil, append([]string{"cutover", "--timeout", "60s", "--min-runway", "1000"}, p.args()...)...)
-	if r.code != 0 || !hasLine(r.stdout, "ok", "caught up") || !hasLine(r.stdout, "ok", "file:mysql-bin.") {
+	if r.code != 0 || !hasLine(r.stdout, "ok", "caught up") || !hasLine(r.stdout, "ok", "the source's binlog position file:mysql-bin.") {
 		t.Fatalf("cutover in file mode: exit %d, want GO with the source's binlog position caught up:\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	harness.Eventually(t, 30*time.Second, "/readyz 200 and nothing behind", func() (bool, error) {
