@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -147,9 +148,10 @@ type streamer struct {
 	out  chan<- *txn
 	gate *byteGate // row data queued for the applier
 
-	cur    *txn // the transaction being read; nil between transactions
-	handed int  // transactions handed to the applier in this session
-	began  bool // cur opened with BEGIN / XA START: it ends at COMMIT, ROLLBACK or XID
+	cur    *txn        // the transaction being read; nil between transactions
+	handed int         // transactions handed to the applier in this session
+	began  bool        // cur opened with BEGIN / XA START: it ends at COMMIT, ROLLBACK or XID
+	saves  []savepoint // cur's savepoints, oldest first
 
 	// File mode (no GTIDs, or --position file): transactions are named by binlog offsets. file is the
 	// binlog being read (from Rotate events); evStart and evEnd are the current top-level event's offsets.
@@ -305,6 +307,7 @@ func (s *streamer) handle(ctx context.Context, ev *replication.BinlogEvent) erro
 func (s *streamer) open(gtid string) {
 	s.cur = &txn{gtid: gtid}
 	s.began = false
+	s.saves = s.saves[:0]
 }
 
 // endDangling closes a transaction whose terminator was not recognised when the next one starts: all of its
@@ -336,8 +339,12 @@ func (s *streamer) query(ctx context.Context, ev *replication.BinlogEvent, e *re
 		return s.end(ctx, ev)
 	case head == "ROLLBACK":
 		return s.rollback(ctx, ev)
-	case strings.HasPrefix(head, "SAVEPOINT"), strings.HasPrefix(head, "ROLLBACK TO"),
-		strings.HasPrefix(head, "RELEASE SAVEPOINT"), strings.HasPrefix(head, "XA END"):
+	case strings.HasPrefix(head, "SAVEPOINT"):
+		s.savepoint(q)
+		return nil
+	case strings.HasPrefix(head, "ROLLBACK TO"):
+		return s.rollbackTo(q)
+	case strings.HasPrefix(head, "RELEASE SAVEPOINT"), strings.HasPrefix(head, "XA END"):
 		return nil
 	}
 	schema := string(e.Schema)
@@ -384,6 +391,71 @@ func (s *streamer) rollback(ctx context.Context, ev *replication.BinlogEvent) er
 		t.ops, t.counts, t.bytes, t.rolledBack = nil, checkpoint.Counters{}, 0, true
 	}
 	return s.end(ctx, ev)
+}
+
+// savepoint is where a transaction's changes stood when it set a savepoint.
+type savepoint struct {
+	name   string
+	ops    int
+	counts checkpoint.Counters
+	bytes  int
+	parts  int
+}
+
+// savepoint records a SAVEPOINT of the current transaction. A later savepoint of the same name replaces it.
+func (s *streamer) savepoint(q string) {
+	t := s.cur
+	if t == nil {
+		return
+	}
+	name := savepointName(q, "SAVEPOINT")
+	s.saves = slices.DeleteFunc(s.saves, func(p savepoint) bool { return strings.EqualFold(p.name, name) })
+	s.saves = append(s.saves, savepoint{name: name, ops: len(t.ops), counts: t.counts, bytes: t.bytes, parts: t.parts})
+}
+
+// rollbackTo undoes the changes of the current transaction since a savepoint. A ROLLBACK TO reaches the
+// binlog, after the rows events it undid, when the transaction also changed what a rollback cannot undo (as
+// for ROLLBACK: a temporary or non-transactional table in a statement-logged session); the source table's
+// rows since the savepoint are then undone on the source, and must not reach the target. Changes already
+// handed to the applier in parts cannot be taken back: the stream stops.
+func (s *streamer) rollbackTo(q string) error {
+	t := s.cur
+	if t == nil {
+		return nil
+	}
+	name := savepointName(q, "ROLLBACK TO")
+	i := slices.IndexFunc(s.saves, func(p savepoint) bool { return strings.EqualFold(p.name, name) })
+	if i < 0 {
+		if len(t.ops) == 0 && t.parts == 0 {
+			return nil
+		}
+		return fmt.Errorf("%w: transaction %s rolls back to savepoint %q, which it did not set in the binlog: apply the transaction by hand or start over",
+			ErrUnsupported, t.gtid, name)
+	}
+	p := s.saves[i]
+	if p.parts != t.parts {
+		return fmt.Errorf("%w: transaction %s rolls back to savepoint %q past source-table changes already applied in parts: apply the transaction by hand or start over",
+			ErrUnsupported, t.gtid, name)
+	}
+	if n := len(t.ops) - p.ops; n > 0 {
+		s.r.log.Info("dropping the source-table changes a transaction rolled back to a savepoint", "gtid", t.gtid, "savepoint", name, "changes", n)
+	}
+	t.ops = t.ops[:p.ops]
+	t.counts, t.bytes = p.counts, p.bytes
+	s.saves = s.saves[:i+1] // the savepoint stays; later ones are gone
+	return nil
+}
+
+// savepointName is the savepoint a SAVEPOINT or ROLLBACK TO [SAVEPOINT] statement names.
+func savepointName(q, verb string) string {
+	rest := strings.TrimSpace(q[min(len(q), len(verb)):])
+	if kw := "SAVEPOINT"; len(rest) > len(kw) && strings.EqualFold(rest[:len(kw)], kw) && (rest[len(kw)] == ' ' || rest[len(kw)] == '`') {
+		rest = strings.TrimSpace(rest[len(kw):]) // ROLLBACK TO SAVEPOINT x as typed; the servers log ROLLBACK TO `x`
+	}
+	if len(rest) >= 2 && rest[0] == '`' && rest[len(rest)-1] == '`' {
+		return strings.ReplaceAll(rest[1:len(rest)-1], "``", "`")
+	}
+	return rest
 }
 
 // end hands the current transaction to the applier. Its commit time is MySQL's microsecond commit timestamp
