@@ -258,6 +258,9 @@ func stopsOnSourceDDL(t *testing.T, fileMode bool) {
 	r := f.replicator(t, nil)
 	run := start(t, r, f.start)
 	exec(t, f.srcDB, "INSERT INTO "+harness.SourceTable+" (id, created, student_module_id) VALUES (1, NOW(6), 7)")
+	// The stream has loaded the table's definition (at connect) before the ALTER: loaded after it, the
+	// definition would not describe the rows before it, and the stop would be about those rows, not the DDL.
+	f.waitCaughtUp(t, r, time.Minute)
 	exec(t, f.srcDB, "CREATE TABLE edxapp.courseware_studentmodulehistory_old (id int PRIMARY KEY)")
 	exec(t, f.srcDB, "ALTER TABLE edxapp.courseware_studentmodulehistory_old ADD x int")
 	exec(t, f.srcDB, "INSERT INTO "+harness.SourceTable+" (id, created, student_module_id) VALUES (2, NOW(6), 7)")
