@@ -1,13 +1,16 @@
 package backfill
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"time"
 
 	"github.com/csmh-sync/csmh-sync/checkpoint"
+	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/table"
 )
 
@@ -58,11 +61,60 @@ func (b *Backfill) work(ctx context.Context) error {
 }
 
 // claim returns the next segment for an idle worker: the lowest one not done that no worker copies, else the
-// upper half of the busiest one; ok is false when nothing is left worth taking.
+// upper half of the busiest one; ok is false when nothing is left worth taking. A split meets the transient
+// failures a chunk does (lock waits, lost connections, a fence after the migration lock was taken again) and
+// is retried like one, after reading the segments again: a split whose commit was acknowledged as failed may
+// have committed, and its new segment must not be left to nobody.
 func (b *Backfill) claim(ctx context.Context, sp *spanner) (checkpoint.Segment, bool, error) {
 	b.stealMu.Lock() // one claim at a time: two idle workers never split the same segment
 	defer b.stealMu.Unlock()
+	moved, failures, delay := 0, 0, retryBackoff
+	for {
+		if s, ok := b.unclaimed(); ok {
+			return s, true, nil
+		}
+		s, ok, err := b.split(ctx, sp)
+		if errors.Is(err, checkpoint.ErrSegmentMoved) {
+			if moved++; moved < 3 { // the busy worker may commit past the chosen split point first: choose again
+				continue
+			}
+			ok, err = false, nil
+		}
+		if err == nil && ok {
+			return s, true, nil
+		}
+		if err == nil {
+			// Nothing is left worth taking, as far as memory knows. The checkpoint has the last word: a split
+			// whose commit was reported failed may have committed, and its segment is nobody's yet.
+			if err = b.syncSegments(ctx); err == nil {
+				s, ok := b.unclaimed()
+				return s, ok, nil
+			}
+		}
+		switch {
+		case ctx.Err() != nil:
+			return checkpoint.Segment{}, false, ctx.Err()
+		case !dbconn.IsTransient(err) && !errors.Is(err, checkpoint.ErrFenced) && !errors.Is(err, context.DeadlineExceeded):
+			return checkpoint.Segment{}, false, err
+		}
+		if failures++; b.cfg.MaxAttempts >= 0 && failures > cmp.Or(b.cfg.MaxAttempts, defaultMaxAttempts) {
+			return checkpoint.Segment{}, false, fmt.Errorf("%w (%d attempts failed)", err, failures)
+		}
+		b.log.Warn("backfill: taking over rows of a busy segment failed, retrying", "attempt", failures, "err", err)
+		if err := sleep(ctx, delay/2+time.Duration(rand.Int64N(int64(delay)))); err != nil {
+			return checkpoint.Segment{}, false, err
+		}
+		delay = min(delay*2, maxBackoff)
+		if err := b.syncSegments(ctx); err != nil && ctx.Err() == nil {
+			b.log.Warn("backfill: segments not read again after a failed split", "err", err)
+		}
+	}
+}
+
+// unclaimed claims the lowest segment not done that no worker copies.
+func (b *Backfill) unclaimed() (checkpoint.Segment, bool) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	ids := make([]int, 0, len(b.segs))
 	for id := range b.segs {
 		ids = append(ids, id)
@@ -72,18 +124,10 @@ func (b *Backfill) claim(ctx context.Context, sp *spanner) (checkpoint.Segment, 
 		s := b.segs[id]
 		if _, busy := b.active[id]; !busy && !s.Done && s.Next <= s.End {
 			b.active[id] = nil
-			b.mu.Unlock()
-			return s, true, nil
+			return s, true
 		}
 	}
-	b.mu.Unlock()
-	for range 3 { // the busy worker may commit past the chosen split point first: choose again
-		s, ok, err := b.split(ctx, sp)
-		if !errors.Is(err, checkpoint.ErrSegmentMoved) {
-			return s, ok, err
-		}
-	}
-	return checkpoint.Segment{}, false, nil
+	return checkpoint.Segment{}, false
 }
 
 // split cuts the busy segment with the most rows left at its row median and returns the new upper segment,
@@ -139,7 +183,7 @@ func (b *Backfill) split(ctx context.Context, sp *spanner) (checkpoint.Segment, 
 	epoch := b.store.Epoch()
 	to, err := b.store.SplitSegment(ctx, epoch, best.seg, at, maxID+1)
 	if errors.Is(err, checkpoint.ErrSegmentMoved) {
-		if rerr := b.refreshSegment(ctx, best.seg.ID); rerr != nil {
+		if rerr := b.syncSegments(ctx); rerr != nil {
 			return checkpoint.Segment{}, false, rerr
 		}
 		return checkpoint.Segment{}, false, err
@@ -260,8 +304,11 @@ func (b *Backfill) estimate(ctx context.Context, lo, hi uint64) (int64, error) {
 	return table.EstimateRows(ectx, b.src, b.cfg.SourceTable, lo, hi)
 }
 
-// refreshSegment reads one segment's committed state into memory, after a split lost to its worker's commit.
-func (b *Backfill) refreshSegment(ctx context.Context, id int) error {
+// syncSegments reads the committed segments into memory, after a split lost to its worker's commit or failed:
+// a segment memory does not know (a split that committed though its acknowledgement was lost) is added, for
+// an idle worker to claim; a known one takes the committed end, and a segment no worker copies its committed
+// state. A copying worker's state is its own (ends only shrink, and its worker reads the end from here).
+func (b *Backfill) syncSegments(ctx context.Context) error {
 	have, err := b.store.PlanSegments(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("backfill: reload the checkpoint: %w", err)
@@ -269,8 +316,14 @@ func (b *Backfill) refreshSegment(ctx context.Context, id int) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, s := range have {
-		if s.ID == id {
-			b.segs[id] = s
+		m, known := b.segs[s.ID]
+		_, busy := b.active[s.ID]
+		switch {
+		case !known || !busy:
+			b.segs[s.ID] = s
+		case s.End < m.End:
+			m.End = s.End
+			b.segs[s.ID] = m
 		}
 	}
 	return nil
