@@ -265,9 +265,15 @@ func TestSameServerCopyIsExact(t *testing.T) {
 	}
 	e.requireEqual(t)
 	e.requireCounted(t, rows)
-	var segs int
-	if err := e.dst.QueryRow("SELECT COUNT(*) FROM edxapp_csmh.csmh_sync_backfill").Scan(&segs); err != nil || segs != 2 {
-		t.Fatalf("same-server default planned %d segments (%v), want 2", segs, err)
+	// Two workers by default: the first start cut the range in two halves (segments 0 and 1; splits by an idle
+	// worker later add segments 2 and up).
+	var lo, hi, second uint64
+	if err := e.dst.QueryRow(`SELECT MIN(start_id), MAX(end_id), (SELECT start_id FROM edxapp_csmh.csmh_sync_backfill WHERE segment = 1)
+		FROM edxapp_csmh.csmh_sync_backfill`).Scan(&lo, &hi, &second); err != nil {
+		t.Fatal(err)
+	}
+	if want := lo + (hi-lo+2)/2; second != want {
+		t.Fatalf("same-server default plan: segment 1 starts at id %d of [%d, %d], want %d (two equal halves)", second, lo, hi, want)
 	}
 }
 
