@@ -306,8 +306,10 @@ func (b *Backfill) estimate(ctx context.Context, lo, hi uint64) (int64, error) {
 
 // syncSegments reads the committed segments into memory, after a split lost to its worker's commit or failed:
 // a segment memory does not know (a split that committed though its acknowledgement was lost) is added, for
-// an idle worker to claim; a known one takes the committed end, and a segment no worker copies its committed
-// state. A copying worker's state is its own (ends only shrink, and its worker reads the end from here).
+// an idle worker to claim; a known one takes the committed end (ends only shrink), and one no worker copies
+// the committed progress when it is ahead. Memory never goes back: the read may predate a commit that a
+// worker has recorded since, and a segment that read as not done would be claimed again and its last chunk
+// counted twice.
 func (b *Backfill) syncSegments(ctx context.Context) error {
 	have, err := b.store.PlanSegments(ctx, nil)
 	if err != nil {
@@ -317,14 +319,15 @@ func (b *Backfill) syncSegments(ctx context.Context) error {
 	defer b.mu.Unlock()
 	for _, s := range have {
 		m, known := b.segs[s.ID]
-		_, busy := b.active[s.ID]
-		switch {
-		case !known || !busy:
+		if !known {
 			b.segs[s.ID] = s
-		case s.End < m.End:
-			m.End = s.End
-			b.segs[s.ID] = m
+			continue
 		}
+		if _, busy := b.active[s.ID]; !busy && (s.Next > m.Next || s.Done && !m.Done) {
+			m.Next, m.Rows, m.Done = s.Next, s.Rows, s.Done
+		}
+		m.End = min(m.End, s.End)
+		b.segs[s.ID] = m
 	}
 	return nil
 }
