@@ -69,6 +69,12 @@ func (b *Backfill) runSegment(ctx context.Context, seg checkpoint.Segment, sp *s
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, errPastSplit) {
+			// Not a failure: a split shortened the segment under a chunk planned before it. The chunk was
+			// rolled back; it is read again at once, within the new end.
+			b.log.Debug("backfill chunk reached past a split; reading it again within the segment", "segment", w.seg.ID, "next_id", w.seg.Next)
+			continue
+		}
 		deadline := errors.Is(err, errChunkDeadline)
 		if !deadline && !dbconn.IsTransient(err) && !errors.Is(err, checkpoint.ErrFenced) && !errors.Is(err, checkpoint.ErrSegmentMoved) {
 			return fmt.Errorf("backfill segment %d at id %d: %w", w.seg.ID, w.seg.Next, err)
@@ -93,6 +99,10 @@ func (b *Backfill) runSegment(ctx context.Context, seg checkpoint.Segment, sp *s
 	}
 	return nil
 }
+
+// errPastSplit ends a chunk that reaches past its segment's end, which a split lowered after the chunk was
+// planned. It is a checkpoint.ErrSegmentMoved.
+var errPastSplit = fmt.Errorf("%w: a split took the ids above the segment's new end", checkpoint.ErrSegmentMoved)
 
 func (w *worker) finished() bool { return w.seg.Done || w.seg.Next > w.seg.End }
 
@@ -142,11 +152,11 @@ func (b *Backfill) committed(w *worker, next checkpoint.Segment, c chunkStats) {
 
 // chunkInSegment checks, just before a chunk's checkpoint write, that the chunk ends within its segment: a
 // split may have given the ids above some point to another worker since the chunk was planned. If so, the
-// chunk is rolled back and read again within the shortened segment (ErrSegmentMoved, which is retried).
+// chunk is rolled back and read again within the shortened segment (errPastSplit, retried at once).
 func (b *Backfill) chunkInSegment(w *worker, hi uint64) error {
 	b.syncEnd(w)
 	if hi > w.seg.End {
-		return fmt.Errorf("%w: segment %d now ends at id %d, below the chunk's end %d (split)", checkpoint.ErrSegmentMoved, w.seg.ID, w.seg.End, hi)
+		return fmt.Errorf("%w: segment %d now ends at id %d, below the chunk's end %d", errPastSplit, w.seg.ID, w.seg.End, hi)
 	}
 	return nil
 }
