@@ -105,6 +105,12 @@ func rollBack(t *testing.T, db *sql.DB, engine string, rows, size int) {
 // rolledBackWithSourceRows counts the transactions of the source's current binlog that hold a rows event of
 // the source table and end in ROLLBACK.
 func rolledBackWithSourceRows(t *testing.T, db *sql.DB) int {
+	return afterSourceRows(t, db, func(q string) bool { return q == "ROLLBACK" })
+}
+
+// afterSourceRows counts the Query events of the source's current binlog that is accepts and that follow a
+// rows event of the source table in their transaction.
+func afterSourceRows(t *testing.T, db *sql.DB, is func(query string) bool) int {
 	t.Helper()
 	file, _, err := dbconn.CurrentBinlogPos(context.Background(), db)
 	if err != nil {
@@ -127,7 +133,7 @@ func rolledBackWithSourceRows(t *testing.T, db *sql.DB) int {
 			source = false
 		case typ == "Table_map" && strings.Contains(info, "(edxapp.courseware_studentmodulehistory)"):
 			source = true
-		case typ == "Query" && strings.TrimSpace(info) == "ROLLBACK" && source:
+		case typ == "Query" && source && is(strings.TrimSpace(info)):
 			n++
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/replication"
 	"github.com/csmh-sync/csmh-sync/test/integration/harness"
 )
@@ -131,34 +130,5 @@ func rollBackToSavepoint(t *testing.T, db *sql.DB, rows, size int) {
 // rolledBackToWithSourceRows counts the ROLLBACK TO events of the source's current binlog that follow a rows
 // event of the source table in their transaction.
 func rolledBackToWithSourceRows(t *testing.T, db *sql.DB) int {
-	t.Helper()
-	file, _, err := dbconn.CurrentBinlogPos(context.Background(), db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev, err := db.Query("SHOW BINLOG EVENTS IN '" + file + "'")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ev.Close()
-	n, source := 0, false
-	for ev.Next() {
-		var log, typ, info string
-		var p, serverID, end uint64
-		if err := ev.Scan(&log, &p, &typ, &serverID, &end, &info); err != nil {
-			t.Fatal(err)
-		}
-		switch {
-		case typ == "Gtid":
-			source = false
-		case typ == "Table_map" && strings.Contains(info, "(edxapp.courseware_studentmodulehistory)"):
-			source = true
-		case typ == "Query" && strings.HasPrefix(strings.TrimSpace(info), "ROLLBACK TO") && source:
-			n++
-		}
-	}
-	if err := ev.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return afterSourceRows(t, db, func(q string) bool { return strings.HasPrefix(q, "ROLLBACK TO") })
 }
