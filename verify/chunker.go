@@ -2,32 +2,36 @@ package verify
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"sync"
+
+	"github.com/csmh-sync/csmh-sync/table"
 )
 
 // chunk is one unit of comparison: an inclusive id range and its ledger row, if it has one.
 type chunk struct {
 	lo, hi uint64
 	led    *ledgerRow
+	est    float64 // the optimizer's estimate of its source rows, when planned from one (0 otherwise)
 }
 
 // planner produces the chunk map of [lo, hi] lazily, so the first chunks are compared while later ones are
 // still being planned and memory does not grow with the table. Ranges the ledger already covers keep the
 // ledger's boundaries (what makes incremental runs possible); the gaps are cut from the source primary
-// key into chunks of about ChunkRows rows.
+// key's index dives into chunks of about ChunkRows rows.
 type planner struct {
 	r      *run
 	lo, hi uint64
 
-	mu      sync.Mutex
-	planned int
-	cursor  uint64 // every id below is planned
-	done    bool
+	span uint64 // ids per chunk where the rows last had the density walk planned for (walk's goroutine only)
+
+	mu       sync.Mutex
+	planned  int
+	cursor   uint64  // every id below is planned
+	done     bool
+	estRows  float64 // the compared chunks' estimates (observe)
+	seenRows float64 // and the source rows they held
 }
 
 // snap widens [lo, hi] to whole ledger chunks, so a run over a different range (new rows at the top, an
@@ -116,35 +120,90 @@ func (p *planner) run(ctx context.Context, out chan<- chunk) error {
 	return nil
 }
 
-// walk cuts [a, b] into chunks of ChunkRows source rows: each chunk ends at the ChunkRows-th source id at
-// or after its start, found by an index range scan of the primary key; the last one ends at b, so rows the
-// target has where the source has none are inside a chunk too.
+// walk cuts [a, b] into chunks of about ChunkRows source rows. A chunk's end comes from the optimizer's
+// estimate of the rows in an id span (index dives: table.EstimateRows), scaled by what the chunks compared so
+// far held against their estimates, not from reading the rows: a walk of the primary key to each chunk's
+// ChunkRows-th id read the source's rows once more before the chunk's checksum read them again, a quarter of
+// the source's work. The span starts at ChunkRows ids (ids are unique, so it cannot hold more rows) and
+// follows the estimates from chunk to chunk, growing at most 16-fold per dive, so a sparse range is crossed
+// in a few dives. The boundaries only need to be fixed, not exact: the ledger keeps them for later runs.
 func (p *planner) walk(ctx context.Context, a, b uint64, emit func(chunk) error) error {
-	s := p.r.src
-	q := "SELECT " + s.id + " FROM " + s.table + " WHERE " + s.id + " BETWEEN ? AND ? ORDER BY " + s.id +
-		" LIMIT 1 OFFSET " + strconv.Itoa(p.r.v.cfg.ChunkRows-1)
+	want := float64(p.r.v.cfg.ChunkRows)
+	if p.span == 0 {
+		p.span = uint64(p.r.v.cfg.ChunkRows)
+	}
 	for {
-		var end uint64
-		found := false
-		err := retry(ctx, p.r.v.log, func() error {
-			err := s.db.QueryRowContext(ctx, q, a, b).Scan(&end)
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil // fewer than ChunkRows rows left: the rest is one chunk
-			}
-			found = err == nil
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("plan chunks from %s: %w", s.table, err)
-		}
-		if !found || end >= b {
+		if b-a < p.span { // the rest fits: one chunk
 			return emit(chunk{lo: a, hi: b})
 		}
-		if err := emit(chunk{lo: a, hi: end}); err != nil {
+		span := p.span
+		var raw float64 // the optimizer's estimate of the rows of rawSpan ids from a
+		var rawSpan uint64
+		for range maxDives {
+			var n int64
+			err := retry(ctx, p.r.v.log, func() error {
+				var err error
+				n, err = table.EstimateRows(ctx, p.r.src.db, p.r.v.cfg.SourceTable, a, a+span-1)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("plan chunks from %s: %w", p.r.src.table, err)
+			}
+			raw, rawSpan = float64(n), span
+			est := raw * p.factor()
+			// The span that holds ChunkRows rows at this density: where the next chunk starts looking.
+			p.span = spanOf(float64(span)*want/max(est, 1), span, want, b-a)
+			if (est >= want/2 && est <= want*2) || p.span == span {
+				break
+			}
+			span = p.span
+		}
+		if rawSpan != span {
+			raw = 0 // the last dive was of another span: no estimate to learn from
+		}
+		if b-a < span {
+			return emit(chunk{lo: a, hi: b, est: raw})
+		}
+		if err := emit(chunk{lo: a, hi: a + span - 1, est: raw}); err != nil {
 			return err
 		}
-		a = end + 1
+		a += span
 	}
+}
+
+// spanOf is a span of about ids ids: at most 16 times the last span, never below ChunkRows ids (they may
+// hold fewer rows, never more) and never past the rest of the range (rest+1 ids).
+func spanOf(ids float64, last uint64, want float64, rest uint64) uint64 {
+	ids = max(min(ids, float64(last)*16), want)
+	if ids >= float64(rest) {
+		return max(rest+1, rest) // the rest; a range of every uint64 keeps its last id for a last chunk
+	}
+	return uint64(ids)
+}
+
+// maxDives bounds the estimates per chunk.
+const maxDives = 6
+
+// factor scales the optimizer's estimates by what the compared chunks held: their rows over their estimates
+// (1 until a chunk with an estimate is compared).
+func (p *planner) factor() float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.estRows <= 0 || p.seenRows <= 0 {
+		return 1
+	}
+	return min(max(p.seenRows/p.estRows, 1.0/16), 16)
+}
+
+// observe records a compared chunk's source rows beside its estimate.
+func (p *planner) observe(c chunk, rows int64) {
+	if c.est <= 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.estRows += c.est
+	p.seenRows += float64(rows)
 }
 
 // total estimates the number of chunks: exact once planning is done, extrapolated from the id density of

@@ -26,8 +26,9 @@ type outcome struct {
 	found    int64 // differing ids confirmed (count mode: 1 when the chunk differs)
 }
 
-// check compares one chunk, or skips it when the ledger vouches for it, and records the outcome.
-func (r *run) check(ctx context.Context, c chunk) error {
+// check compares one chunk, or skips it when the ledger vouches for it, and records the outcome. It returns
+// the source rows compared (0 when skipped).
+func (r *run) check(ctx context.Context, c chunk) (srcRows int64, err error) {
 	mode := r.v.cfg.Mode
 	var touches uint64
 	if r.led != nil {
@@ -39,15 +40,14 @@ func (r *run) check(ctx context.Context, c chunk) error {
 			return err
 		})
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if r.v.cfg.Incremental && c.led.vouches(mode, r.scope, touches) {
 			r.col.skipped(c.led.srcN)
-			return nil
+			return 0, nil
 		}
 	}
 	var o outcome
-	var err error
 	switch mode {
 	case ModeCount:
 		o, err = r.checkCount(ctx, c)
@@ -57,7 +57,7 @@ func (r *run) check(ctx context.Context, c chunk) error {
 		o, err = r.checkRows(ctx, c)
 	}
 	if err != nil {
-		return fmt.Errorf("chunk %d..%d: %w", c.lo, c.hi, err)
+		return 0, fmt.Errorf("chunk %d..%d: %w", c.lo, c.hi, err)
 	}
 	r.col.checked(o.src.n)
 	result := "equal"
@@ -66,7 +66,7 @@ func (r *run) check(ctx context.Context, c chunk) error {
 	}
 	r.v.m.VerifyChunks.WithLabelValues(result).Inc()
 	if r.led == nil {
-		return nil
+		return o.src.n, nil
 	}
 	// A repaired chunk is recorded as not equal: only a later comparison of the whole chunk vouches for it.
 	row := ledgerRow{start: c.lo, end: c.hi, mode: mode, equal: o.found == 0, srcN: o.src.n, dstN: o.dst.n,
@@ -74,7 +74,7 @@ func (r *run) check(ctx context.Context, c chunk) error {
 	if mode == ModeChecksum {
 		row.checksum = fmt.Sprintf("%016x", o.src.h)
 	}
-	return retry(ctx, r.v.log, func() error { return r.led.save(ctx, row) })
+	return o.src.n, retry(ctx, r.v.log, func() error { return r.led.save(ctx, row) })
 }
 
 // catchUp waits for replication, if there is any to wait for.

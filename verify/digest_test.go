@@ -51,7 +51,7 @@ func TestDigestsTellDifferencesApart(t *testing.T) {
 		{"a double's last bit beside NULL handling", "UPDATE %s SET max_grade = 0.5000000000000001 WHERE id = 2"},
 		{"ids swapped between two rows", "UPDATE %s SET id = CASE id WHEN 1 THEN 5 WHEN 3 THEN 1 END WHERE id IN (1, 3) ORDER BY id; UPDATE %s SET id = 3 WHERE id = 5"},
 	}
-	for _, d := range []verify.Digest{verify.DigestMD5, verify.DigestCRC} {
+	for _, d := range []verify.Digest{verify.DigestMD5, verify.DigestCRC, verify.DigestCRCTwice} {
 		sum := func() (string, string) {
 			a, b, err := verify.ChunkSums(ctx, db, srcName, dstName, d, 0, 100)
 			if err != nil {
@@ -68,6 +68,14 @@ func TestDigestsTellDifferencesApart(t *testing.T) {
 		reset()
 		if a, b := sum(); a != b || !strings.HasPrefix(a, "{n:4 ") {
 			t.Fatalf("digest %d: an exact copy sums to %+v and %+v", d, a, b)
+		}
+		if d == verify.DigestCRC {
+			// The head printed once, through the session variable, hashes as the head printed for each CRC.
+			once, _ := sum()
+			twice, _, err := verify.ChunkSums(ctx, db, srcName, dstName, verify.DigestCRCTwice, 0, 100)
+			if err != nil || once != twice {
+				t.Fatalf("the CRC digest sums to %s with the head printed once and to %s (%v) with it printed twice", once, twice, err)
+			}
 		}
 		for _, c := range cases {
 			reset()

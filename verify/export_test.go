@@ -12,8 +12,9 @@ import (
 type Digest = digest
 
 const (
-	DigestMD5 = digestMD5
-	DigestCRC = digestCRC
+	DigestMD5      = digestMD5
+	DigestCRC      = digestCRC
+	DigestCRCTwice = digestCRCTwice
 )
 
 // DigestOf is digestOf.

@@ -35,6 +35,9 @@ const (
 	// so long values are hashed where they are stored, without a row string holding them. About three times
 	// cheaper than an MD5 of every row; why it detects at least as much: docs/design.md, "Verify".
 	digestCRC
+	// digestCRCTwice is digestCRC with the head printed for each CRC: a server whose derived table does not
+	// evaluate its select list in order (digestSelfTest).
+	digestCRCTwice
 )
 
 // columnPair is one compared column as each side defines it.
@@ -239,12 +242,16 @@ func crcChain(fn, head string, long []string) string {
 // the rows' 64-bit hashes and, in the CRC digest, the sums of the squares of each 32-bit half (the XOR of CRCs
 // alone is linear: values swapped between two rows of equal-length encodings would cancel out in it). The
 // CRC digest reads each row's two CRCs once, in a derived table (the LIMIT keeps it from being merged, which
-// would compute each CRC once per aggregate).
+// would compute each CRC once per aggregate), and prints the row's head once, for both (headVar).
 func sumExpr(d digest, t, id string, cols []table.Column, raw []bool) string {
-	if d == digestCRC {
+	if d == digestCRC || d == digestCRCTwice {
 		head, long := crcPieces(cols, raw)
+		h1, h2 := crcChain("CRC32", headVar+" := "+head, long), crcChain("CRC32C", headVar, long)
+		if d == digestCRCTwice {
+			h1, h2 = crcChain("CRC32", head, long), crcChain("CRC32C", head, long)
+		}
 		return "SELECT COUNT(*), COALESCE(BIT_XOR(h1 << 32 | h2), 0), COALESCE(SUM(h1 * h1), 0), COALESCE(SUM(h2 * h2), 0) FROM (SELECT " +
-			crcChain("CRC32", head, long) + " AS h1, " + crcChain("CRC32C", head, long) + " AS h2 FROM " + t + " WHERE " + id +
+			h1 + " AS h1, " + h2 + " AS h2 FROM " + t + " WHERE " + id +
 			" BETWEEN ? AND ? LIMIT 18446744073709551615) AS d"
 	}
 	// Measured on 100k CSMH rows: COUNT alone 8 ms, BIT_XOR(CRC32(row)) 300 ms, this 385 ms, CRC32 and MD5
@@ -271,16 +278,39 @@ func newSides(src, dst *table.Table, srcDB, dstDB *sql.DB, pairs []columnPair, d
 		mk("target", dst, dstDB, func(p columnPair) table.Column { return p.dst })
 }
 
-// digestOf picks the CRC digest when both servers can compute it, else MD5.
+// headVar is the session variable that carries a row's CRC head from its CRC-32 to its CRC-32C: the head
+// (the short values printed and joined) is most of a row's hashing cost, and a derived table's select list
+// is evaluated in order, h1 before h2, for each row. digestOf checks that order on each server first.
+const headVar = "@csmh_sync_head"
+
+// crcSelfTest holds on a server that has CRC32C and whose CRC32 and CRC32C continue a running value
+// (MariaDB 10.8+; elsewhere an error); orderSelfTest where, besides, a derived table's h2 reads the head its
+// own row's h1 assigned (two rows, so a stale or NULL head shows).
+const (
+	crcSelfTest   = "SELECT CRC32C(CRC32C('ab'), 'cd') = CRC32C('abcd') AND CRC32(CRC32('ab'), 'cd') = CRC32('abcd')"
+	orderSelfTest = "SELECT COUNT(h2) = 2 AND BIT_XOR(h1 << 32 | h2) = (CRC32('a#') << 32 | CRC32C('a#')) ^ (CRC32('b#') << 32 | CRC32C('b#')) FROM (" +
+		"SELECT CRC32(" + headVar + " := CONCAT(x, '#')) AS h1, CRC32C(" + headVar + ") AS h2 FROM " +
+		"(SELECT 'a' AS x UNION ALL SELECT 'b') AS t LIMIT 18446744073709551615) AS d"
+)
+
+// digestOf picks the cheapest digest both servers compute: the CRC digest, else the CRC digest with the head
+// printed twice, else MD5.
 func digestOf(ctx context.Context, dbs ...*sql.DB) digest {
+	d := digestCRC
 	for _, db := range dbs {
-		var ok sql.NullBool
-		// MariaDB 10.8+: CRC32C, and both functions continuing a running value. Elsewhere an error.
-		if err := db.QueryRowContext(ctx, "SELECT CRC32C(CRC32C('ab'), 'cd') = CRC32C('abcd') AND CRC32(CRC32('ab'), 'cd') = CRC32('abcd')").Scan(&ok); err != nil || !ok.Bool {
+		if !holds(ctx, db, crcSelfTest) {
 			return digestMD5
 		}
+		if !holds(ctx, db, orderSelfTest) {
+			d = digestCRCTwice
+		}
 	}
-	return digestCRC
+	return d
+}
+
+func holds(ctx context.Context, db *sql.DB, q string) bool {
+	var ok sql.NullBool
+	return db.QueryRowContext(ctx, q).Scan(&ok) == nil && ok.Bool
 }
 
 // idName is the table's own spelling of the id column.

@@ -97,9 +97,11 @@ func (v *Verifier) Run(ctx context.Context) (*Result, error) {
 	for range v.cfg.Workers {
 		g.Go(func() error {
 			for c := range chunks {
-				if err := r.check(gctx, c); err != nil {
+				n, err := r.check(gctx, c)
+				if err != nil {
 					return err
 				}
+				p.observe(c, n)
 				r.progress(p)
 			}
 			return nil

@@ -460,3 +460,52 @@ func TestVerifyAcrossServersLegacyTarget(t *testing.T) {
 		t.Fatalf("independent diff: %d %v %v", n, d, err)
 	}
 }
+
+// TestChunksFollowTheDensity plans a first verify of a dense range followed by far outliers (ids up to the int maximum,
+// as one mistyped id would put there): the chunks hold about ChunkRows rows each where the rows are dense, the
+// empty stretch between takes a handful of chunks rather than one per ChunkRows ids, and every row is
+// compared.
+func TestChunksFollowTheDensity(t *testing.T) {
+	e := sameServer(t)
+	outliers := []uint64{1_000_000_000, 2_000_000_000, 2_000_000_001, 2_147_483_000}
+	for _, id := range outliers {
+		e.exec(t, e.src, fmt.Sprintf("INSERT INTO %s (id, created, state, student_module_id) VALUES (%d, UTC_TIMESTAMP(6), 'x', 1)", harness.SourceTable, id))
+		e.exec(t, e.src, fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM %s WHERE id = %d", harness.TargetTable, cols, cols, harness.SourceTable, id))
+	}
+	res := e.run(t, verify.Config{Mode: verify.ModeChecksum})
+	requireEqual(t, res)
+	total := genRows + int64(len(outliers))
+	if res.RowsChecked != total || res.End != outliers[len(outliers)-1] {
+		t.Fatalf("checked %d rows up to id %d, want %d up to %d", res.RowsChecked, res.End, total, outliers[len(outliers)-1])
+	}
+	rows, err := e.dst.Query("SELECT start_id, end_id, source_count FROM edxapp_csmh." + verify.LedgerTable + " ORDER BY start_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var chunks, dense int
+	var sum int64
+	for rows.Next() {
+		var lo, hi uint64
+		var n int64
+		if err := rows.Scan(&lo, &hi, &n); err != nil {
+			t.Fatal(err)
+		}
+		chunks++
+		sum += n
+		if n > 3*chunkRows {
+			t.Errorf("chunk %d..%d holds %d rows, want about %d", lo, hi, n, chunkRows)
+		}
+		if hi <= uint64(e.gen.MaxID) {
+			dense++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The dense rows, at 2,000 a chunk, take 15; the dives may err by half either way.
+	if sum != total || dense < genRows/chunkRows/2 || dense > 2*genRows/chunkRows+1 || chunks > dense+40 {
+		t.Fatalf("%d chunks (%d over the dense ids) holding %d rows; want about %d over the dense ids and a few over the %d outliers",
+			chunks, dense, sum, genRows/chunkRows, len(outliers))
+	}
+}

@@ -66,7 +66,7 @@ func BenchmarkVerify(b *testing.B) {
 		{name: "csmh-sync verify --mode checksum, both servers", before: func() {
 			mustExec(b, ddb, "DROP TABLE IF EXISTS edxapp_csmh."+verify.LedgerTable+", edxapp_csmh."+verify.TouchTable)
 		}, f: func() error {
-			v, err := verify.New(sdb, ddb, metrics.Discard(), slog.New(slog.DiscardHandler), verify.Config{SourceTable: sn, TargetTable: tn, Mode: verify.ModeChecksum})
+			v, err := verify.New(sdb, ddb, metrics.Discard(), slog.New(slog.DiscardHandler), verify.Config{SourceTable: sn, TargetTable: tn, Mode: verify.ModeChecksum, Workers: envInt("CSMH_BENCH_VERIFY_WORKERS")})
 			if err != nil {
 				return err
 			}
