@@ -28,7 +28,7 @@ type planner struct {
 
 	mu       sync.Mutex
 	planned  int
-	cursor   uint64  // every id below is planned
+	cursor   uint64 // every id below is planned
 	done     bool
 	estRows  float64 // the compared chunks' estimates (observe)
 	seenRows float64 // and the source rows they held
