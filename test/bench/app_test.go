@@ -37,9 +37,17 @@ var appOps = []string{"insert", "update", "read"}
 // appStats are one phase's latencies by operation.
 type appStats struct {
 	lat    map[string][]time.Duration
+	slow   map[string][]appSample // each operation's slowest samples, slowest first
 	errors map[string]int
 	first  map[string]error
 }
+
+// appSample is one operation's latency and its scheduled start, from the start of the phase.
+type appSample struct{ at, took time.Duration }
+
+// keepSlow is how many of each operation's slowest samples a phase keeps, to tell a stall at one moment (the
+// backfill's start, its end) from a steady queue.
+const keepSlow = 5
 
 func newApp(csmh, csmhe *sql.DB, minID, maxID int64) *app {
 	return &app{csmh: csmh, csmhe: csmhe, minID: minID, maxID: maxID,
@@ -48,7 +56,7 @@ func newApp(csmh, csmhe *sql.DB, minID, maxID int64) *app {
 
 // run drives the load until ctx ends and returns what every operation measured.
 func (a *app) run(ctx context.Context) appStats {
-	st := appStats{lat: map[string][]time.Duration{}, errors: map[string]int{}, first: map[string]error{}}
+	st := appStats{lat: map[string][]time.Duration{}, slow: map[string][]appSample{}, errors: map[string]int{}, first: map[string]error{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	t0 := time.Now()
@@ -82,6 +90,9 @@ func (a *app) run(ctx context.Context) appStats {
 						return
 					}
 					st.lat[op] = append(st.lat[op], took)
+					sl := append(st.slow[op], appSample{at.Sub(t0), took})
+					slices.SortFunc(sl, func(x, y appSample) int { return int(y.took - x.took) })
+					st.slow[op] = sl[:min(len(sl), keepSlow)]
 				})
 			}
 		})
@@ -283,6 +294,11 @@ func BenchmarkAppImpact(b *testing.B) {
 			}
 			fmt.Printf("%-5d %-13s %-7s %8s %8s %8s  %8s %8s %8s %7d %9s %9s\n", r.mode, r.path, op, ms(bp50), ms(bp99), ms(bmax),
 				ms(dp50), ms(dp99), ms(dmax), r.base.errors[op]+r.during.errors[op], rate, ratio)
+			var slow []string
+			for _, x := range r.during.slow[op] {
+				slow = append(slow, fmt.Sprintf("%s at %.1f s", ms(x.took), x.at.Seconds()))
+			}
+			fmt.Printf("      slowest during the backfill (ms, from its start): %s\n", strings.Join(slow, ", "))
 			if err := r.during.first[op]; err != nil {
 				fmt.Printf("      first error during the backfill: %v\n", err)
 			}
