@@ -9,7 +9,7 @@ import (
 	"github.com/csmh-sync/csmh-sync/test/integration/harness"
 )
 
-// One outlier id far above 80,000 dense rows puts every dense row in the first of four equal id spans. The
+// One outlier id far above 40,000 dense rows puts every dense row in the first of four equal id spans. The
 // three workers whose spans are empty do not stop: each splits the busiest segment at its row median and
 // copies the upper half, so the rows end up shared between the workers, and progress counts rows, not ids
 // (by ids it would read 75 % while nearly nothing is copied). The first segment's worker is held after its
@@ -22,7 +22,7 @@ func TestIdleWorkersSplitTheBusiestSegment(t *testing.T) {
 }
 
 func idleWorkersSplit(t *testing.T, same bool) {
-	e := setup(t, same, harness.GenOptions{Rows: 80_000, Seed: 61})
+	e := setup(t, same, harness.GenOptions{Rows: 40_000, Seed: 61})
 	if _, err := e.src.Exec("INSERT INTO " + harness.SourceTable + " (id, created, state, student_module_id) VALUES (2000000000, UTC_TIMESTAMP(6), '{}', 1)"); err != nil {
 		t.Fatal(err)
 	}
