@@ -123,8 +123,8 @@ func (p *planner) run(ctx context.Context, out chan<- chunk) error {
 // walk cuts [a, b] into chunks of about ChunkRows source rows. A chunk's end comes from the optimizer's
 // estimate of the rows in an id span (index dives: table.EstimateRows), scaled by what the chunks compared so
 // far held against their estimates, not from reading the rows: a walk of the primary key to each chunk's
-// ChunkRows-th id read the source's rows once more before the chunk's checksum read them again, a quarter of
-// the source's work. The span starts at ChunkRows ids (ids are unique, so it cannot hold more rows) and
+// ChunkRows-th id read the source's rows once more before the chunk's checksum read them again, about a
+// quarter of a CRC32 pass over the same rows. The span starts at ChunkRows ids (ids are unique, so it cannot hold more rows) and
 // follows the estimates from chunk to chunk, growing at most 16-fold per dive, so a sparse range is crossed
 // in a few dives. The boundaries only need to be fixed, not exact: the ledger keeps them for later runs.
 func (p *planner) walk(ctx context.Context, a, b uint64, emit func(chunk) error) error {

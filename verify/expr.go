@@ -36,7 +36,7 @@ const (
 	// cheaper than an MD5 of every row; why it detects at least as much: docs/design.md, "Verify".
 	digestCRC
 	// digestCRCTwice is digestCRC with the head printed for each CRC: a server whose derived table does not
-	// evaluate its select list in order (digestSelfTest).
+	// evaluate its select list in order (orderSelfTest).
 	digestCRCTwice
 )
 
@@ -246,10 +246,11 @@ func crcChain(fn, head string, long []string) string {
 func sumExpr(d digest, t, id string, cols []table.Column, raw []bool) string {
 	if d == digestCRC || d == digestCRCTwice {
 		head, long := crcPieces(cols, raw)
-		h1, h2 := crcChain("CRC32", headVar+" := "+head, long), crcChain("CRC32C", headVar, long)
+		first, second := headVar+" := "+head, headVar // the head printed by h1, read by h2
 		if d == digestCRCTwice {
-			h1, h2 = crcChain("CRC32", head, long), crcChain("CRC32C", head, long)
+			first, second = head, head
 		}
+		h1, h2 := crcChain("CRC32", first, long), crcChain("CRC32C", second, long)
 		return "SELECT COUNT(*), COALESCE(BIT_XOR(h1 << 32 | h2), 0), COALESCE(SUM(h1 * h1), 0), COALESCE(SUM(h2 * h2), 0) FROM (SELECT " +
 			h1 + " AS h1, " + h2 + " AS h2 FROM " + t + " WHERE " + id +
 			" BETWEEN ? AND ? LIMIT 18446744073709551615) AS d"
