@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -106,7 +105,7 @@ func setup(t *testing.T, sameServer bool, gen harness.GenOptions, dstArgs ...str
 func (e *env) backfill(t *testing.T, cfg backfill.Config) *backfill.Backfill {
 	t.Helper()
 	cfg.SourceTable, cfg.TargetTable = srcName, dstName
-	b, err := backfill.New(e.toolSrc, e.toolDst, e.store, e.m, slog.New(slog.DiscardHandler), cfg)
+	b, err := backfill.New(e.toolSrc, e.toolDst, e.store, e.m, harness.Logger(t), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,6 +307,35 @@ func TestResumeAfterCancel(t *testing.T) {
 			if p := b2.Progress(); p.Copied != e.gen.Rows || metricValue(t, e.m.RowsCopied) != float64(e.gen.Rows) {
 				t.Fatalf("progress %d and metric %g after resume, want %d", p.Copied, metricValue(t, e.m.RowsCopied), e.gen.Rows)
 			}
+		})
+	}
+}
+
+// A chunk's fixed cost (round trips, two commits) above --chunk-time, as on a slow link or a loaded server: the
+// copy still moves a hundred rows or more per chunk and crosses an empty id range in a few dozen chunks. Sized
+// by time alone, the chunks would shrink to a row each and the empty range of two billion ids would take
+// millions of chunks.
+func TestChunkTimeBelowTheFixedCost(t *testing.T) {
+	for _, same := range []bool{false, true} {
+		t.Run(fmt.Sprintf("same_server=%v", same), func(t *testing.T) {
+			e := setup(t, same, harness.GenOptions{Rows: 20_000, Seed: 23})
+			if _, err := e.src.Exec("INSERT INTO " + harness.SourceTable + " (id, created, state, student_module_id) VALUES (2000000000, UTC_TIMESTAMP(6), '{}', 1)"); err != nil {
+				t.Fatal(err)
+			}
+			rows := e.gen.Rows + 1
+			var chunks atomic.Int64
+			b := e.backfill(t, backfill.Config{Workers: 2, ChunkTime: time.Microsecond, Hooks: backfill.Hooks{
+				AfterChunkCopied: func(int, uint64) { chunks.Add(1) }}})
+			if err := b.Run(ctxT(t, 5*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			e.requireEqual(t)
+			e.requireCounted(t, rows)
+			// 20,000 rows at 100 a chunk, and about 21 doublings of the span from 1,000 ids to 2e9 per worker.
+			if n := chunks.Load(); n > 2*rows/100+100 {
+				t.Fatalf("%d chunks for %d rows and one empty range: chunks shrank below a hundred rows", n, rows)
+			}
+			t.Logf("%d chunks", chunks.Load())
 		})
 	}
 }

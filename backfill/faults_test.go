@@ -170,7 +170,7 @@ func TestTargetRestartIsSurvived(t *testing.T) {
 		}
 		go func() { restarted <- e.dstS.StartAgain(ctx) }()
 	}}
-	b, err := backfill.New(e.src, e.dst, e.store, e.m, slog.New(slog.DiscardHandler), backfill.Config{Workers: 2,
+	b, err := backfill.New(e.src, e.dst, e.store, e.m, harness.Logger(t), backfill.Config{Workers: 2,
 		SourceTable: srcName, TargetTable: dstName, MaxRowsPerSecond: 4000, Hooks: hooks})
 	if err != nil {
 		t.Fatal(err)

@@ -46,7 +46,7 @@ func (s *spanner) observe(c chunkStats) {
 	if c.read > 0 && c.bytes > 0 {
 		s.rowBytes += rowBytesEMA * (float64(c.bytes)/float64(c.read) - s.rowBytes)
 	}
-	s.span = nextSpan(c.hi-c.lo+1, c.bytes, c.took, s.target, s.budget)
+	s.span = nextSpan(c.hi-c.lo+1, c.read, c.bytes, c.took, s.target, s.budget)
 }
 
 // shrink cuts the span after a lock-wait timeout or deadlock: fewer rows locked, fewer collisions.
@@ -56,13 +56,21 @@ func (s *spanner) shrink() {
 	s.span = max(s.span/4, 1)
 }
 
-// nextSpan is the span that would have made a chunk of ids ids, bytes bytes and duration took hit the target
-// time and stay within the byte budget, limited to [ids/maxShrink, ids·maxGrowth] and [1, maxSpan].
-func nextSpan(ids uint64, bytes int64, took, target time.Duration, budget int64) uint64 {
+// nextSpan is the span that would have made a chunk of ids ids, rows rows, bytes bytes and duration took hit the
+// target time and stay within the byte budget, limited to [ids/maxShrink, ids·maxGrowth] and [1, maxSpan].
+//
+// Part of a chunk's time is fixed whatever its size: the round trips of two transactions and two commits. On a
+// slow link or a loaded server that part alone can exceed the target, and a span cut to fit the target would
+// shrink chunk after chunk to a row or two each, which hold their locks for the same fixed time while the copy
+// crawls. So the time alone never shrinks a chunk below minTimedRows rows, nor an empty one at all (an empty
+// range costs one index lookup, whatever its span). Lock waits and deadlines still shrink it further
+// (spanner.shrink), and the byte budget always applies.
+func nextSpan(ids uint64, rows, bytes int64, took, target time.Duration, budget int64) uint64 {
 	n := float64(max(ids, 1))
 	want := n * maxGrowth // an empty or instant chunk only teaches that more fits
-	if took > 0 {
+	if took > 0 && rows > 0 {
 		want = min(want, n*float64(target)/float64(took))
+		want = max(want, min(n*minTimedRows/float64(rows), n*maxGrowth))
 	}
 	if bytes > 0 {
 		want = min(want, float64(budget)/(float64(bytes)/n))
@@ -70,6 +78,9 @@ func nextSpan(ids uint64, bytes int64, took, target time.Duration, budget int64)
 	want = max(want, n/maxShrink)
 	return uint64(min(max(want, 1), maxSpan))
 }
+
+// minTimedRows is the fewest rows a chunk's duration alone shrinks it to (nextSpan).
+const minTimedRows = 100
 
 // rowCapFor is the most rows one chunk may read: twice what the byte budget holds at the average row size.
 func rowCapFor(budget int64, rowBytes float64) int64 {

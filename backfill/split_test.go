@@ -60,6 +60,9 @@ func idleWorkersSplit(t *testing.T, same bool) {
 	t.Logf("progress at the hold: %+v", atHold)
 	close(release)
 	if err := <-done; err != nil {
+		if ctx.Err() != nil {
+			t.Logf("goroutines at the deadline:\n%s", harness.Goroutines())
+		}
 		t.Fatal(err)
 	}
 	select {

@@ -19,26 +19,33 @@ func TestNextSpan(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		ids    uint64
+		rows   int64
 		bytes  int64
 		took   time.Duration
 		budget int64
 		want   uint64
 	}{
-		{"quick dense chunk doubles", 1000, 100_000, 100 * ms, 8 << 20, 2000},
-		{"on target and under budget keeps", 1000, 100_000, 500 * ms, 8 << 20, 1000},
-		{"twice the target halves", 1000, 100_000, 1000 * ms, 8 << 20, 500},
-		{"empty sparse range doubles", 1000, 0, 1 * ms, 8 << 20, 2000},
-		{"zero duration doubles", 1000, 0, 0, 8 << 20, 2000},
-		{"fat rows shrink to the byte budget", 1000, 4 << 20, 100 * ms, 1 << 20, 250},
-		{"a very slow chunk shrinks at most 16x", 1600, 1000, 100 * time.Second, 8 << 20, 100},
-		{"one huge row keeps span 1", 1, 16 << 20, 100 * ms, 1 << 20, 1},
-		{"never below 1", 1, 1 << 30, time.Hour, 64 << 10, 1},
-		{"never above maxSpan", maxSpan, 0, ms, 8 << 20, maxSpan},
-		{"ids zero treated as one", 0, 0, ms, 8 << 20, 2},
+		{"quick dense chunk doubles", 1000, 1000, 100_000, 100 * ms, 8 << 20, 2000},
+		{"on target and under budget keeps", 1000, 1000, 100_000, 500 * ms, 8 << 20, 1000},
+		{"twice the target halves", 1000, 1000, 100_000, 1000 * ms, 8 << 20, 500},
+		{"empty sparse range doubles", 1000, 0, 0, 1 * ms, 8 << 20, 2000},
+		// The fixed part of a chunk's time (round trips, commits) over the target: shrinking cannot help.
+		{"a slow empty range still doubles", 1000, 0, 0, 10 * time.Second, 8 << 20, 2000},
+		{"a slow chunk shrinks to 100 rows, not fewer", 1000, 1000, 100_000, 10 * time.Second, 8 << 20, 100},
+		{"a slow sparse chunk shrinks to 100 rows", 10_000, 1000, 100_000, 10 * time.Second, 8 << 20, 1000},
+		{"a slow chunk of few rows grows towards 100 rows", 1000, 20, 2000, 10 * time.Second, 8 << 20, 2000},
+		{"zero duration doubles", 1000, 0, 0, 0, 8 << 20, 2000},
+		{"fat rows shrink to the byte budget", 1000, 1000, 4 << 20, 100 * ms, 1 << 20, 250},
+		{"fat rows shrink below 100 rows to the byte budget", 100, 100, 100 << 20, 10 * time.Second, 1 << 20, 6},
+		{"a very slow chunk shrinks at most 16x", 16000, 16000, 16000, 100 * time.Second, 8 << 20, 1000},
+		{"one huge row keeps span 1", 1, 1, 16 << 20, 100 * ms, 1 << 20, 1},
+		{"never below 1", 1, 1, 1 << 30, time.Hour, 64 << 10, 1},
+		{"never above maxSpan", maxSpan, 0, 0, ms, 8 << 20, maxSpan},
+		{"ids zero treated as one", 0, 0, 0, ms, 8 << 20, 2},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if got := nextSpan(c.ids, c.bytes, c.took, 500*ms, c.budget); got != c.want {
-				t.Fatalf("nextSpan(%d ids, %d B, %s) = %d, want %d", c.ids, c.bytes, c.took, got, c.want)
+			if got := nextSpan(c.ids, c.rows, c.bytes, c.took, 500*ms, c.budget); got != c.want {
+				t.Fatalf("nextSpan(%d ids, %d rows, %d B, %s) = %d, want %d", c.ids, c.rows, c.bytes, c.took, got, c.want)
 			}
 		})
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -68,7 +67,7 @@ func (e *env) run(t *testing.T, cfg verify.Config) *verify.Result {
 	if cfg.ChunkRows == 0 {
 		cfg.ChunkRows = chunkRows
 	}
-	v, err := verify.New(e.toolSrc, e.toolDst, e.m, slog.New(slog.DiscardHandler), cfg)
+	v, err := verify.New(e.toolSrc, e.toolDst, e.m, harness.Logger(t), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

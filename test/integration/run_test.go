@@ -31,14 +31,45 @@ func startRun(t *testing.T, p *pair, extra ...string) *daemon {
 	cmd := exec.Command(binPath, args...)
 	out := &strings.Builder{}
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = os.Environ()
+	cmd.Env = append(os.Environ(), "GOTRACEBACK=all") // every goroutine in a SIGQUIT dump
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	d := &daemon{cmd: cmd, out: out, done: make(chan error, 1)}
 	go func() { d.done <- cmd.Wait() }()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-d.done })
+	t.Cleanup(func() {
+		select {
+		case <-d.done: // exited (a test that reads done puts the result back)
+		default:
+			if !t.Failed() {
+				_ = cmd.Process.Kill()
+				<-d.done
+				break
+			}
+			// Still running in a failed test: SIGQUIT makes it print every goroutine's stack before it exits,
+			// which shows what it was waiting on.
+			_ = cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-d.done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-d.done
+			}
+		}
+		if t.Failed() {
+			logs, stacks, _ := strings.Cut(d.out.String(), "SIGQUIT: quit")
+			t.Logf("output of csmh-sync %s (pid %d), last 40 lines:\n%s", args[0], cmd.Process.Pid, tailStr(logs, 40))
+			if stacks != "" {
+				t.Logf("its goroutines at the end:\n%s", headStr(stacks, 400))
+			}
+		}
+	})
 	return d
+}
+
+func headStr(s string, n int) string {
+	l := strings.Split(s, "\n")
+	return strings.Join(l[:min(n, len(l))], "\n")
 }
 
 // caughtUp is the cutover barrier: it takes the source's executed GTID set once and polls until the target's
@@ -46,11 +77,6 @@ func startRun(t *testing.T, p *pair, extra ...string) *daemon {
 // and target share a server: every checkpoint write is itself a new source transaction.)
 func caughtUp(t *testing.T, src, dst *sql.DB, within time.Duration, d *daemon) *gtid.Set {
 	t.Helper()
-	t.Cleanup(func() {
-		if t.Failed() && d != nil {
-			t.Logf("daemon output:\n%s", tailStr(d.out.String(), 40))
-		}
-	})
 	var exec string
 	if err := src.QueryRow("SELECT @@gtid_binlog_pos").Scan(&exec); err != nil {
 		t.Fatal(err)
