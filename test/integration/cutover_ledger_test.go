@@ -47,8 +47,8 @@ func TestCutoverChecksOnlyTouchedChunks(t *testing.T) {
 	src, dst, gen := p.seed(t, harness.GenOptions{Rows: 10_000, GapEvery: -1, Seed: 71, LargeStateEvery: -1})
 	// Ids 4,096 apart: each row has a touch bucket of its own (1,024 ids), so a changed row marks exactly its chunk.
 	sqlExec(t, p.src, "UPDATE "+harness.SourceTable+" SET id = id * 4096 ORDER BY id DESC")
-	d := startRun(t, p)
-	caughtUp(t, src, dst, 2*time.Minute, d)
+	startRun(t, p)
+	caughtUp(t, src, dst, 2*time.Minute)
 
 	// A full verify in chunks of about 50 rows proves about 200 chunks equal in the ledger.
 	r := csmh(t, 3*time.Minute, nil, append([]string{"verify", "--chunk-rows", "50"}, p.args()...)...)
@@ -94,7 +94,7 @@ func TestCutoverChecksOnlyTouchedChunks(t *testing.T) {
 			sqlExec(t, p.src, fmt.Sprintf("UPDATE %s SET grade = IFNULL(grade, 0) + 1 WHERE id = %d", harness.SourceTable, id))
 			ids = append(ids, id)
 		}
-		caughtUp(t, src, dst, time.Minute, d)
+		caughtUp(t, src, dst, time.Minute)
 		return ids
 	}
 

@@ -33,7 +33,7 @@ func TestCutoverNamesRowsOutsideTheBackfillRange(t *testing.T) {
 	}
 	sqlExec(t, p.src, fmt.Sprintf("UPDATE %s SET grade = IFNULL(grade, 0) + 1 WHERE id = %d", harness.SourceTable, above))
 	sqlExec(t, p.src, fmt.Sprintf("DELETE FROM %s WHERE id = %d", harness.SourceTable, below))
-	caughtUp(t, src, dst, time.Minute, d)
+	caughtUp(t, src, dst, time.Minute)
 
 	r = csmh(t, 2*time.Minute, nil, append([]string{"cutover", "--timeout", "60s", "--min-runway", "1000"}, p.args()...)...)
 	fix := fmt.Sprintf("'csmh-sync backfill --start-id %d --end-id %d'", gen.MinID, gen.MaxID)
@@ -53,7 +53,7 @@ func TestCutoverNamesRowsOutsideTheBackfillRange(t *testing.T) {
 		t.Fatalf("backfill over the whole range: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	d = startRun(t, p)
-	caughtUp(t, src, dst, time.Minute, d)
+	caughtUp(t, src, dst, time.Minute)
 	r = csmh(t, 2*time.Minute, nil, append([]string{"cutover", "--timeout", "60s", "--min-runway", "1000"}, p.args()...)...)
 	if r.code != 0 || !hasLine(r.stdout, "ok", "backfill range") {
 		t.Fatalf("cutover after the plan was extended: exit %d, want GO:\n%s%s", r.code, r.stdout, r.stderr)

@@ -80,7 +80,7 @@ func TestFilePositionAcrossBinlogRollover(t *testing.T) {
 	if _, err := src.Exec("RESET MASTER TO 999999"); err != nil {
 		t.Fatal(err)
 	}
-	d := startRun(t, p, "--position", "file")
+	startRun(t, p, "--position", "file")
 	write := func(n int) {
 		for i := range n {
 			if _, err := src.Exec("INSERT INTO "+harness.SourceTable+" (created, student_module_id) VALUES (NOW(6), ?)", i); err != nil {
@@ -95,7 +95,7 @@ func TestFilePositionAcrossBinlogRollover(t *testing.T) {
 		}
 	}
 	write(50)
-	caughtUp(t, src, dst, time.Minute, d)
+	caughtUp(t, src, dst, time.Minute)
 	var pos string
 	if err := dst.QueryRow("SELECT gtid_set FROM edxapp_csmh.csmh_sync_state").Scan(&pos); err != nil {
 		t.Fatal(err)
@@ -107,7 +107,7 @@ func TestFilePositionAcrossBinlogRollover(t *testing.T) {
 		t.Fatal(err)
 	}
 	write(50)
-	caughtUp(t, src, dst, time.Minute, d)
+	caughtUp(t, src, dst, time.Minute)
 	if err := dst.QueryRow("SELECT gtid_set FROM edxapp_csmh.csmh_sync_state").Scan(&pos); err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func TestFilePositionStatusCutoverAndDDL(t *testing.T) {
 	// Started again (--position auto resumes the checkpoint in its own mode), the daemon catches up. A DDL of
 	// the source table then stops it, naming the position the DDL starts at, which --accept-ddl takes.
 	d = startRun(t, p)
-	caughtUp(t, src, dst, time.Minute, d)
+	caughtUp(t, src, dst, time.Minute)
 	sqlExec(t, p.src, "ALTER TABLE "+harness.SourceTable+" ADD COLUMN extra int NULL")
 	if _, err := src.Exec("INSERT INTO " + harness.SourceTable + " (created, state, student_module_id, extra) VALUES (UTC_TIMESTAMP(6), '{}', 7, 42)"); err != nil {
 		t.Fatal(err)
@@ -226,7 +226,7 @@ func TestFilePositionStatusCutoverAndDDL(t *testing.T) {
 	}
 	sqlExec(t, p.dst, "ALTER TABLE "+harness.TargetTable+" ADD COLUMN extra int NULL")
 	d = startRun(t, p, "--accept-ddl", strings.TrimPrefix(named, gtid.FilePrefix))
-	caughtUp(t, src, dst, time.Minute, d)
+	caughtUp(t, src, dst, time.Minute)
 	var extra int
 	if err := dst.QueryRow("SELECT extra FROM " + harness.TargetTable + " WHERE student_module_id = 7 AND extra IS NOT NULL").Scan(&extra); err != nil || extra != 42 {
 		t.Fatalf("the row written after the DDL on the target: extra %d (%v), want 42", extra, err)

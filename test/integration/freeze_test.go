@@ -82,7 +82,7 @@ func TestTargetFreezeIsRiddenOut(t *testing.T) {
 		if st := load.Stats(); st.Inserts == 0 || st.Updates == 0 || st.Deletes == 0 {
 			t.Fatalf("load did not exercise every kind of change: %+v", st)
 		}
-		executed := caughtUp(t, src, dst, time.Minute, nil)
+		executed := caughtUp(t, src, dst, time.Minute)
 		if err := pr.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}

@@ -67,8 +67,8 @@ func TestDocumentedGrantsAreEnoughAndEachIsChecked(t *testing.T) {
 		}
 	}
 
-	d := startRun(t, p)
-	caughtUp(t, src, dst, 2*time.Minute, d)
+	startRun(t, p)
+	caughtUp(t, src, dst, 2*time.Minute)
 	r = csmh(t, 2*time.Minute, nil, append([]string{"verify"}, p.args()...)...)
 	if r.code != 0 {
 		t.Fatalf("verify as the documented users: exit %d\n%s%s", r.code, r.stdout, r.stderr)

@@ -79,7 +79,7 @@ func TestRangeEndWaitsForTransactionInStartPosition(t *testing.T) {
 		t.Fatal(err)
 	}
 	reported = true
-	caughtUp(t, src, dst, 2*time.Minute, d)
+	caughtUp(t, src, dst, 2*time.Minute)
 	requireEqual(t, src, dst)
 }
 

@@ -75,7 +75,7 @@ func headStr(s string, n int) string {
 // caughtUp is the cutover barrier: it takes the source's executed GTID set once and polls until the target's
 // checkpoint contains it and the backfill is done. (Polling a fresh set each time would never end where source
 // and target share a server: every checkpoint write is itself a new source transaction.)
-func caughtUp(t *testing.T, src, dst *sql.DB, within time.Duration, d *daemon) *gtid.Set {
+func caughtUp(t *testing.T, src, dst *sql.DB, within time.Duration) *gtid.Set {
 	t.Helper()
 	var exec string
 	if err := src.QueryRow("SELECT @@gtid_binlog_pos").Scan(&exec); err != nil {
@@ -266,7 +266,7 @@ func raceAndKill(t *testing.T, same bool, args []string) {
 		st.Transactions == 0 || st.Bulk == 0 || st.Extended == 0 {
 		t.Fatalf("load did not exercise every kind of change: %+v", st)
 	}
-	executed := caughtUp(t, src, dst, time.Minute, d)
+	executed := caughtUp(t, src, dst, time.Minute)
 
 	// SIGTERM: finish the batch, commit, exit 0 within 10 s.
 	began := time.Now()

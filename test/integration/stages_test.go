@@ -255,7 +255,7 @@ func TestStageBackfillStopLeavesStreamRunning(t *testing.T) {
 	if st = readStatus(t, p); st.Stage != "streaming" || !st.BackfillDone || len(st.Stops) != 0 {
 		t.Fatalf("status --json after the backfill: %+v; want streaming, done, no stops", st)
 	}
-	caughtUp(t, src, dst, time.Minute, d)
+	caughtUp(t, src, dst, time.Minute)
 	requireEqual(t, src, dst)
 
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)

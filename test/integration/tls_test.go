@@ -107,7 +107,7 @@ func streamAndCompare(t *testing.T, src, dst *sql.DB, d *daemon) {
 			t.Fatal(err)
 		}
 	}
-	caughtUp(t, src, dst, time.Minute, d)
+	caughtUp(t, src, dst, time.Minute)
 	requireEqual(t, src, dst)
 }
 
