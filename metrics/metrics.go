@@ -31,6 +31,9 @@ type Metrics struct {
 	Progress      prometheus.Gauge
 	ETA           prometheus.Gauge
 	ThrottledSecs prometheus.Counter
+	// TargetRedoFill is the target's redo log use as a fraction of the age at which InnoDB stops every writer
+	// (NaN until read, or where the server does not show it).
+	TargetRedoFill prometheus.Gauge
 	// ChunkDeadlines counts chunks rolled back because they held their source rows for the chunk deadline.
 	ChunkDeadlines prometheus.Counter
 	// SegmentSplits counts backfill segments split so an idle worker takes half of a busy one's rows.
@@ -70,6 +73,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		Progress:          g("csmh_sync_backfill_progress_ratio", "Fraction of the backfill id range copied, 0 to 1."),
 		ETA:               g("csmh_sync_backfill_eta_seconds", "Estimated seconds until the backfill finishes at the recent rate."),
 		ThrottledSecs:     c("csmh_sync_backfill_throttled_seconds_total", "Seconds the backfill waited because of throttling (rate limit, load, replica lag)."),
+		TargetRedoFill:    g("csmh_sync_target_redo_fill_ratio", "The target's redo log use (checkpoint age) as a fraction of the age at which InnoDB makes every writer wait; the backfill waits above --max-redo-fill."),
 		ChunkDeadlines:    c("csmh_sync_backfill_chunk_deadlines_total", "Backfill chunks rolled back and read again because they held their source rows locked for the chunk deadline."),
 		SegmentSplits:     c("csmh_sync_backfill_segment_splits_total", "Backfill segments split at their row median so an idle worker copies the upper half."),
 		Paused:            g("csmh_sync_backfill_paused", "1 while the backfill is paused by an operator (POST /pause)."),
@@ -86,12 +90,13 @@ func New(reg prometheus.Registerer) *Metrics {
 	m.RetentionHeadroom.Set(math.NaN())
 	m.IDRunway.Set(math.NaN())
 	m.SourceIDUsed.Set(math.NaN())
+	m.TargetRedoFill.Set(math.NaN())
 	for _, op := range []string{"insert", "update", "delete"} {
 		m.AppliedRows.WithLabelValues(op)
 	}
 	reg.MustRegister(m.Lag, m.TxBehind, m.AppliedRows, m.AppliedTx, m.SourceWrites, m.Connected, m.CheckpointAge,
 		m.RetentionHeadroom, m.SourceIDUsed, m.IDRunway, m.RowsCopied, m.BytesCopied, m.Progress, m.ETA,
-		m.ThrottledSecs, m.ChunkDeadlines, m.SegmentSplits, m.Paused, m.BackfillDone, m.StageStopped, m.VerifyChunks, info,
+		m.ThrottledSecs, m.TargetRedoFill, m.ChunkDeadlines, m.SegmentSplits, m.Paused, m.BackfillDone, m.StageStopped, m.VerifyChunks, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

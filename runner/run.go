@@ -37,6 +37,7 @@ type BackfillOptions struct {
 	ChunkTime              time.Duration
 	ChunkDeadline          time.Duration // 0 = backfill.DefaultChunkDeadline(ChunkTime)
 	MaxRowsPerSecond       float64
+	MaxRedoFill            float64 // wait while the target's redo log is fuller than this fraction of InnoDB's limit; 0 = off
 	MaxThreadsRunning      int64
 	CriticalThreadsRunning int64
 	Replica                dbconn.Endpoint
@@ -111,6 +112,9 @@ func (r *Run) Validate() error {
 	}
 	if !(b.MaxRowsPerSecond >= 0) || math.IsInf(b.MaxRowsPerSecond, 0) {
 		return fmt.Errorf("%w: --max-rows-per-second %v: use a number ≥ 0 (0 = no limit)", ErrUsage, b.MaxRowsPerSecond)
+	}
+	if !(b.MaxRedoFill >= 0 && b.MaxRedoFill < 1) {
+		return fmt.Errorf("%w: --max-redo-fill %v: use a fraction below 1, such as %v (0 = off)", ErrUsage, b.MaxRedoFill, throttle.DefaultMaxRedoFill)
 	}
 	if b.MaxThreadsRunning < 0 || b.CriticalThreadsRunning < 0 {
 		return fmt.Errorf("%w: --max-threads-running and --critical-threads-running must not be negative (0 = off)", ErrUsage)
@@ -253,9 +257,13 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	}
 	p.store.SetFence(lock)
 	var thr backfill.Throttler
-	if r.Backfill.MaxThreadsRunning > 0 || r.Backfill.CriticalThreadsRunning > 0 || replica != nil {
+	if r.Backfill.MaxRedoFill > 0 {
+		logRedo(ctx, log, k.dst, r.Backfill.MaxRedoFill)
+	}
+	if r.Backfill.MaxThreadsRunning > 0 || r.Backfill.CriticalThreadsRunning > 0 || replica != nil || r.Backfill.MaxRedoFill > 0 {
 		t, err := throttle.New(k.src, replica, throttle.Config{MaxThreadsRunning: r.Backfill.MaxThreadsRunning,
-			CriticalThreadsRunning: r.Backfill.CriticalThreadsRunning, MaxReplicaLag: r.Backfill.MaxReplicaLag})
+			CriticalThreadsRunning: r.Backfill.CriticalThreadsRunning, MaxReplicaLag: r.Backfill.MaxReplicaLag,
+			Target: k.dst, MaxRedoFill: r.Backfill.MaxRedoFill, OnRedo: func(x throttle.Redo) { m.TargetRedoFill.Set(x.Fill()) }})
 		if err != nil {
 			return ExitError, fmt.Errorf("%w: %v", ErrUsage, err)
 		}
@@ -477,3 +485,21 @@ func (p *probe) Ready() (bool, string) {
 
 func (p *probe) Pause()         { p.bf.Pause() }
 func (p *probe) Resume() string { return p.stage.Resume() }
+
+// logRedo says at the start whether the copy can watch the target's redo log, how full it is, and what sets
+// the copy's speed once it waits on it: InnoDB's background flushing, paced by innodb_io_capacity.
+func logRedo(ctx context.Context, log *slog.Logger, dst *sql.DB, maxFill float64) {
+	r, ok, err := throttle.ReadRedo(ctx, dst)
+	switch {
+	case err != nil:
+		log.Warn("cannot read the target's redo log use; the backfill waits on it when it can", "err", err)
+	case !ok:
+		log.Warn("the target shows no redo log use (Aurora, or MySQL before 8.0.30 without PROCESS): the backfill cannot wait for its page flushing; watch the app's write latency")
+	default:
+		var ioCap int64
+		_ = dst.QueryRowContext(ctx, "SELECT @@GLOBAL.innodb_io_capacity").Scan(&ioCap)
+		log.Info("the backfill waits while the target's redo log is fuller than --max-redo-fill of what InnoDB allows before it stalls every writer; "+
+			"where it waits, InnoDB's background flushing (innodb_io_capacity pages/s) sets the copy's speed: raise innodb_io_capacity to what the disk sustains for a faster copy",
+			"max_redo_fill", maxFill, "redo_limit_mib", r.Limit>>20, "redo_fill", fmt.Sprintf("%.2f", r.Fill()), "innodb_io_capacity", ioCap, "via", r.Via)
+	}
+}

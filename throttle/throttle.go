@@ -1,6 +1,7 @@
-// Package throttle holds the backfill back while production needs the servers: it waits while the source's
-// Threads_running is above a limit or a replica lags too far, and stops the copy at a critical load (the
-// max-load / critical-load pair of pt-online-schema-change).
+// Package throttle holds the backfill back while production needs the servers: it waits while the target's
+// redo log is near the point where InnoDB stops every writer, while the source's Threads_running is above a
+// limit or a replica lags too far, and stops the copy at a critical load (the max-load / critical-load pair of
+// pt-online-schema-change).
 package throttle
 
 import (
@@ -34,12 +35,20 @@ type Config struct {
 	CriticalThreadsRunning int64         // fail with ErrCriticalLoad when it is above
 	MaxReplicaLag          time.Duration // wait while the replica lags more (default 10s when a replica is given)
 	Interval               time.Duration // poll interval while throttled; default 1s
+	// Target is the server the copy writes to; with MaxRedoFill > 0 the copy waits while its redo log is fuller
+	// than that fraction of InnoDB's limit (Redo), polled every RedoInterval (default 20 ms: the log fills in
+	// seconds).
+	Target       *sql.DB
+	MaxRedoFill  float64
+	RedoInterval time.Duration
+	OnRedo       func(Redo) // called with each reading of the target's redo log use; may be nil
 }
 
 // Throttler implements backfill.Throttler. Wait may be called from several goroutines at once.
 type Throttler struct {
 	src, replica *sql.DB
 	cfg          Config
+	redo         *redoWatch // nil: not watched
 }
 
 // New validates the limits. replica may be nil.
@@ -47,18 +56,29 @@ func New(src, replica *sql.DB, cfg Config) (*Throttler, error) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
 	}
+	if cfg.RedoInterval <= 0 {
+		cfg.RedoInterval = 20 * time.Millisecond
+	}
 	switch {
 	case src == nil:
 		return nil, fmt.Errorf("%w: a source connection is required", ErrConfig)
 	case cfg.MaxThreadsRunning < 0 || cfg.CriticalThreadsRunning < 0 || cfg.MaxReplicaLag < 0:
 		return nil, fmt.Errorf("%w: limits must not be negative", ErrConfig)
+	case !(cfg.MaxRedoFill >= 0 && cfg.MaxRedoFill < 1):
+		return nil, fmt.Errorf("%w: max redo fill %v: use a fraction from 0 (off) to below 1", ErrConfig, cfg.MaxRedoFill)
+	case cfg.MaxRedoFill > 0 && cfg.Target == nil:
+		return nil, fmt.Errorf("%w: a target connection is required to watch its redo log", ErrConfig)
 	case cfg.CriticalThreadsRunning > 0 && cfg.MaxThreadsRunning > cfg.CriticalThreadsRunning:
 		return nil, fmt.Errorf("%w: max threads running %d is above the critical %d", ErrConfig, cfg.MaxThreadsRunning, cfg.CriticalThreadsRunning)
 	}
 	if replica != nil && cfg.MaxReplicaLag <= 0 {
 		cfg.MaxReplicaLag = 10 * time.Second
 	}
-	return &Throttler{src: src, replica: replica, cfg: cfg}, nil
+	t := &Throttler{src: src, replica: replica, cfg: cfg}
+	if cfg.MaxRedoFill > 0 {
+		t.redo = &redoWatch{db: cfg.Target, onRead: cfg.OnRedo}
+	}
+	return t, nil
 }
 
 // Wait returns once the load is acceptable, with the time spent waiting: at once when it is, after polling
@@ -66,14 +86,14 @@ func New(src, replica *sql.DB, cfg Config) (*Throttler, error) {
 func (t *Throttler) Wait(ctx context.Context) (time.Duration, error) {
 	start := time.Now()
 	for {
-		busy, err := t.busy(ctx)
+		poll, err := t.busy(ctx)
 		if err != nil {
 			return time.Since(start), err
 		}
-		if !busy {
+		if poll == 0 {
 			return time.Since(start), nil
 		}
-		timer := time.NewTimer(t.cfg.Interval)
+		timer := time.NewTimer(poll)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -83,30 +103,40 @@ func (t *Throttler) Wait(ctx context.Context) (time.Duration, error) {
 	}
 }
 
-func (t *Throttler) busy(ctx context.Context) (bool, error) {
+// busy returns how long to wait before asking again, 0 when the copy may go on.
+func (t *Throttler) busy(ctx context.Context) (time.Duration, error) {
 	if t.cfg.MaxThreadsRunning > 0 || t.cfg.CriticalThreadsRunning > 0 {
 		n, err := dbconn.Status(ctx, t.src, "Threads_running")
 		if err != nil {
-			return false, err
+			return 0, err
 		}
 		if t.cfg.CriticalThreadsRunning > 0 && n > t.cfg.CriticalThreadsRunning {
-			return false, fmt.Errorf("%w: Threads_running %d > --critical-threads-running %d: the copy stopped; start it again when the load is lower",
+			return 0, fmt.Errorf("%w: Threads_running %d > --critical-threads-running %d: the copy stopped; start it again when the load is lower",
 				ErrCriticalLoad, n, t.cfg.CriticalThreadsRunning)
 		}
 		if t.cfg.MaxThreadsRunning > 0 && n > t.cfg.MaxThreadsRunning {
-			return true, nil
+			return t.cfg.Interval, nil
 		}
 	}
 	if t.replica != nil {
 		lag, err := ReplicaLag(ctx, t.replica)
 		if err != nil {
-			return false, fmt.Errorf("%w: %w", ErrReplica, err)
+			return 0, fmt.Errorf("%w: %w", ErrReplica, err)
 		}
 		if lag < 0 || lag > t.cfg.MaxReplicaLag {
-			return true, nil
+			return t.cfg.Interval, nil
 		}
 	}
-	return false, nil
+	if t.redo != nil {
+		r, ok, err := t.redo.read(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if ok && r.Fill() > t.cfg.MaxRedoFill {
+			return t.cfg.RedoInterval, nil
+		}
+	}
+	return 0, nil
 }
 
 // ReplicaLag reads Seconds_Behind_Master (Seconds_Behind_Source on MySQL 8.0.22+); -1 when replication is

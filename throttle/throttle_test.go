@@ -164,3 +164,79 @@ func TestReplicaLag(t *testing.T) {
 		t.Fatalf("Wait with replication stopped returned %v", err)
 	}
 }
+
+// TestRedoFill holds the copy while the target's redo log is fuller than the limit and lets it go once InnoDB
+// has flushed: a server whose page cleaner flushes 100 pages a second at most when idle keeps a redo log
+// filled by a burst of writes full for many seconds, until the test makes it flush everything.
+func TestRedoFill(t *testing.T) {
+	s := harness.StartT(t, harness.Options{BinlogOff: true, ExtraArgs: []string{"--innodb-log-file-size=32M",
+		"--innodb-io-capacity=100", "--innodb-io-capacity-max=100", "--innodb-adaptive-flushing=OFF",
+		"--innodb-max-dirty-pages-pct=90", "--innodb-max-dirty-pages-pct-lwm=0"}})
+	db := open(t, s)
+	ctx := context.Background()
+	r, ok, err := throttle.ReadRedo(ctx, db)
+	if err != nil || !ok {
+		t.Fatalf("ReadRedo on MariaDB: %+v, %v, %v", r, ok, err)
+	}
+	var limit int64
+	if err := db.QueryRow("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'Innodb_checkpoint_max_age'").Scan(&limit); err != nil {
+		t.Fatal(err)
+	}
+	if r.Limit != limit || r.Limit < 20<<20 || r.Limit > 32<<20 {
+		t.Fatalf("redo limit %d, want Innodb_checkpoint_max_age %d (about 0.8 of the 32 MiB log)", r.Limit, limit)
+	}
+	// About 12 MiB of redo: half the limit.
+	for _, q := range []string{"CREATE DATABASE redo", "CREATE TABLE redo.t (id INT PRIMARY KEY, b LONGBLOB) ENGINE=InnoDB"} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 12 {
+		if _, err := db.Exec("INSERT INTO redo.t VALUES (?, REPEAT('x', 1 << 20))", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, _, _ := throttle.ReadRedo(ctx, db); r.Fill() < 0.35 {
+		t.Fatalf("after 12 MiB of writes the redo log is at %.2f of its limit, want over 0.35", r.Fill())
+	}
+	// At most 0.1 flushed per second from 0.35: a 300 ms Wait at fill 0.2 cannot end by itself.
+	full, err := throttle.New(db, nil, throttle.Config{Target: db, MaxRedoFill: 0.2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := full.Wait(wctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait with the redo log above the limit returned %v, want it to wait", err)
+	}
+	roomy, err := throttle.New(db, nil, throttle.Config{Target: db, MaxRedoFill: 0.9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if waited, err := roomy.Wait(ctx); err != nil || waited > time.Second {
+		t.Fatalf("Wait under the limit: waited %s, %v", waited, err)
+	}
+	// The server flushes everything: the checkpoint advances and the copy goes on.
+	done := make(chan error, 1)
+	go func() { _, err := full.Wait(ctx); done <- err }()
+	if _, err := db.Exec("SET GLOBAL innodb_max_dirty_pages_pct = 0"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		r, _, _ := throttle.ReadRedo(ctx, db)
+		t.Fatalf("Wait did not return after the server flushed its pages: redo at %.2f of its limit", r.Fill())
+	}
+	for _, bad := range []float64{-0.1, 1, 1.5} {
+		if _, err := throttle.New(db, nil, throttle.Config{Target: db, MaxRedoFill: bad}); !errors.Is(err, throttle.ErrConfig) {
+			t.Errorf("MaxRedoFill %v: %v, want ErrConfig", bad, err)
+		}
+	}
+	if _, err := throttle.New(db, nil, throttle.Config{MaxRedoFill: 0.5}); !errors.Is(err, throttle.ErrConfig) {
+		t.Errorf("MaxRedoFill without a target: %v, want ErrConfig", err)
+	}
+}

@@ -196,7 +196,11 @@ func BenchmarkAppImpact(b *testing.B) {
 		rate, ceiling float64
 	}
 	var results []result
+	only := os.Getenv("CSMH_BENCH_APP_ONLY") // e.g. "2/same": one lock mode and path, for tuning runs
 	for _, mode := range []int{1, 2} {
+		if only != "" && !strings.HasPrefix(only, fmt.Sprint(mode)) {
+			continue
+		}
 		arg := fmt.Sprintf("--innodb-autoinc-lock-mode=%d", mode)
 		src := start(b, harness.Options{ExtraArgs: []string{arg}})
 		dst := start(b, harness.Options{ExtraArgs: []string{arg}})
@@ -239,6 +243,9 @@ func BenchmarkAppImpact(b *testing.B) {
 			server *harness.Server
 			db     *sql.DB
 		}{{"same server", src, sdb}, {"cross server", dst, ddb}} {
+			if _, path, ok := strings.Cut(only, "/"); ok && path != strings.Fields(p.name)[0] {
+				continue
+			}
 			reset(sdb)
 			reset(p.db)
 			appSrc, appDst := openApp(b, src), openApp(b, p.server)
@@ -254,6 +261,10 @@ func BenchmarkAppImpact(b *testing.B) {
 			quiesce(b, sdb, ddb)
 			dctx, stopApp := context.WithCancel(context.Background())
 			done := make(chan appStats)
+			var tr *tracer
+			if traceOn() {
+				tr = startTrace(dctx, p.db, time.Now())
+			}
 			go func() { done <- a.run(dctx) }()
 			args := append([]string{"backfill", "--source-dsn", src.DSN(""), "--target-dsn", p.server.DSN(""), "--metrics-addr", "",
 				"--log-level", "warn"}, strings.Fields(os.Getenv("CSMH_BENCH_APP_ARGS"))...)
@@ -270,6 +281,14 @@ func BenchmarkAppImpact(b *testing.B) {
 				b.Fatalf("lock mode %d, %s: copied %d rows, want %d", mode, p.name, copied, gen.Rows)
 			}
 			r := result{mode: mode, path: p.name, base: base, during: during, rate: float64(gen.Rows) / took.Seconds(), ceiling: ceiling}
+			if tr != nil {
+				for _, op := range appOps {
+					for _, x := range during.slow[op][:min(2, len(during.slow[op]))] {
+						fmt.Printf("      %s %s ms at %.2f s; the target server around it:\n", op, ms(x.took), x.at.Seconds())
+						tr.around(x.at)
+					}
+				}
+			}
 			results = append(results, r)
 			fmt.Printf("    lock mode %d, %s: %.0f rows/s (%.2f× the ceiling)\n", mode, p.name, r.rate, r.rate/ceiling)
 		}

@@ -53,6 +53,7 @@ func rowsEnv() int {
 func start(b *testing.B, o harness.Options) *harness.Server {
 	b.Helper()
 	o.ExtraArgs = append(o.ExtraArgs, "--innodb-buffer-pool-size=1G")
+	o.ExtraArgs = append(o.ExtraArgs, strings.Fields(os.Getenv("CSMH_BENCH_SERVER_ARGS"))...) // tuning runs
 	return harness.StartT(b, o)
 }
 

@@ -171,6 +171,10 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 	if v, ok := metricValue(page, "csmh_sync_binlog_retention_headroom_seconds"); !ok || v > retention || v < retention-60 {
 		t.Errorf("retention headroom %v s (present %v) on a source keeping binlogs %d s, want close to it", v, ok, retention)
 	}
+	// The backfill read the target's redo log before each chunk: a fraction of InnoDB's limit, no longer NaN.
+	if v, ok := metricValue(page, "csmh_sync_target_redo_fill_ratio"); !ok || !(v >= 0 && v < 1) {
+		t.Errorf("csmh_sync_target_redo_fill_ratio = %v (present %v), want a fraction in [0, 1)", v, ok)
+	}
 	if v, _ := metricValue(page, "csmh_sync_replication_applied_transactions_total"); v < 9 {
 		t.Errorf("applied transactions %v, want at least the 9 written after the copy", v)
 	}
