@@ -11,13 +11,15 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/csmh-sync/csmh-sync/dbconn"
 )
 
 // DefaultMaxRedoFill is the default --max-redo-fill: the copy waits while the target's redo log holds more
-// than this fraction of what InnoDB lets it hold before every writer waits (docs/design.md, "What the copy
-// costs the app"). Below MariaDB's point of flushing ahead (7/8 of it), so the server's background flushing, not
-// its writers, makes the room.
-const DefaultMaxRedoFill = 0.8
+// than this fraction of what InnoDB lets it hold before every writer waits (docs/design.md, "The redo log").
+// Above MariaDB's point of flushing ahead (7/8 of it), where its page cleaner makes room even with adaptive
+// flushing off (its default), and a tenth of the limit short of a stall for the chunks in flight.
+const DefaultMaxRedoFill = 0.9
 
 // Redo is how much of a server's redo log is in use: the bytes of redo written since the last checkpoint (the
 // checkpoint age) and the age at which InnoDB makes every writer wait until pages are flushed ("sync flush",
@@ -36,10 +38,10 @@ func (r Redo) Fill() float64 {
 	return float64(r.Age) / float64(r.Limit)
 }
 
-// mysqlSyncFraction is the part of MySQL's redo capacity at which its writers start flushing synchronously:
-// InnoDB keeps a tenth of the capacity as a safety margin and starts the synchronous preflush at 15/16 of
-// the rest (MySQL 5.7 and 8.0's max_modified_age_sync), 0.84 of the capacity; MariaDB, which reports the
-// limit itself, stops writers at 0.81 of its log. 0.8 is on the safe side of both.
+// mysqlSyncFraction is the part of MySQL 8.0.30+'s redo capacity taken as the limit. Its writers start
+// flushing synchronously at about 0.83 of the capacity (15/16 of the 30/32 of 0.95 it lets them use) and stop
+// at about 0.89; MariaDB, which reports its limit itself, stops writers at 0.81 of its log. 0.8 is on the safe
+// side of all of them.
 const mysqlSyncFraction = 0.8
 
 // redoStatus are the status variables ReadRedo reads: MariaDB 10.5+ reports the checkpoint age and its
@@ -48,51 +50,47 @@ var redoStatus = []string{"Innodb_checkpoint_age", "Innodb_checkpoint_max_age",
 	"Innodb_redo_log_current_lsn", "Innodb_redo_log_checkpoint_lsn", "Innodb_redo_log_capacity_resized"}
 
 // ReadRedo reads the server's redo log use. ok is false where the server shows it nowhere this user can read
-// (Aurora, whose storage has no redo log of this kind; MySQL before 8.0.30 without PROCESS or with the
-// INNODB_METRICS log counters disabled).
+// (Aurora, whose storage has no redo log of this kind; MySQL before 8.0.30 or MariaDB before 10.5 without
+// PROCESS or with the INNODB_METRICS log counters disabled).
 func ReadRedo(ctx context.Context, db *sql.DB) (r Redo, ok bool, err error) {
-	rows, err := db.QueryContext(ctx, "SHOW GLOBAL STATUS WHERE Variable_name IN ('"+strings.Join(redoStatus, "','")+"')")
+	st, err := readPairs(ctx, db, "SHOW GLOBAL STATUS WHERE Variable_name IN ('"+strings.Join(redoStatus, "','")+"')")
 	if err != nil {
-		return Redo{}, false, fmt.Errorf("read redo log status: %w", err)
-	}
-	st := map[string]string{}
-	for rows.Next() {
-		var k, v string
-		if err := rows.Scan(&k, &v); err != nil {
-			rows.Close()
-			return Redo{}, false, fmt.Errorf("read redo log status: %w", err)
-		}
-		st[k] = v
-	}
-	if err := rows.Close(); err != nil {
 		return Redo{}, false, fmt.Errorf("read redo log status: %w", err)
 	}
 	if r, ok := parseRedoStatus(st); ok {
 		return r, true, nil
 	}
-	// MySQL 5.7 and 8.0 before 8.0.30: INNODB_METRICS' log counters, where enabled and readable (PROCESS).
-	metrics := map[string]string{}
-	rows, err = db.QueryContext(ctx, "SELECT NAME, `COUNT` FROM information_schema.INNODB_METRICS WHERE NAME IN ('log_lsn_checkpoint_age', 'log_max_modified_age_sync')")
+	// MySQL 5.7 and 8.0 before 8.0.30: INNODB_METRICS' log counters, where enabled (a disabled counter keeps
+	// its last value) and readable.
+	metrics, err := readPairs(ctx, db, "SELECT NAME, `COUNT` FROM information_schema.INNODB_METRICS "+
+		"WHERE NAME IN ('log_lsn_checkpoint_age', 'log_max_modified_age_sync') AND STATUS = 'enabled'")
 	var me *mysql.MySQLError
-	if errors.As(err, &me) {
-		return Redo{}, false, nil // no PROCESS privilege, or no such table: not visible
+	if errors.As(err, &me) && (me.Number == 1227 || me.Number == 1142 || me.Number == 1109 || me.Number == 1146 || me.Number == 1054) {
+		return Redo{}, false, nil // no PROCESS privilege, no such table or column (MariaDB before 10.5): not visible
 	}
 	if err != nil {
 		return Redo{}, false, fmt.Errorf("read redo log metrics: %w", err)
 	}
+	r, ok = parseRedoMetrics(metrics)
+	return r, ok, nil
+}
+
+// readPairs reads a two-column result into a map.
+func readPairs(ctx context.Context, db *sql.DB, q string) (map[string]string, error) {
+	rows, err := db.QueryContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	m := map[string]string{}
 	for rows.Next() {
 		var k, v string
 		if err := rows.Scan(&k, &v); err != nil {
-			rows.Close()
-			return Redo{}, false, fmt.Errorf("read redo log metrics: %w", err)
+			return nil, err
 		}
-		metrics[k] = v
+		m[k] = v
 	}
-	if err := rows.Close(); err != nil {
-		return Redo{}, false, fmt.Errorf("read redo log metrics: %w", err)
-	}
-	r, ok = parseRedoMetrics(metrics)
-	return r, ok, nil
+	return m, rows.Err()
 }
 
 func parseRedoStatus(st map[string]string) (Redo, bool) {
@@ -124,28 +122,39 @@ func parseRedoMetrics(m map[string]string) (Redo, bool) {
 	return Redo{Age: age, Limit: limit, Via: "INNODB_METRICS"}, true
 }
 
-// redoWatch reads a server's redo use at most once per redoFresh for all the workers that ask.
+// redoWatch reads a server's redo use at most once per redoFresh for all the workers that ask. A server that
+// does not show it is asked again only after redoUnseen; one whose status query fails for good (not a lost
+// connection or the like) is not watched any more: the guard then stands aside rather than stop the copy.
 type redoWatch struct {
 	db      *sql.DB
 	mu      sync.Mutex
 	at      time.Time
 	last    Redo
 	visible bool
+	off     bool
 	onRead  func(Redo)
 }
 
-// redoFresh is how long one reading serves: the copy writes a few MiB of redo in that time, against a margin of
-// a quarter of the log.
-const redoFresh = 20 * time.Millisecond
+const (
+	// redoFresh is how long one reading serves: the copy writes a few MiB of redo in that time, against a
+	// margin of a tenth of the log.
+	redoFresh = 20 * time.Millisecond
+	// redoUnseen is how long "not shown" serves.
+	redoUnseen = time.Minute
+)
 
 func (w *redoWatch) read(ctx context.Context) (Redo, bool, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if time.Since(w.at) < redoFresh {
-		return w.last, w.visible, nil
+	if w.off || time.Since(w.at) < redoFresh || (!w.visible && !w.at.IsZero() && time.Since(w.at) < redoUnseen) {
+		return w.last, w.visible && !w.off, nil
 	}
 	r, ok, err := ReadRedo(ctx, w.db)
 	if err != nil {
+		if !dbconn.IsTransient(err) && ctx.Err() == nil {
+			w.off = true // see the type's comment; the start logged the same error
+			return Redo{}, false, nil
+		}
 		return Redo{}, false, err
 	}
 	w.at, w.last, w.visible = time.Now(), r, ok

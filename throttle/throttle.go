@@ -105,6 +105,16 @@ func (t *Throttler) Wait(ctx context.Context) (time.Duration, error) {
 
 // busy returns how long to wait before asking again, 0 when the copy may go on.
 func (t *Throttler) busy(ctx context.Context) (time.Duration, error) {
+	// The redo log first: it is polled every RedoInterval, the others every Interval.
+	if t.redo != nil {
+		r, ok, err := t.redo.read(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if ok && r.Fill() > t.cfg.MaxRedoFill {
+			return t.cfg.RedoInterval, nil
+		}
+	}
 	if t.cfg.MaxThreadsRunning > 0 || t.cfg.CriticalThreadsRunning > 0 {
 		n, err := dbconn.Status(ctx, t.src, "Threads_running")
 		if err != nil {
@@ -125,15 +135,6 @@ func (t *Throttler) busy(ctx context.Context) (time.Duration, error) {
 		}
 		if lag < 0 || lag > t.cfg.MaxReplicaLag {
 			return t.cfg.Interval, nil
-		}
-	}
-	if t.redo != nil {
-		r, ok, err := t.redo.read(ctx)
-		if err != nil {
-			return 0, err
-		}
-		if ok && r.Fill() > t.cfg.MaxRedoFill {
-			return t.cfg.RedoInterval, nil
 		}
 	}
 	return 0, nil

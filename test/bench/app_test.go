@@ -226,17 +226,22 @@ func BenchmarkAppImpact(b *testing.B) {
 		}
 		// The ceiling is measured beside each path's backfill, after the same quiet-server wait, so the two
 		// share the machine's state.
+		// The best of two runs: one run alone has measured anywhere from half to all of the other.
 		ceilingNow := func() float64 {
-			reset(sdb)
-			quiesce(b, sdb, ddb)
-			took, err := timeIt(func() error {
-				_, err := sdb.Exec("INSERT INTO " + dstT + " (" + cols + ") SELECT " + cols + " FROM " + srcT)
-				return err
-			})
-			if err != nil {
-				b.Fatal(err)
+			best := 0.0
+			for range 2 {
+				reset(sdb)
+				quiesce(b, sdb, ddb)
+				took, err := timeIt(func() error {
+					_, err := sdb.Exec("INSERT INTO " + dstT + " (" + cols + ") SELECT " + cols + " FROM " + srcT)
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				best = max(best, float64(gen.Rows)/took.Seconds())
 			}
-			return float64(gen.Rows) / took.Seconds()
+			return best
 		}
 		for _, p := range []struct {
 			name   string

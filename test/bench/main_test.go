@@ -52,7 +52,11 @@ func rowsEnv() int {
 
 func start(b *testing.B, o harness.Options) *harness.Server {
 	b.Helper()
-	o.ExtraArgs = append(o.ExtraArgs, "--innodb-buffer-pool-size=1G")
+	// Page flushing as docs/runbook.md ("Target flushing") has the operator set it for the copy: adaptive
+	// flushing on (MariaDB's default innodb_max_dirty_pages_pct_lwm=0 flushes nothing until the redo log is 7/8
+	// full) and an SSD's I/O capacity. The backfill waits for the target's flushing (--max-redo-fill).
+	o.ExtraArgs = append(o.ExtraArgs, "--innodb-buffer-pool-size=1G", "--innodb-max-dirty-pages-pct-lwm=10",
+		"--innodb-io-capacity=2000", "--innodb-io-capacity-max=4000")
 	o.ExtraArgs = append(o.ExtraArgs, strings.Fields(os.Getenv("CSMH_BENCH_SERVER_ARGS"))...) // tuning runs
 	return harness.StartT(b, o)
 }
@@ -109,7 +113,12 @@ func extraArgs() []string { return strings.Fields(os.Getenv("CSMH_BENCH_ARGS")) 
 // measured on equally quiet servers.
 func quiesce(b *testing.B, dbs ...*sql.DB) {
 	b.Helper()
-	for _, db := range dbs {
+	type dirtyPct struct{ lwm, max float64 }
+	before := make([]dirtyPct, len(dbs)) // the servers' own settings, restored after the wait
+	for i, db := range dbs {
+		if err := db.QueryRow("SELECT @@GLOBAL.innodb_max_dirty_pages_pct_lwm, @@GLOBAL.innodb_max_dirty_pages_pct").Scan(&before[i].lwm, &before[i].max); err != nil {
+			b.Fatal(err)
+		}
 		mustExec(b, db, "SET GLOBAL innodb_max_dirty_pages_pct_lwm = 0.001, GLOBAL innodb_max_dirty_pages_pct = 0.001")
 	}
 	deadline := time.Now().Add(10 * time.Minute)
@@ -132,7 +141,7 @@ func quiesce(b *testing.B, dbs ...*sql.DB) {
 			time.Sleep(250 * time.Millisecond) // polling interval of a deadline-bounded wait
 		}
 	}
-	for _, db := range dbs {
-		mustExec(b, db, "SET GLOBAL innodb_max_dirty_pages_pct_lwm = DEFAULT, GLOBAL innodb_max_dirty_pages_pct = DEFAULT")
+	for i, db := range dbs {
+		mustExec(b, db, "SET GLOBAL innodb_max_dirty_pages_pct = ?, GLOBAL innodb_max_dirty_pages_pct_lwm = ?", before[i].max, before[i].lwm)
 	}
 }
