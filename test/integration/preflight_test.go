@@ -23,7 +23,7 @@ func TestPreflightPassesOnCorrectSetup(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d, want 0\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	for _, want := range []string{"binlog on, ROW, FULL", "maps by name", "runway"} {
+	for _, want := range []string{"binlog on, ROW, FULL", "maps by name", "runway", "redo log limit 206 MiB"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, r.stdout)
 		}
