@@ -115,7 +115,9 @@ func parked(db *sql.DB) (int, error) {
 func TestChunkDeadlineFreesSourceRows(t *testing.T) {
 	e := setup(t, false, harness.GenOptions{Rows: 3000, Seed: 43, LargeStateEvery: -1})
 	ctx := ctxT(t, 3*time.Minute)
-	const deadline = 2 * time.Second
+	// 4 s, under the tool's 5 s lock wait: time for the test to see the chunk parked and start the UPDATE before the deadline
+	// frees the rows, on a loaded machine under -race (at 2 s the UPDATE once began after the rows were freed).
+	const deadline = 4 * time.Second
 	lockConn, err := e.dst.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
