@@ -3,6 +3,7 @@ package backfill_test
 import (
 	"context"
 	"database/sql"
+	"sync"
 	"testing"
 	"time"
 
@@ -191,4 +192,72 @@ func TestChunkDeadlineFreesSourceRows(t *testing.T) {
 	}
 	e.requireEqual(t)
 	e.requireCounted(t, e.gen.Rows)
+}
+
+// A row too large to cross and be written within the chunk deadline is still copied, and its lock stays
+// bounded: a chunk of its one id has its deadline lengthened by the row's size at 1 MiB/s, and by no more.
+// The chunk's target write is held (a hook) for a while that is above the deadline and within the
+// lengthened one, then for a while above both.
+func TestFatRowOutlivesTheDeadline(t *testing.T) {
+	const (
+		deadline = 300 * time.Millisecond
+		fat      = 4 << 20 // its chunk's deadline: 0.3 s + 4 s
+	)
+	for _, tc := range []struct {
+		name   string
+		hold   time.Duration
+		copied bool
+	}{{"held within its size", 1500 * time.Millisecond, true}, {"held beyond its size", 7 * time.Second, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t, false, harness.GenOptions{Rows: 600, Seed: 47, LargeStateEvery: -1})
+			fatID := uint64(e.gen.MinID) + 300
+			if _, err := e.src.Exec("UPDATE "+harness.SourceTable+" SET state = REPEAT('x', ?) WHERE id = ?", fat, fatID); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(ctxT(t, 3*time.Minute))
+			defer cancel()
+			var mu sync.Mutex
+			alone := 0 // hook calls for a chunk of the fat row's id alone
+			b := e.backfill(t, backfill.Config{Workers: 1, ChunkDeadline: deadline, Hooks: backfill.Hooks{
+				BeforeChunkCommit: func(_ int, lo, hi uint64) {
+					if lo > fatID || hi < fatID {
+						return
+					}
+					mu.Lock()
+					if lo == hi {
+						alone++
+						if alone == 2 && !tc.copied {
+							cancel() // the first chunk of the row alone was cut off: it was read again
+						}
+					}
+					mu.Unlock()
+					time.Sleep(tc.hold) // a slow write of the chunk, its source rows locked
+				}}})
+			err := b.Run(ctx)
+			mu.Lock()
+			n := alone
+			mu.Unlock()
+			if tc.copied {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n != 1 {
+					t.Fatalf("the chunk of the fat row alone was written %d times, want once", n)
+				}
+				e.requireEqual(t)
+				e.requireCounted(t, e.gen.Rows)
+				return
+			}
+			if n < 2 || ctx.Err() == nil {
+				t.Fatalf("backfill ended with %v after %d chunks of the fat row alone: want it cut off and read again", err, n)
+			}
+			var have int
+			if err := e.dst.QueryRow("SELECT COUNT(*) FROM "+harness.TargetTable+" WHERE id = ?", fatID).Scan(&have); err != nil {
+				t.Fatal(err)
+			}
+			if have != 0 {
+				t.Fatal("the fat row reached the target although its chunk outlived the lengthened deadline")
+			}
+		})
+	}
 }

@@ -38,12 +38,14 @@ type crossChunk struct {
 	stx     *sql.Tx // the source transaction holding the chunk's shared locks
 	once    sync.Once
 	ended   atomic.Bool
+	size    atomic.Int64 // bytes, as read so far, for the deadline timer
 
 	// ctx carries the chunk's work on both servers. It ends with the copy, and at the chunk's deadline, when
 	// the timer started with the source transaction also rolls that transaction back, wherever the reader and
 	// the writer are: the chunk's source rows are never locked for longer, whatever the target does.
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
+	tmu     sync.Mutex // guards timer, which the deadline may arm again from its own callback
 	timer   *time.Timer
 	stxDone context.CancelFunc // ends the source transaction's context
 	expired *atomic.Bool       // set when a chunk of the copy reached its deadline
@@ -53,9 +55,11 @@ type crossChunk struct {
 func (c *crossChunk) release(commit bool) {
 	c.once.Do(func() {
 		c.ended.Store(true)
+		c.tmu.Lock()
 		if c.timer != nil {
 			c.timer.Stop()
 		}
+		c.tmu.Unlock()
 		if c.stx != nil {
 			if commit {
 				_ = c.stx.Commit() // nothing was written; an error only means the locks went with the connection
@@ -69,19 +73,53 @@ func (c *crossChunk) release(commit bool) {
 	})
 }
 
+// fatRowRate is the slowest a single row is assumed to travel and be written, in bytes per second. A chunk of
+// one id locks one row; a row of many megabytes may need longer than the deadline only to cross and be
+// written, and would then fail at every attempt, however small the chunk. Such a chunk's deadline is
+// lengthened by its row's size at this rate: 16 MiB of state may hold its one row for 16 s more. A chunk of
+// ordinary rows gains milliseconds, and one of more ids nothing: it is shrunk instead.
+const fatRowRate = 1 << 20
+
+// allowed is the chunk's deadline d, lengthened for a chunk of one id by the size of its row as read so far.
+func (c *crossChunk) allowed(d time.Duration) time.Duration {
+	if c.lo != c.planned {
+		return d
+	}
+	return d + time.Duration(float64(c.size.Load())/fatRowRate*float64(time.Second))
+}
+
 // startDeadline arms the chunk's deadline as its source transaction begins and returns the context that
 // transaction runs in: not the copy's, which a cancellation would end while the target commit may still be
 // under way, but one that only the deadline or release ends.
 func (c *crossChunk) startDeadline(ctx context.Context, d time.Duration, log *slog.Logger) context.Context {
 	sctx, done := context.WithCancel(context.WithoutCancel(ctx))
 	c.stxDone = done
-	c.timer = time.AfterFunc(d, func() {
+	lengthened := false
+	var fire func()
+	fire = func() {
+		c.tmu.Lock()
+		defer c.tmu.Unlock()
+		if c.ended.Load() {
+			return
+		}
+		if left := c.allowed(d) - time.Since(c.started); left > 0 {
+			if !lengthened {
+				lengthened = true
+				log.Warn("backfill chunk of one large row needs longer than the chunk deadline: its deadline is lengthened by the row's size",
+					"id", c.lo, "bytes", c.size.Load(), "deadline", c.allowed(d).Round(time.Millisecond))
+			}
+			c.timer = time.AfterFunc(left, fire)
+			return
+		}
 		log.Warn("backfill chunk reached its deadline: its source rows are released and it is read again, smaller",
-			"chunk_lo", c.lo, "deadline", d)
+			"chunk_lo", c.lo, "deadline", c.allowed(d).Round(time.Millisecond))
 		c.expired.Store(true)
 		c.cancel(errChunkDeadline)
 		done() // database/sql rolls the source transaction back: its locks go now
-	})
+	}
+	c.tmu.Lock()
+	c.timer = time.AfterFunc(d, fire)
+	c.tmu.Unlock()
 	return sctx
 }
 
@@ -248,6 +286,7 @@ func (b *Backfill) readChunk(ctx context.Context, c *crossChunk, rowCap int64, t
 			sqllit.Row(sb, vals, kinds)
 		}
 		c.bytes += int64(sb.Len() - before)
+		c.size.Store(c.bytes)
 		c.read++
 		cur.rows++
 		if sb.Len() >= b.stmtBudget {
