@@ -328,22 +328,18 @@ func (c *Checker) checkAutoIncLockMode(ctx context.Context, r *Report, dst *sql.
 // checkRedo says whether the backfill can watch the target's redo log (--max-redo-fill) and whether the
 // target flushes pages in the background, which then sets the copy's speed (docs/design.md, "The redo log").
 func checkRedo(ctx context.Context, r *Report, dst *sql.DB) {
-	redo, ok, err := throttle.ReadRedo(ctx, dst)
+	f, err := throttle.ReadFlushing(ctx, dst)
 	switch {
 	case err != nil:
 		r.add(Warn, "redo", "cannot read the target's redo log use: %v", err)
-		return
-	case !ok:
-		r.add(Warn, "redo", "the target shows no redo log use (Aurora; MySQL before 8.0.30 or MariaDB before 10.5 without PROCESS or the INNODB_METRICS log counters): the backfill cannot wait for its page flushing, and a full redo log stalls the app's writes; watch their latency")
-		return
-	}
-	var lwm float64
-	if err := dst.QueryRowContext(ctx, "SELECT @@GLOBAL.innodb_max_dirty_pages_pct_lwm").Scan(&lwm); err == nil && lwm == 0 && redo.Via == "Innodb_checkpoint_age" {
+	case !f.Visible:
+		r.add(Warn, "redo", "%s", throttle.RedoInvisible)
+	case f.NoBackgroundFlush():
 		r.add(Warn, "redo", "target redo log limit %d MiB, %.0f%% used; innodb_max_dirty_pages_pct_lwm=0 (MariaDB's default) flushes no pages in the background until the log is 7/8 full, so the backfill, which waits above --max-redo-fill of the limit, runs at the pace of InnoDB's flush-ahead: for the copy, SET GLOBAL innodb_max_dirty_pages_pct_lwm = 10 and innodb_io_capacity to what the disk sustains beside the app (docs/runbook.md, \"Target flushing\")",
-			redo.Limit>>20, 100*redo.Fill())
-		return
+			f.Redo.Limit>>20, 100*f.Redo.Fill())
+	default:
+		r.add(OK, "redo", "target redo log limit %d MiB, %.0f%% used (%s): the backfill waits above --max-redo-fill of it, so the copy never makes InnoDB stop the app's writes for a sync flush", f.Redo.Limit>>20, 100*f.Redo.Fill(), f.Redo.Via)
 	}
-	r.add(OK, "redo", "target redo log limit %d MiB, %.0f%% used (%s): the backfill waits above --max-redo-fill of it, so the copy never makes InnoDB stop the app's writes for a sync flush", redo.Limit>>20, 100*redo.Fill(), redo.Via)
 }
 
 // GTIDStrictModeOff is preflight's failure and run's refusal for a MariaDB source with gtid_strict_mode OFF,

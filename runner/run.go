@@ -489,28 +489,23 @@ func (p *probe) Resume() string { return p.stage.Resume() }
 // logRedo says at the start whether the copy can watch the target's redo log, how full it is, and what sets
 // the copy's speed once it waits on it: InnoDB's background flushing (docs/design.md, "The redo log").
 func logRedo(ctx context.Context, log *slog.Logger, dst *sql.DB, maxFill float64) {
-	r, ok, err := throttle.ReadRedo(ctx, dst)
+	f, err := throttle.ReadFlushing(ctx, dst)
 	switch {
 	case err != nil:
 		log.Warn("cannot read the target's redo log use; the backfill waits on it when it can", "err", err)
 		return
-	case !ok:
-		log.Warn("the target shows no redo log use (Aurora; MySQL before 8.0.30 or MariaDB before 10.5 without PROCESS or with the INNODB_METRICS log counters off: SET GLOBAL innodb_monitor_enable = 'log_lsn_checkpoint_age,log_max_modified_age_sync'): the backfill cannot wait for its page flushing; watch the app's write latency")
+	case !f.Visible:
+		log.Warn(throttle.RedoInvisible)
 		return
 	}
-	var ioCap, ioMax int64
-	var lwm float64
-	if err := dst.QueryRowContext(ctx, "SELECT @@GLOBAL.innodb_io_capacity, @@GLOBAL.innodb_io_capacity_max, @@GLOBAL.innodb_max_dirty_pages_pct_lwm").Scan(&ioCap, &ioMax, &lwm); err != nil {
-		log.Warn("cannot read the target's flushing settings", "err", err)
-		lwm = -1 // unknown
-	}
 	log.Info("the backfill waits while the target's redo log is fuller than --max-redo-fill of what InnoDB allows before it stalls every writer; there the target's page flushing sets the copy's speed",
-		"max_redo_fill", maxFill, "redo_limit_mib", r.Limit>>20, "redo_fill", fmt.Sprintf("%.2f", r.Fill()), "via", r.Via,
-		"innodb_io_capacity", ioCap, "innodb_io_capacity_max", ioMax, "innodb_max_dirty_pages_pct_lwm", lwm)
-	if lwm == 0 && r.Via == "Innodb_checkpoint_age" && maxFill < 0.875 {
+		"max_redo_fill", maxFill, "redo_limit_mib", f.Redo.Limit>>20, "redo_fill", fmt.Sprintf("%.2f", f.Redo.Fill()), "via", f.Redo.Via,
+		"innodb_io_capacity", f.IOCapacity, "innodb_io_capacity_max", f.IOCapacityMax, "innodb_max_dirty_pages_pct_lwm", f.DirtyLWM)
+	switch {
+	case f.NoBackgroundFlush() && maxFill < 0.875:
 		log.Warn("with innodb_max_dirty_pages_pct_lwm=0 the target flushes no pages in the background until its redo log is 7/8 full, above --max-redo-fill: the copy may wait for good; "+
 			"SET GLOBAL innodb_max_dirty_pages_pct_lwm = 10 on the target, or raise --max-redo-fill", "max_redo_fill", maxFill)
-	} else if lwm == 0 && r.Via == "Innodb_checkpoint_age" {
+	case f.NoBackgroundFlush():
 		log.Warn("the target flushes no pages in the background until its redo log is 7/8 full (MariaDB's innodb_max_dirty_pages_pct_lwm=0): " +
 			"for a faster copy, SET GLOBAL innodb_max_dirty_pages_pct_lwm = 10 and innodb_io_capacity to what the disk sustains (docs/runbook.md, \"Target flushing\")")
 	}

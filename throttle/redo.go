@@ -77,6 +77,40 @@ func ReadRedo(ctx context.Context, db *sql.DB) (r Redo, ok bool, err error) {
 	return r, ok, nil
 }
 
+// RedoInvisible says what a server that shows no redo log use costs the copy, and where that happens.
+const RedoInvisible = "the target shows no redo log use (Aurora; MySQL before 8.0.30 or MariaDB before 10.5 without PROCESS or with the INNODB_METRICS log counters off: SET GLOBAL innodb_monitor_enable = 'log_lsn_checkpoint_age,log_max_modified_age_sync'): the backfill cannot wait for its page flushing, and a full redo log stalls the app's writes; watch their latency"
+
+// Flushing is what a target shows of its redo log and of the page flushing that empties it.
+type Flushing struct {
+	Redo    Redo
+	Visible bool // Redo was read; false where ReadRedo's ok is
+	// The flushing settings; DirtyLWM is -1 where they could not be read.
+	IOCapacity, IOCapacityMax int64
+	DirtyLWM                  float64
+}
+
+// NoBackgroundFlush is true for MariaDB with innodb_max_dirty_pages_pct_lwm=0, its default: its page cleaner
+// then flushes nothing until the redo log is 7/8 of its limit, and a copy that waits below that point waits
+// for InnoDB's flush-ahead alone.
+func (f Flushing) NoBackgroundFlush() bool {
+	return f.Visible && f.DirtyLWM == 0 && f.Redo.Via == "Innodb_checkpoint_age"
+}
+
+// ReadFlushing reads the server's redo log use and its flushing settings. Only a failure to read the redo log
+// is an error; unreadable settings leave DirtyLWM at -1.
+func ReadFlushing(ctx context.Context, db *sql.DB) (Flushing, error) {
+	r, ok, err := ReadRedo(ctx, db)
+	if err != nil || !ok {
+		return Flushing{DirtyLWM: -1}, err
+	}
+	f := Flushing{Redo: r, Visible: true}
+	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.innodb_io_capacity, @@GLOBAL.innodb_io_capacity_max, @@GLOBAL.innodb_max_dirty_pages_pct_lwm").
+		Scan(&f.IOCapacity, &f.IOCapacityMax, &f.DirtyLWM); err != nil {
+		f.DirtyLWM = -1
+	}
+	return f, nil
+}
+
 // readPairs reads a two-column result into a map.
 func readPairs(ctx context.Context, db *sql.DB, q string) (map[string]string, error) {
 	rows, err := db.QueryContext(ctx, q)

@@ -36,12 +36,11 @@ type Config struct {
 	MaxReplicaLag          time.Duration // wait while the replica lags more (default 10s when a replica is given)
 	Interval               time.Duration // poll interval while throttled; default 1s
 	// Target is the server the copy writes to; with MaxRedoFill > 0 the copy waits while its redo log is fuller
-	// than that fraction of InnoDB's limit (Redo), polled every RedoInterval (default 20 ms: the log fills in
-	// seconds).
-	Target       *sql.DB
-	MaxRedoFill  float64
-	RedoInterval time.Duration
-	OnRedo       func(Redo) // called with each reading of the target's redo log use; may be nil
+	// than that fraction of InnoDB's limit (Redo), polled as often as a reading serves (redoFresh, 20 ms: the
+	// log fills in seconds).
+	Target      *sql.DB
+	MaxRedoFill float64
+	OnRedo      func(Redo) // called with each reading of the target's redo log use; may be nil
 }
 
 // Throttler implements backfill.Throttler. Wait may be called from several goroutines at once.
@@ -55,9 +54,6 @@ type Throttler struct {
 func New(src, replica *sql.DB, cfg Config) (*Throttler, error) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
-	}
-	if cfg.RedoInterval <= 0 {
-		cfg.RedoInterval = 20 * time.Millisecond
 	}
 	switch {
 	case src == nil:
@@ -105,14 +101,14 @@ func (t *Throttler) Wait(ctx context.Context) (time.Duration, error) {
 
 // busy returns how long to wait before asking again, 0 when the copy may go on.
 func (t *Throttler) busy(ctx context.Context) (time.Duration, error) {
-	// The redo log first: it is polled every RedoInterval, the others every Interval.
+	// The redo log first: it is polled as often as a reading serves, the others every Interval.
 	if t.redo != nil {
 		r, ok, err := t.redo.read(ctx)
 		if err != nil {
 			return 0, err
 		}
 		if ok && r.Fill() > t.cfg.MaxRedoFill {
-			return t.cfg.RedoInterval, nil
+			return redoFresh, nil
 		}
 	}
 	if t.cfg.MaxThreadsRunning > 0 || t.cfg.CriticalThreadsRunning > 0 {

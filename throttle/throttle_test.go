@@ -185,6 +185,10 @@ func TestRedoFill(t *testing.T) {
 	if r.Limit != limit || r.Limit < 20<<20 || r.Limit > 32<<20 {
 		t.Fatalf("redo limit %d, want Innodb_checkpoint_max_age %d (about 0.8 of the 32 MiB log)", r.Limit, limit)
 	}
+	f, err := throttle.ReadFlushing(ctx, db)
+	if err != nil || !f.Visible || f.IOCapacity != 100 || f.IOCapacityMax != 100 || !f.NoBackgroundFlush() {
+		t.Fatalf("ReadFlushing on MariaDB with lwm 0 and io capacity 100: %+v, %v; want no background flushing", f, err)
+	}
 	// About 12 MiB of redo: half the limit.
 	for _, q := range []string{"CREATE DATABASE redo", "CREATE TABLE redo.t (id INT PRIMARY KEY, b LONGBLOB) ENGINE=InnoDB"} {
 		if _, err := db.Exec(q); err != nil {
