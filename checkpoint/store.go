@@ -11,6 +11,8 @@
 //	                    anything: its share of the transactions between the two is applied already.
 //	csmh_sync_stages    one row per stage (backfill, stream) that stopped and was not started again since:
 //	                    why, and when. Progress never depends on it; status and operators read it.
+//	csmh_sync_probe     one row the backfill's latency guard writes, as the app writes CSMHE rows, to time
+//	                    the target's commits (Probe). Nothing reads it.
 //
 // Writers update these rows inside the same transaction as the rows they copy or apply (Vitess's vplayer
 // does the same), so a crash can never leave progress that disagrees with the data. The replication
@@ -37,10 +39,11 @@ const (
 	BackfillTable = "csmh_sync_backfill"
 	LanesTable    = "csmh_sync_lanes"
 	StagesTable   = "csmh_sync_stages"
+	ProbeTable    = "csmh_sync_probe"
 )
 
 // Tables lists the checkpoint tables, for the grants they need (Ensure creates each).
-var Tables = []string{StateTable, BackfillTable, LanesTable, StagesTable}
+var Tables = []string{StateTable, BackfillTable, LanesTable, StagesTable, ProbeTable}
 
 // ErrNone means no checkpoint exists yet: a first start.
 var ErrNone = errors.New("no checkpoint yet")
@@ -103,6 +106,7 @@ type Store struct {
 	fill   string
 	lanes  string
 	stages string
+	probe  string
 	fence  fenceBox
 }
 
@@ -112,7 +116,8 @@ func New(db *sql.DB, schema string) *Store {
 		state:  table.QuoteIdent(schema) + "." + table.QuoteIdent(StateTable),
 		fill:   table.QuoteIdent(schema) + "." + table.QuoteIdent(BackfillTable),
 		lanes:  table.QuoteIdent(schema) + "." + table.QuoteIdent(LanesTable),
-		stages: table.QuoteIdent(schema) + "." + table.QuoteIdent(StagesTable)}
+		stages: table.QuoteIdent(schema) + "." + table.QuoteIdent(StagesTable),
+		probe:  table.QuoteIdent(schema) + "." + table.QuoteIdent(ProbeTable)}
 }
 
 // Ensure creates the checkpoint tables if needed.
@@ -155,6 +160,11 @@ func (s *Store) Ensure(ctx context.Context) error {
   PRIMARY KEY (lane)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='csmh-sync checkpoint: parallel apply lanes'`,
 		stagesDDL(s.stages),
+		`CREATE TABLE IF NOT EXISTS ` + s.probe + ` (
+  id tinyint unsigned NOT NULL,
+  at datetime(6) NOT NULL,
+  PRIMARY KEY (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='csmh-sync: target commit latency probe'`,
 	}
 	for _, q := range stmts {
 		if _, err := s.db.ExecContext(ctx, q); err != nil {
@@ -162,6 +172,14 @@ func (s *Store) Ensure(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Probe writes one small row in an autocommit statement, as the app writes each CSMHE row: its duration is the
+// target's commit latency (redo and binlog writes, their fsyncs and the group commit queue, a connection
+// thread's CPU), which the backfill's latency guard keeps close to what it is without the copy.
+func (s *Store) Probe(ctx context.Context) error {
+	_, err := s.db.ExecContext(ctx, "INSERT INTO "+s.probe+" (id, at) VALUES (1, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE at = VALUES(at)")
+	return err
 }
 
 // Load reads the checkpoint. It returns ErrNone when there is none (including when the tables do not

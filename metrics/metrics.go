@@ -34,6 +34,10 @@ type Metrics struct {
 	// TargetRedoFill is the target's redo log use as a fraction of the age at which InnoDB stops every writer
 	// (NaN until read, or where the server does not show it).
 	TargetRedoFill prometheus.Gauge
+	// TargetLatencyRise is how far the target's commit latency runs above its latency without the copy (the
+	// median of the latency guard's last probes); BackfillPause what each chunk start waits for it.
+	TargetLatencyRise prometheus.Gauge
+	BackfillPause     prometheus.Gauge
 	// ChunkDeadlines counts chunks rolled back because they held their source rows for the chunk deadline.
 	ChunkDeadlines prometheus.Counter
 	// SegmentSplits counts backfill segments split so an idle worker takes half of a busy one's rows.
@@ -73,6 +77,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		Progress:          g("csmh_sync_backfill_progress_ratio", "Fraction of the backfill id range copied, 0 to 1."),
 		ETA:               g("csmh_sync_backfill_eta_seconds", "Estimated seconds until the backfill finishes at the recent rate."),
 		ThrottledSecs:     c("csmh_sync_backfill_throttled_seconds_total", "Seconds the backfill waited because of throttling (rate limit, load, replica lag)."),
+		TargetLatencyRise: g("csmh_sync_target_commit_latency_rise_seconds", "How far the target's commit latency (the backfill's probe, a one-row autocommit write) runs above its latency without the copy; the backfill's pauses grow above --max-latency-rise."),
+		BackfillPause:     g("csmh_sync_backfill_pause_seconds", "The pause every backfill chunk start waits so the target's commit latency stays within --max-latency-rise."),
 		TargetRedoFill:    g("csmh_sync_target_redo_fill_ratio", "The target's redo log use (checkpoint age) as a fraction of the age at which InnoDB makes every writer wait; the backfill waits above --max-redo-fill."),
 		ChunkDeadlines:    c("csmh_sync_backfill_chunk_deadlines_total", "Backfill chunks rolled back and read again because they held their source rows locked for the chunk deadline."),
 		SegmentSplits:     c("csmh_sync_backfill_segment_splits_total", "Backfill segments split at their row median so an idle worker copies the upper half."),
@@ -91,12 +97,13 @@ func New(reg prometheus.Registerer) *Metrics {
 	m.IDRunway.Set(math.NaN())
 	m.SourceIDUsed.Set(math.NaN())
 	m.TargetRedoFill.Set(math.NaN())
+	m.TargetLatencyRise.Set(math.NaN())
 	for _, op := range []string{"insert", "update", "delete"} {
 		m.AppliedRows.WithLabelValues(op)
 	}
 	reg.MustRegister(m.Lag, m.TxBehind, m.AppliedRows, m.AppliedTx, m.SourceWrites, m.Connected, m.CheckpointAge,
 		m.RetentionHeadroom, m.SourceIDUsed, m.IDRunway, m.RowsCopied, m.BytesCopied, m.Progress, m.ETA,
-		m.ThrottledSecs, m.TargetRedoFill, m.ChunkDeadlines, m.SegmentSplits, m.Paused, m.BackfillDone, m.StageStopped, m.VerifyChunks, info,
+		m.ThrottledSecs, m.TargetRedoFill, m.TargetLatencyRise, m.BackfillPause, m.ChunkDeadlines, m.SegmentSplits, m.Paused, m.BackfillDone, m.StageStopped, m.VerifyChunks, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -37,7 +37,8 @@ type BackfillOptions struct {
 	ChunkTime              time.Duration
 	ChunkDeadline          time.Duration // 0 = backfill.DefaultChunkDeadline(ChunkTime)
 	MaxRowsPerSecond       float64
-	MaxRedoFill            float64 // wait while the target's redo log is fuller than this fraction of InnoDB's limit; 0 = off
+	MaxRedoFill            float64       // wait while the target's redo log is fuller than this fraction of InnoDB's limit; 0 = off
+	MaxLatencyRise         time.Duration // pace the copy so the target's commit latency stays within this of its latency without it; 0 = off
 	MaxThreadsRunning      int64
 	CriticalThreadsRunning int64
 	Replica                dbconn.Endpoint
@@ -115,6 +116,9 @@ func (r *Run) Validate() error {
 	}
 	if !(b.MaxRedoFill >= 0 && b.MaxRedoFill < 1) {
 		return fmt.Errorf("%w: --max-redo-fill %v: use a fraction below 1, such as %v (0 = off)", ErrUsage, b.MaxRedoFill, throttle.DefaultMaxRedoFill)
+	}
+	if b.MaxLatencyRise < 0 {
+		return fmt.Errorf("%w: --max-latency-rise %s: use a duration such as %s (0 = off)", ErrUsage, b.MaxLatencyRise, throttle.DefaultMaxLatencyRise)
 	}
 	if b.MaxThreadsRunning < 0 || b.CriticalThreadsRunning < 0 {
 		return fmt.Errorf("%w: --max-threads-running and --critical-threads-running must not be negative (0 = off)", ErrUsage)
@@ -260,10 +264,17 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	if r.Backfill.MaxRedoFill > 0 {
 		logRedo(ctx, log, k.dst, r.Backfill.MaxRedoFill)
 	}
-	if r.Backfill.MaxThreadsRunning > 0 || r.Backfill.CriticalThreadsRunning > 0 || replica != nil || r.Backfill.MaxRedoFill > 0 {
+	if r.Backfill.MaxLatencyRise > 0 {
+		logLatency(ctx, log, p.store, r.Backfill.MaxLatencyRise)
+	}
+	if r.Backfill.MaxThreadsRunning > 0 || r.Backfill.CriticalThreadsRunning > 0 || replica != nil || r.Backfill.MaxRedoFill > 0 || r.Backfill.MaxLatencyRise > 0 {
 		t, err := throttle.New(k.src, replica, throttle.Config{MaxThreadsRunning: r.Backfill.MaxThreadsRunning,
 			CriticalThreadsRunning: r.Backfill.CriticalThreadsRunning, MaxReplicaLag: r.Backfill.MaxReplicaLag,
-			Target: k.dst, MaxRedoFill: r.Backfill.MaxRedoFill, OnRedo: func(x throttle.Redo) { m.TargetRedoFill.Set(x.Fill()) }})
+			Target: k.dst, MaxRedoFill: r.Backfill.MaxRedoFill, OnRedo: func(x throttle.Redo) { m.TargetRedoFill.Set(x.Fill()) },
+			Probe: p.store.Probe, MaxLatencyRise: r.Backfill.MaxLatencyRise, OnLatency: func(x throttle.Latency) {
+				m.TargetLatencyRise.Set(x.Rise.Seconds())
+				m.BackfillPause.Set(x.Pause.Seconds())
+			}})
 		if err != nil {
 			return ExitError, fmt.Errorf("%w: %v", ErrUsage, err)
 		}
@@ -485,6 +496,19 @@ func (p *probe) Ready() (bool, string) {
 
 func (p *probe) Pause()         { p.bf.Pause() }
 func (p *probe) Resume() string { return p.stage.Resume() }
+
+// logLatency times the latency guard's probe once at the start and says what it found; a probe that fails
+// for good (the probe table missing, no grant on it) turns the guard off, and the operator learns why here.
+func logLatency(ctx context.Context, log *slog.Logger, store *checkpoint.Store, rise time.Duration) {
+	start := time.Now()
+	if err := store.Probe(ctx); err != nil {
+		log.Warn("cannot time a commit on the target: the backfill is not paced by the target's commit latency (--max-latency-rise); grant the tool's user "+
+			"SELECT, INSERT, UPDATE, DELETE, CREATE on "+checkpoint.ProbeTable+" (README, \"Grants\")", "err", err)
+		return
+	}
+	log.Info("the backfill paces itself so the target's commit latency stays within --max-latency-rise of its latency without the copy",
+		"max_latency_rise", rise, "commit_latency", time.Since(start).Round(10*time.Microsecond))
+}
 
 // logRedo says at the start whether the copy can watch the target's redo log, how full it is, and what sets
 // the copy's speed once it waits on it: InnoDB's background flushing (docs/design.md, "The redo log").

@@ -1,7 +1,7 @@
-// Package throttle holds the backfill back while production needs the servers: it waits while the target's
-// redo log is near the point where InnoDB stops every writer, while the source's Threads_running is above a
-// limit or a replica lags too far, and stops the copy at a critical load (the max-load / critical-load pair of
-// pt-online-schema-change).
+// Package throttle holds the backfill back while production needs the servers: it paces the copy by the
+// target's commit latency, waits while the target's redo log is near the point where InnoDB stops every
+// writer, while the source's Threads_running is above a limit or a replica lags too far, and stops the copy
+// at a critical load (the max-load / critical-load pair of pt-online-schema-change).
 package throttle
 
 import (
@@ -41,13 +41,19 @@ type Config struct {
 	Target      *sql.DB
 	MaxRedoFill float64
 	OnRedo      func(Redo) // called with each reading of the target's redo log use; may be nil
+	// Probe times one small commit on the target; with MaxLatencyRise > 0 each chunk start waits a pause that
+	// grows while the probes run more than that above their latency without the copy (latencyGuard).
+	Probe          func(context.Context) error
+	MaxLatencyRise time.Duration
+	OnLatency      func(Latency) // called with each judgement of the latency guard; may be nil
 }
 
 // Throttler implements backfill.Throttler. Wait may be called from several goroutines at once.
 type Throttler struct {
 	src, replica *sql.DB
 	cfg          Config
-	redo         *redoWatch // nil: not watched
+	redo         *redoWatch    // nil: not watched
+	latency      *latencyGuard // nil: not watched
 }
 
 // New validates the limits. replica may be nil.
@@ -62,6 +68,10 @@ func New(src, replica *sql.DB, cfg Config) (*Throttler, error) {
 		return nil, fmt.Errorf("%w: limits must not be negative", ErrConfig)
 	case !(cfg.MaxRedoFill >= 0 && cfg.MaxRedoFill < 1):
 		return nil, fmt.Errorf("%w: max redo fill %v: use a fraction from 0 (off) to below 1", ErrConfig, cfg.MaxRedoFill)
+	case cfg.MaxLatencyRise < 0:
+		return nil, fmt.Errorf("%w: max latency rise %s: use a duration from 0 (off) up", ErrConfig, cfg.MaxLatencyRise)
+	case cfg.MaxLatencyRise > 0 && cfg.Probe == nil:
+		return nil, fmt.Errorf("%w: a probe of the target is required to watch its latency", ErrConfig)
 	case cfg.MaxRedoFill > 0 && cfg.Target == nil:
 		return nil, fmt.Errorf("%w: a target connection is required to watch its redo log", ErrConfig)
 	case cfg.CriticalThreadsRunning > 0 && cfg.MaxThreadsRunning > cfg.CriticalThreadsRunning:
@@ -74,13 +84,32 @@ func New(src, replica *sql.DB, cfg Config) (*Throttler, error) {
 	if cfg.MaxRedoFill > 0 {
 		t.redo = &redoWatch{db: cfg.Target, onRead: cfg.OnRedo}
 	}
+	if cfg.MaxLatencyRise > 0 {
+		t.latency = &latencyGuard{probe: cfg.Probe, limit: cfg.MaxLatencyRise, onRead: cfg.OnLatency}
+	}
 	return t, nil
 }
 
-// Wait returns once the load is acceptable, with the time spent waiting: at once when it is, after polling
-// every Interval while it is not. It fails with ErrCriticalLoad, a status query's error, or ctx's error.
+// Wait returns once the load is acceptable, with the time spent waiting: after the latency guard's pause, then
+// at once when the load is acceptable, after polling every Interval while it is not. It fails with
+// ErrCriticalLoad, a status query's error, or ctx's error.
 func (t *Throttler) Wait(ctx context.Context) (time.Duration, error) {
 	start := time.Now()
+	if t.latency != nil {
+		pause, err := t.latency.wait(ctx)
+		if err != nil {
+			return time.Since(start), err
+		}
+		if pause > 0 {
+			timer := time.NewTimer(pause)
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return time.Since(start), ctx.Err()
+			case <-timer.C:
+			}
+		}
+	}
 	for {
 		poll, err := t.busy(ctx)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -242,5 +243,83 @@ func TestRedoFill(t *testing.T) {
 	}
 	if _, err := throttle.New(db, nil, throttle.Config{MaxRedoFill: 0.5}); !errors.Is(err, throttle.ErrConfig) {
 		t.Errorf("MaxRedoFill without a target: %v, want ErrConfig", err)
+	}
+}
+
+// The latency guard on a real server: while the target's commits are slow — here the probe's row is locked by
+// another transaction, so every probe waits for it — chunk starts wait a pause that grows; once commits are
+// fast again the pause goes and Wait returns at once.
+func TestLatencyGuard(t *testing.T) {
+	s := harness.StartT(t, harness.Options{BinlogOff: true})
+	db := open(t, s)
+	ctx := context.Background()
+	for _, q := range []string{"CREATE DATABASE probe", "CREATE TABLE probe.t (id TINYINT PRIMARY KEY, at DATETIME(6) NOT NULL)",
+		"INSERT INTO probe.t VALUES (1, UTC_TIMESTAMP(6))"} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var last throttle.Latency
+	judged := 0
+	thr, err := throttle.New(db, nil, throttle.Config{MaxLatencyRise: 200 * time.Millisecond,
+		Probe: func(ctx context.Context) error {
+			_, err := db.ExecContext(ctx, "INSERT INTO probe.t VALUES (1, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE at = VALUES(at)")
+			return err
+		},
+		OnLatency: func(l throttle.Latency) {
+			mu.Lock()
+			defer mu.Unlock()
+			last, judged = l, judged+1
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := func() (throttle.Latency, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return last, judged
+	}
+	// Fast commits: a few probes, no pause.
+	harness.Eventually(t, 30*time.Second, "five probes of an idle server", func() (bool, error) {
+		_, err := thr.Wait(ctx)
+		_, n := state()
+		return n >= 5, err
+	})
+	if l, _ := state(); l.Pause != 0 {
+		t.Fatalf("an idle server's commits gave a pause: %+v", l)
+	}
+	// Slow commits: the probe's row locked.
+	lock, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	for _, q := range []string{"BEGIN", "UPDATE probe.t SET at = UTC_TIMESTAMP(6) WHERE id = 1"} {
+		if _, err := lock.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var waited time.Duration
+	harness.Eventually(t, time.Minute, "a pause while commits wait", func() (bool, error) {
+		var err error
+		waited, err = thr.Wait(ctx)
+		l, _ := state()
+		return l.Pause >= 20*time.Millisecond, err
+	})
+	if l, _ := state(); l.Rise < time.Second {
+		t.Fatalf("commits waiting for a lock measured a rise of %s, want about the probe's 2 s timeout", l.Rise)
+	}
+	if _, err := lock.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, time.Minute, "the pause to go once commits are fast", func() (bool, error) {
+		var err error
+		waited, err = thr.Wait(ctx)
+		l, _ := state()
+		return l.Pause == 0, err
+	})
+	if waited, err = thr.Wait(ctx); err != nil || waited > time.Second {
+		t.Fatalf("Wait after the pause went took %s (%v), want it at once", waited, err)
 	}
 }

@@ -133,6 +133,7 @@ func TestBadFlagsExitBeforeConnecting(t *testing.T) {
 		{args: []string{"backfill", "--max-rows-per-second", "NaN"}, want: "--max-rows-per-second"},
 		{args: []string{"backfill", "--max-redo-fill", "1"}, want: "--max-redo-fill 1: use a fraction below 1"},
 		{args: []string{"run", "--max-redo-fill", "-0.5"}, want: "--max-redo-fill"},
+		{args: []string{"backfill", "--max-latency-rise", "-5ms"}, want: "--max-latency-rise -5ms: use a duration such as 5ms"},
 		{args: []string{"backfill", "--max-threads-running", "-1"}, want: "--max-threads-running"},
 		{args: []string{"backfill", "--critical-threads-running", "-1"}, want: "--critical-threads-running"},
 		{args: []string{"backfill", "--max-threads-running", "50", "--critical-threads-running", "10"}, want: "--max-threads-running"},

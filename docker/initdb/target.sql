@@ -29,5 +29,6 @@ GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON edxapp_csmh.csmh_sync_state TO '
 GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON edxapp_csmh.csmh_sync_backfill TO 'csmh'@'%';
 GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON edxapp_csmh.csmh_sync_lanes TO 'csmh'@'%';
 GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON edxapp_csmh.csmh_sync_stages TO 'csmh'@'%';
+GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON edxapp_csmh.csmh_sync_probe TO 'csmh'@'%';
 GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON edxapp_csmh.csmh_sync_verify_ledger TO 'csmh'@'%';
 GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON edxapp_csmh.csmh_sync_verify_touched TO 'csmh'@'%';

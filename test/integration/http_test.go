@@ -175,6 +175,13 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 	if v, ok := metricValue(page, "csmh_sync_target_redo_fill_ratio"); !ok || !(v >= 0 && v < 1) {
 		t.Errorf("csmh_sync_target_redo_fill_ratio = %v (present %v), want a fraction in [0, 1)", v, ok)
 	}
+	// The latency guard timed the target's commits: a rise (not NaN) and a pause of at most its 2 s bound.
+	if v, ok := metricValue(page, "csmh_sync_target_commit_latency_rise_seconds"); !ok || v != v || v > 2 {
+		t.Errorf("csmh_sync_target_commit_latency_rise_seconds = %v (present %v), want a measured rise", v, ok)
+	}
+	if v, ok := metricValue(page, "csmh_sync_backfill_pause_seconds"); !ok || v < 0 || v > 2 {
+		t.Errorf("csmh_sync_backfill_pause_seconds = %v (present %v), want a pause within [0, 2] s", v, ok)
+	}
 	if v, _ := metricValue(page, "csmh_sync_replication_applied_transactions_total"); v < 9 {
 		t.Errorf("applied transactions %v, want at least the 9 written after the copy", v)
 	}
