@@ -121,6 +121,10 @@ type Backfill struct {
 	cfg      Config
 	limiter  *limiter
 	rate     *rateWindow
+	// the throttled time not yet logged, and when it last was (logThrottled)
+	throttleLog   sync.Mutex
+	throttled     time.Duration
+	throttleLogAt time.Time
 
 	// Set by Run before the workers start, read-only afterwards.
 	cols        []string

@@ -38,7 +38,7 @@ type crossChunk struct {
 	stx     *sql.Tx // the source transaction holding the chunk's shared locks
 	once    sync.Once
 	ended   atomic.Bool
-	size    atomic.Int64 // bytes, as read so far, for the deadline timer
+	size    atomic.Int64 // the bytes of a one-id chunk's row, for the deadline timer
 
 	// ctx carries the chunk's work on both servers. It ends with the copy, and at the chunk's deadline, when
 	// the timer started with the source transaction also rolls that transaction back, wherever the reader and
@@ -77,15 +77,19 @@ func (c *crossChunk) release(commit bool) {
 // one id locks one row; a row of many megabytes may need longer than the deadline only to cross and be
 // written, and would then fail at every attempt, however small the chunk. Such a chunk's deadline is
 // lengthened by its row's size at this rate: 16 MiB of state may hold its one row for 16 s more. A chunk of
-// ordinary rows gains milliseconds, and one of more ids nothing: it is shrunk instead.
-const fatRowRate = 1 << 20
+// ordinary rows gains milliseconds, and one of more ids nothing: it is shrunk instead. maxFatRowWait bounds
+// the lengthening whatever the row (a 1 GiB max_allowed_packet would otherwise allow 17 minutes).
+const (
+	fatRowRate    = 1 << 20
+	maxFatRowWait = time.Minute
+)
 
-// allowed is the chunk's deadline d, lengthened for a chunk of one id by the size of its row as read so far.
+// allowed is the chunk's deadline d, lengthened for a chunk of one id by the size of its row once read.
 func (c *crossChunk) allowed(d time.Duration) time.Duration {
 	if c.lo != c.planned {
 		return d
 	}
-	return d + time.Duration(float64(c.size.Load())/fatRowRate*float64(time.Second))
+	return d + min(time.Duration(float64(c.size.Load())/fatRowRate*float64(time.Second)), maxFatRowWait)
 }
 
 // startDeadline arms the chunk's deadline as its source transaction begins and returns the context that
@@ -262,6 +266,13 @@ func (b *Backfill) readChunk(ctx context.Context, c *crossChunk, rowCap int64, t
 		if err := rows.Scan(ptrs...); err != nil {
 			return err
 		}
+		if c.lo == c.planned { // the deadline timer reads the row's size before it is formatted (allowed)
+			var n int
+			for _, v := range vals {
+				n += len(v)
+			}
+			c.size.Store(int64(n))
+		}
 		if last, err = strconv.ParseUint(string(vals[b.idCol]), 10, 64); err != nil {
 			return fmt.Errorf("read id: %w", err)
 		}
@@ -286,7 +297,6 @@ func (b *Backfill) readChunk(ctx context.Context, c *crossChunk, rowCap int64, t
 			sqllit.Row(sb, vals, kinds)
 		}
 		c.bytes += int64(sb.Len() - before)
-		c.size.Store(c.bytes)
 		c.read++
 		cur.rows++
 		if sb.Len() >= b.stmtBudget {

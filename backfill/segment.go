@@ -186,9 +186,7 @@ func (b *Backfill) wait(ctx context.Context) error {
 	}
 	if b.cfg.Throttle != nil {
 		waited, err := b.throttleWait(ctx)
-		if waited >= time.Second {
-			b.log.Info("backfill was throttled", "waited", waited.Round(time.Millisecond))
-		}
+		b.logThrottled(waited)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -262,4 +260,20 @@ func (b *Backfill) throttleWait(ctx context.Context) (time.Duration, error) {
 		b.m.ThrottledSecs.Add(rest.Seconds())
 	}
 	return waited, err
+}
+
+// throttleLogEvery spaces the "backfill was throttled" lines: a copy paced by the latency guard waits before
+// every chunk, and a line per chunk would drown the log.
+const throttleLogEvery = 30 * time.Second
+
+// logThrottled adds a wait to the throttled time and logs it, at most every throttleLogEvery, once a second or
+// more of waiting has gathered.
+func (b *Backfill) logThrottled(waited time.Duration) {
+	b.throttleLog.Lock()
+	defer b.throttleLog.Unlock()
+	b.throttled += waited
+	if b.throttled >= time.Second && time.Since(b.throttleLogAt) >= throttleLogEvery {
+		b.log.Info("backfill was throttled", "waited", b.throttled.Round(time.Millisecond))
+		b.throttled, b.throttleLogAt = 0, time.Now()
+	}
 }

@@ -11,8 +11,9 @@
 //	                    anything: its share of the transactions between the two is applied already.
 //	csmh_sync_stages    one row per stage (backfill, stream) that stopped and was not started again since:
 //	                    why, and when. Progress never depends on it; status and operators read it.
-//	csmh_sync_probe     one row the backfill's latency guard writes, as the app writes CSMHE rows, to time
-//	                    the target's commits (Probe). Nothing reads it.
+//	csmh_sync_probe     rows the backfill's latency guard writes, as the app writes CSMHE rows, to time the
+//	                    target's commits (Probe). Nothing reads them. Not in Tables: the guard is optional,
+//	                    and a checkpoint from before it resumes without its grant (EnsureProbe).
 //
 // Writers update these rows inside the same transaction as the rows they copy or apply (Vitess's vplayer
 // does the same), so a crash can never leave progress that disagrees with the data. The replication
@@ -25,6 +26,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/csmh-sync/csmh-sync/table"
@@ -43,7 +45,7 @@ const (
 )
 
 // Tables lists the checkpoint tables, for the grants they need (Ensure creates each).
-var Tables = []string{StateTable, BackfillTable, LanesTable, StagesTable, ProbeTable}
+var Tables = []string{StateTable, BackfillTable, LanesTable, StagesTable}
 
 // ErrNone means no checkpoint exists yet: a first start.
 var ErrNone = errors.New("no checkpoint yet")
@@ -107,6 +109,7 @@ type Store struct {
 	lanes  string
 	stages string
 	probe  string
+	probes atomic.Uint64
 	fence  fenceBox
 }
 
@@ -160,11 +163,6 @@ func (s *Store) Ensure(ctx context.Context) error {
   PRIMARY KEY (lane)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='csmh-sync checkpoint: parallel apply lanes'`,
 		stagesDDL(s.stages),
-		`CREATE TABLE IF NOT EXISTS ` + s.probe + ` (
-  id tinyint unsigned NOT NULL,
-  at datetime(6) NOT NULL,
-  PRIMARY KEY (id)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='csmh-sync: target commit latency probe'`,
 	}
 	for _, q := range stmts {
 		if _, err := s.db.ExecContext(ctx, q); err != nil {
@@ -174,11 +172,30 @@ func (s *Store) Ensure(ctx context.Context) error {
 	return nil
 }
 
+// EnsureProbe creates the latency guard's table if needed. Its failure (a grant missing: the table came after
+// the others) costs the guard only, so it is not part of Ensure.
+func (s *Store) EnsureProbe(ctx context.Context) error {
+	_, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+s.probe+` (
+  id tinyint unsigned NOT NULL,
+  at datetime(6) NOT NULL,
+  PRIMARY KEY (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='csmh-sync: target commit latency probe'`)
+	if err != nil {
+		return fmt.Errorf("create %s in %s (needs CREATE on it): %w", ProbeTable, s.schema, err)
+	}
+	return nil
+}
+
+// probeRows is how many rows Probe takes turns on: a probe the server still runs after its caller gave up on it
+// holds one row's lock, which the next probes do not wait for.
+const probeRows = 16
+
 // Probe writes one small row in an autocommit statement, as the app writes each CSMHE row: its duration is the
 // target's commit latency (redo and binlog writes, their fsyncs and the group commit queue, a connection
 // thread's CPU), which the backfill's latency guard keeps close to what it is without the copy.
 func (s *Store) Probe(ctx context.Context) error {
-	_, err := s.db.ExecContext(ctx, "INSERT INTO "+s.probe+" (id, at) VALUES (1, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE at = VALUES(at)")
+	n := s.probes.Add(1) % probeRows
+	_, err := s.db.ExecContext(ctx, "INSERT INTO "+s.probe+" (id, at) VALUES (?, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE at = UTC_TIMESTAMP(6)", n)
 	return err
 }
 

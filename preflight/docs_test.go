@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/csmh-sync/csmh-sync/checkpoint"
 	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/preflight"
 	"github.com/csmh-sync/csmh-sync/runner"
@@ -18,6 +19,7 @@ func TestDocsListExactlyTheCheckedGrants(t *testing.T) {
 		SourceTable: table.Name{Schema: "edxapp", Table: "courseware_studentmodulehistory"},
 		TargetTable: table.Name{Schema: "edxapp_csmh", Table: "coursewarehistoryextended_studentmodulehistoryextended"},
 		OwnTables:   runner.OwnTables(),
+		ProbeTable:  checkpoint.ProbeTable,
 	}
 	mysql8021 := dbconn.Version{Flavor: dbconn.MySQL, Major: 8, Minor: 0, Patch: 21, Raw: "8.0.21"}
 	mariadb104 := dbconn.Version{Flavor: dbconn.MariaDB, Major: 10, Minor: 4, Patch: 32, Raw: "10.4.32-MariaDB"}

@@ -300,7 +300,7 @@ func (g grants) report(r *Report, role, account string, want []Grant, okMsg stri
 }
 
 func (c *Checker) setup(src, dst dbconn.Version) Setup {
-	return Setup{SourceTable: c.cfg.SourceTable, TargetTable: c.cfg.TargetTable, OwnTables: c.cfg.OwnTables, Source: src, Target: dst}
+	return Setup{SourceTable: c.cfg.SourceTable, TargetTable: c.cfg.TargetTable, OwnTables: c.cfg.OwnTables, ProbeTable: c.cfg.ProbeTable, Source: src, Target: dst}
 }
 
 func (c *Checker) checkSourceGrants(ctx context.Context, r *Report, db *sql.DB, si dbconn.ServerInfo) {

@@ -24,6 +24,7 @@ type Config struct {
 	Source, Target           dbconn.Endpoint
 	SourceTable, TargetTable table.Name
 	OwnTables                []string      // csmh-sync's own tables in the target table's schema (checkpoint, verify ledger)
+	ProbeTable               string        // the latency guard's table there, an optional grant
 	ServerID                 uint32        // the binlog client id csmh-sync will use
 	Timeout                  time.Duration // per connection attempt; default 5s
 }

@@ -52,6 +52,7 @@ func (g Grant) Statement(user string) string {
 type Setup struct {
 	SourceTable, TargetTable table.Name
 	OwnTables                []string // csmh-sync's own tables, in the target table's schema
+	ProbeTable               string   // the latency guard's table there, whose grant is optional; "" = none
 	Source, Target           dbconn.Version
 	// FilePositions: the stream follows binlog file and offset (a MySQL source without GTIDs, --position auto).
 	FilePositions bool
@@ -117,6 +118,11 @@ func TargetGrants(s Setup) []Grant {
 	for _, t := range s.OwnTables {
 		gs = append(gs, Grant{Privileges: []string{"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE"},
 			On: Object{DB: s.TargetTable.Schema, Table: t}, Why: "csmh-sync's own table, created at the first start"})
+	}
+	if s.ProbeTable != "" {
+		gs = append(gs, Grant{Privileges: []string{"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE"},
+			On: Object{DB: s.TargetTable.Schema, Table: s.ProbeTable}, Optional: "the backfill's latency guard (--max-latency-rise)",
+			Why: "the latency guard times a one-row commit on the target every 100 ms"})
 	}
 	return gs
 }

@@ -10,6 +10,7 @@ import (
 	"math"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -261,24 +262,23 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	}
 	p.store.SetFence(lock)
 	var thr backfill.Throttler
+	var guard func(context.Context) // the latency guard's probes, beside the copy
 	if r.Backfill.MaxRedoFill > 0 {
 		logRedo(ctx, log, k.dst, r.Backfill.MaxRedoFill)
 	}
-	if r.Backfill.MaxLatencyRise > 0 {
-		logLatency(ctx, log, p.store, r.Backfill.MaxLatencyRise)
+	latencyRise := r.Backfill.MaxLatencyRise
+	if latencyRise > 0 && !logLatency(ctx, log, p.store, latencyRise) {
+		latencyRise = 0
 	}
-	if r.Backfill.MaxThreadsRunning > 0 || r.Backfill.CriticalThreadsRunning > 0 || replica != nil || r.Backfill.MaxRedoFill > 0 || r.Backfill.MaxLatencyRise > 0 {
+	if r.Backfill.MaxThreadsRunning > 0 || r.Backfill.CriticalThreadsRunning > 0 || replica != nil || r.Backfill.MaxRedoFill > 0 || latencyRise > 0 {
 		t, err := throttle.New(k.src, replica, throttle.Config{MaxThreadsRunning: r.Backfill.MaxThreadsRunning,
 			CriticalThreadsRunning: r.Backfill.CriticalThreadsRunning, MaxReplicaLag: r.Backfill.MaxReplicaLag,
 			Target: k.dst, MaxRedoFill: r.Backfill.MaxRedoFill, OnRedo: func(x throttle.Redo) { m.TargetRedoFill.Set(x.Fill()) },
-			Probe: p.store.Probe, MaxLatencyRise: r.Backfill.MaxLatencyRise, OnLatency: func(x throttle.Latency) {
-				m.TargetLatencyRise.Set(x.Rise.Seconds())
-				m.BackfillPause.Set(x.Pause.Seconds())
-			}})
+			Probe: p.store.Probe, MaxLatencyRise: latencyRise, OnLatency: latencyReport(log, m)})
 		if err != nil {
 			return ExitError, fmt.Errorf("%w: %v", ErrUsage, err)
 		}
-		thr = t
+		thr, guard = t, t.Run
 	}
 	attempts := -1 // the daemon rides out source and target outages of any length, like its stream
 	if r.BackfillOnly {
@@ -310,7 +310,14 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		}
 	}
 	reporter := backfill.NewReporter(r.Out, r.TTY, log, r.Backfill.ProgressEvery)
-	stage := newBackfillStage(bf, p.store, m, log, func(ctx context.Context) { reporter.Run(ctx, bf.Progress) }, r.BackfillOnly)
+	stage := newBackfillStage(bf, p.store, m, log, func(ctx context.Context) {
+		var wg sync.WaitGroup
+		if guard != nil {
+			wg.Go(func() { guard(ctx) })
+		}
+		reporter.Run(ctx, bf.Progress)
+		wg.Wait()
+	}, r.BackfillOnly)
 	probe := &probe{bf: bf, stage: stage, rep: rep, maxLag: r.ReadyMaxLag}
 	stopHTTP := serveHTTP(ctx, log, ln, r.adminToken, defaultHTTPTimeouts, reg, probe)
 	served = true
@@ -497,17 +504,47 @@ func (p *probe) Ready() (bool, string) {
 func (p *probe) Pause()         { p.bf.Pause() }
 func (p *probe) Resume() string { return p.stage.Resume() }
 
-// logLatency times the latency guard's probe once at the start and says what it found; a probe that fails
-// for good (the probe table missing, no grant on it) turns the guard off, and the operator learns why here.
-func logLatency(ctx context.Context, log *slog.Logger, store *checkpoint.Store, rise time.Duration) {
+// logLatency creates the latency guard's table and times its probe once at the start, and says what it
+// found. It reports false where the probe cannot run (the table's grant missing, as for a checkpoint from
+// before the guard): the backfill then goes unpaced, and the operator learns why here.
+func logLatency(ctx context.Context, log *slog.Logger, store *checkpoint.Store, rise time.Duration) bool {
 	start := time.Now()
-	if err := store.Probe(ctx); err != nil {
+	err := store.EnsureProbe(ctx)
+	if err == nil {
+		start = time.Now()
+		err = store.Probe(ctx)
+	}
+	if err != nil {
 		log.Warn("cannot time a commit on the target: the backfill is not paced by the target's commit latency (--max-latency-rise); grant the tool's user "+
 			"SELECT, INSERT, UPDATE, DELETE, CREATE on "+checkpoint.ProbeTable+" (README, \"Grants\")", "err", err)
-		return
+		return false
 	}
 	log.Info("the backfill paces itself so the target's commit latency stays within --max-latency-rise of its latency without the copy",
 		"max_latency_rise", rise, "commit_latency", time.Since(start).Round(10*time.Microsecond))
+	return true
+}
+
+// latencyReport turns the latency guard's judgements into the gauges, and logs a failing probe when it starts
+// failing, with what failed, and when it works again.
+func latencyReport(log *slog.Logger, m *metrics.Metrics) func(throttle.Latency) {
+	failing := ""
+	return func(x throttle.Latency) {
+		if x.Err != nil {
+			m.TargetLatencyRise.Set(math.NaN())
+			m.BackfillPause.Set(0)
+			if msg := x.Err.Error(); msg != failing {
+				failing = msg
+				log.Warn("the latency guard cannot time a commit on the target: the backfill goes unpaced until it can", "err", x.Err)
+			}
+			return
+		}
+		if failing != "" {
+			failing = ""
+			log.Info("the latency guard times the target's commits again")
+		}
+		m.TargetLatencyRise.Set(x.Rise.Seconds())
+		m.BackfillPause.Set(x.Pause.Seconds())
+	}
 }
 
 // logRedo says at the start whether the copy can watch the target's redo log, how full it is, and what sets
@@ -521,6 +558,9 @@ func logRedo(ctx context.Context, log *slog.Logger, dst *sql.DB, maxFill float64
 	case !f.Visible:
 		log.Warn(throttle.RedoInvisible)
 		return
+	}
+	if f.DirtyLWM < 0 {
+		log.Warn("cannot read the target's flushing settings (innodb_io_capacity, innodb_max_dirty_pages_pct_lwm)")
 	}
 	log.Info("the backfill waits while the target's redo log is fuller than --max-redo-fill of what InnoDB allows before it stalls every writer; there the target's page flushing sets the copy's speed",
 		"max_redo_fill", maxFill, "redo_limit_mib", f.Redo.Limit>>20, "redo_fill", fmt.Sprintf("%.2f", f.Redo.Fill()), "via", f.Redo.Via,

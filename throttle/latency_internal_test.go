@@ -6,14 +6,15 @@ import (
 )
 
 // The guard's pause follows the probes: it doubles while their median runs more than the limit above the
-// lowest probe, holds between half the limit and the limit, halves below, and is bounded.
+// lowest probe, holds between half the limit and the limit, halves below, waits a window of probes after each
+// change, and is bounded.
 func TestLatencyGuardPace(t *testing.T) {
 	g := &latencyGuard{limit: 5 * time.Millisecond}
 	now := time.Unix(0, 0)
 	step := func(took time.Duration) time.Duration {
 		now = now.Add(probeEvery)
 		g.observe(took, now)
-		return g.pause
+		return g.current()
 	}
 	ms := time.Millisecond
 	for range 10 {
@@ -27,19 +28,28 @@ func TestLatencyGuardPace(t *testing.T) {
 	if p := step(40 * ms); p != minPause {
 		t.Fatalf("pause %s after two slow probes of three, want %s", p, minPause)
 	}
+	for range probeWindow {
+		if p := step(40 * ms); p != minPause {
+			t.Fatalf("pause %s within the window after a change, want it held at %s", p, minPause)
+		}
+	}
+	if p := step(40 * ms); p != 2*minPause {
+		t.Fatalf("pause %s once the window after a change is over, still slow, want %s", p, 2*minPause)
+	}
 	var p time.Duration
-	for range 20 {
+	for range 60 {
 		p = step(40 * ms)
 	}
 	if p != maxPause {
 		t.Fatalf("pause %s after a long rise, want the bound %s", p, maxPause)
 	}
-	step(5 * ms) // a rise of 3 ms: between half the limit and the limit, after two fast probes
-	step(5 * ms)
-	if p := step(5 * ms); p != maxPause {
+	for range 10 { // a rise of 3 ms: between half the limit and the limit
+		p = step(5 * ms)
+	}
+	if p != maxPause {
 		t.Fatalf("pause %s within the limit but above half of it, want it held at %s", p, maxPause)
 	}
-	for range 12 {
+	for range 60 {
 		p = step(2 * ms)
 	}
 	if p != 0 {
@@ -47,10 +57,16 @@ func TestLatencyGuardPace(t *testing.T) {
 	}
 	// A new base: the server got slower for reasons of its own (more app traffic). After two spans of the
 	// copy paced against the old base, the new latency is the base, and the pause goes.
-	for range int(2*baseSpan/probeEvery) + 3 {
+	for range int(2*baseSpan/probeEvery) + 60 {
 		p = step(30 * ms)
 	}
 	if p != 0 {
 		t.Fatalf("pause %s two spans after the latency without the copy rose to 30 ms, want none", p)
+	}
+	// A gap in the probes longer than two spans forgets both: the first probe after it is the base.
+	now = now.Add(3 * baseSpan)
+	g.observe(50*ms, now)
+	if g.cur != 50*ms || g.prev != 0 {
+		t.Fatalf("after a gap the spans hold %s and %s, want the new probe alone", g.cur, g.prev)
 	}
 }

@@ -90,17 +90,21 @@ func New(src, replica *sql.DB, cfg Config) (*Throttler, error) {
 	return t, nil
 }
 
+// Run times the target's commits for the latency guard until ctx ends; without it (or without MaxLatencyRise)
+// Wait never pauses for the latency. Call it once, beside the copy.
+func (t *Throttler) Run(ctx context.Context) {
+	if t.latency != nil {
+		t.latency.run(ctx)
+	}
+}
+
 // Wait returns once the load is acceptable, with the time spent waiting: after the latency guard's pause, then
 // at once when the load is acceptable, after polling every Interval while it is not. It fails with
 // ErrCriticalLoad, a status query's error, or ctx's error.
 func (t *Throttler) Wait(ctx context.Context) (time.Duration, error) {
 	start := time.Now()
 	if t.latency != nil {
-		pause, err := t.latency.wait(ctx)
-		if err != nil {
-			return time.Since(start), err
-		}
-		if pause > 0 {
+		if pause := t.latency.current(); pause > 0 {
 			timer := time.NewTimer(pause)
 			select {
 			case <-ctx.Done():

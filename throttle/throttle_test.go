@@ -248,11 +248,13 @@ func TestRedoFill(t *testing.T) {
 
 // The latency guard on a real server: while the target's commits are slow — here the probe's row is locked by
 // another transaction, so every probe waits for it — chunk starts wait a pause that grows; once commits are
-// fast again the pause goes and Wait returns at once.
+// fast again the pause goes and Wait returns at once. A probe that fails (its table gone) leaves the copy
+// unpaced and is reported.
 func TestLatencyGuard(t *testing.T) {
 	s := harness.StartT(t, harness.Options{BinlogOff: true})
 	db := open(t, s)
-	ctx := context.Background()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	for _, q := range []string{"CREATE DATABASE probe", "CREATE TABLE probe.t (id TINYINT PRIMARY KEY, at DATETIME(6) NOT NULL)",
 		"INSERT INTO probe.t VALUES (1, UTC_TIMESTAMP(6))"} {
 		if _, err := db.Exec(q); err != nil {
@@ -262,9 +264,9 @@ func TestLatencyGuard(t *testing.T) {
 	var mu sync.Mutex
 	var last throttle.Latency
 	judged := 0
-	thr, err := throttle.New(db, nil, throttle.Config{MaxLatencyRise: 200 * time.Millisecond,
+	thr, err := throttle.New(db, nil, throttle.Config{MaxLatencyRise: 500 * time.Millisecond,
 		Probe: func(ctx context.Context) error {
-			_, err := db.ExecContext(ctx, "INSERT INTO probe.t VALUES (1, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE at = VALUES(at)")
+			_, err := db.ExecContext(ctx, "INSERT INTO probe.t VALUES (1, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE at = UTC_TIMESTAMP(6)")
 			return err
 		},
 		OnLatency: func(l throttle.Latency) {
@@ -280,14 +282,22 @@ func TestLatencyGuard(t *testing.T) {
 		defer mu.Unlock()
 		return last, judged
 	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		thr.Run(ctx)
+	}()
+	defer func() { cancel(); <-done }()
 	// Fast commits: a few probes, no pause.
 	harness.Eventually(t, 30*time.Second, "five probes of an idle server", func() (bool, error) {
-		_, err := thr.Wait(ctx)
 		_, n := state()
-		return n >= 5, err
+		return n >= 5, nil
 	})
-	if l, _ := state(); l.Pause != 0 {
+	if l, _ := state(); l.Pause != 0 || l.Err != nil {
 		t.Fatalf("an idle server's commits gave a pause: %+v", l)
+	}
+	if waited, err := thr.Wait(ctx); err != nil || waited > time.Second {
+		t.Fatalf("Wait on an idle server took %s (%v), want it at once", waited, err)
 	}
 	// Slow commits: the probe's row locked.
 	lock, err := db.Conn(ctx)
@@ -300,26 +310,36 @@ func TestLatencyGuard(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var waited time.Duration
 	harness.Eventually(t, time.Minute, "a pause while commits wait", func() (bool, error) {
-		var err error
-		waited, err = thr.Wait(ctx)
 		l, _ := state()
-		return l.Pause >= 20*time.Millisecond, err
+		return l.Pause >= 20*time.Millisecond, nil
 	})
 	if l, _ := state(); l.Rise < time.Second {
 		t.Fatalf("commits waiting for a lock measured a rise of %s, want about the probe's 2 s timeout", l.Rise)
+	}
+	if waited, err := thr.Wait(ctx); err != nil || waited < 20*time.Millisecond {
+		t.Fatalf("Wait while commits are slow took %s (%v), want the pause", waited, err)
 	}
 	if _, err := lock.ExecContext(ctx, "ROLLBACK"); err != nil {
 		t.Fatal(err)
 	}
 	harness.Eventually(t, time.Minute, "the pause to go once commits are fast", func() (bool, error) {
-		var err error
-		waited, err = thr.Wait(ctx)
 		l, _ := state()
-		return l.Pause == 0, err
+		return l.Pause == 0, nil
 	})
-	if waited, err = thr.Wait(ctx); err != nil || waited > time.Second {
+	if waited, err := thr.Wait(ctx); err != nil || waited > time.Second {
 		t.Fatalf("Wait after the pause went took %s (%v), want it at once", waited, err)
+	}
+	// The probe's table gone: reported, and no pause.
+	if _, err := db.Exec("DROP TABLE probe.t"); err != nil {
+		t.Fatal(err)
+	}
+
+	harness.Eventually(t, 30*time.Second, "the failing probe reported", func() (bool, error) {
+		l, _ := state()
+		return l.Err != nil, nil
+	})
+	if l, _ := state(); l.Pause != 0 {
+		t.Fatalf("a failing probe left a pause: %+v", l)
 	}
 }

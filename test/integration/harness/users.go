@@ -35,7 +35,7 @@ func (s *Server) TargetDSN() string { return s.UserDSN(TargetUser, "", "") }
 func Setup(v dbconn.Version) preflight.Setup {
 	src, _ := table.ParseName(SourceTable)
 	dst, _ := table.ParseName(TargetTable)
-	return preflight.Setup{SourceTable: src, TargetTable: dst, OwnTables: OwnTables, Source: v, Target: v}
+	return preflight.Setup{SourceTable: src, TargetTable: dst, OwnTables: OwnTables, ProbeTable: checkpoint.ProbeTable, Source: v, Target: v}
 }
 
 // GrantSpecs turns grants into CreateUser's form ("SELECT ON `db`.`t`").
