@@ -14,7 +14,7 @@ import (
 
 // DefaultMaxLatencyRise is the default --max-latency-rise: how far the copy may raise the target's commit
 // latency above what it is without the copy before chunk starts wait. The app-impact budget is +10 ms on the
-// app's p99 (docs/benchmarks.md); the guard acts on the median of its last probes, so it aims below that.
+// app's p99 (docs/benchmarks.md); the guard acts on the 90th percentile of its last probes, so it aims below that.
 const DefaultMaxLatencyRise = 5 * time.Millisecond
 
 const (
@@ -22,10 +22,12 @@ const (
 	probeEvery = 100 * time.Millisecond
 	// probeTimeout bounds one probe; a probe that takes that long counts as that long.
 	probeTimeout = 2 * time.Second
-	// probeWindow is how many probes the guard judges by: their median, so one slow commit of the app's own
-	// does not slow the copy, and a rise that lasts two probes does. After each change of the pause the guard
-	// waits as many probes, which then all show the new pace, before it judges again.
-	probeWindow = 3
+	// probeWindow is how many probes the guard judges by (a second of them), and by their second slowest (their
+	// 90th percentile): the app's budget is on its slow statements, its p99, which a median does not see move
+	// (a copy that doubles the app's p99 raises the median commit by a millisecond or two), while one slow
+	// commit of the app's own does not count. After each change of the pause the guard waits holdProbes.
+	probeWindow = 10
+	holdProbes  = 3
 	// baseSpan is how long the lowest probe serves as the commit latency without the copy: the lowest of the
 	// current and the previous span, so a server whose latency without the copy rises (more app traffic) is
 	// measured anew within two spans.
@@ -43,14 +45,14 @@ const (
 // is not paced until a probe succeeds again.
 type Latency struct {
 	Base  time.Duration // the lowest recent probe: the commit latency without the copy
-	Rise  time.Duration // the median of the last probes, above Base
+	Rise  time.Duration // the second slowest of the last probes, above Base
 	Pause time.Duration // what each chunk start now waits
 	Err   error
 }
 
 // latencyGuard paces the copy by the target's commit latency, the way LEDBAT paces a bulk transfer by the
-// queueing delay it adds: it times a small commit (probe) every probeEvery, and while the median of the last
-// probes lies more than limit above the lowest probe of the last minute or two, it doubles the pause every
+// queueing delay it adds: it times a small commit (probe) every probeEvery, and while the second slowest of the
+// last ten probes lies more than limit above the lowest probe of the last minute or two, it doubles the pause every
 // chunk start waits; below half the limit it halves it. The copy thus takes what the target can give without
 // the app's commits, which wait in the same queues (redo, binlog, group commit, CPU), getting slower.
 type latencyGuard struct {
@@ -156,7 +158,7 @@ func (g *latencyGuard) observe(took time.Duration, now time.Time) {
 		g.last = g.last[1:]
 	}
 	sorted := slices.Sorted(slices.Values(g.last))
-	rise := sorted[len(sorted)/2] - base
+	rise := sorted[max(len(sorted)-2, 0)] - base
 	pause := g.current()
 	if g.hold > 0 {
 		g.hold--
@@ -171,7 +173,7 @@ func (g *latencyGuard) observe(took time.Duration, now time.Time) {
 			}
 		}
 		if pause != was {
-			g.hold = probeWindow
+			g.hold = holdProbes
 			g.setPause(pause)
 		}
 	}

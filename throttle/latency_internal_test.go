@@ -5,9 +5,9 @@ import (
 	"time"
 )
 
-// The guard's pause follows the probes: it doubles while their median runs more than the limit above the
-// lowest probe, holds between half the limit and the limit, halves below, waits a window of probes after each
-// change, and is bounded.
+// The guard's pause follows the probes: it doubles while the second slowest of the last ten runs more than
+// the limit above the lowest probe, holds between half the limit and the limit, halves below, waits a few
+// probes after each change, and is bounded.
 func TestLatencyGuardPace(t *testing.T) {
 	g := &latencyGuard{limit: 5 * time.Millisecond}
 	now := time.Unix(0, 0)
@@ -26,9 +26,9 @@ func TestLatencyGuardPace(t *testing.T) {
 		t.Fatalf("pause %s after one slow probe: one slow commit of the app's own must not slow the copy", p)
 	}
 	if p := step(40 * ms); p != minPause {
-		t.Fatalf("pause %s after two slow probes of three, want %s", p, minPause)
+		t.Fatalf("pause %s after two slow probes of ten, want %s", p, minPause)
 	}
-	for range probeWindow {
+	for range holdProbes {
 		if p := step(40 * ms); p != minPause {
 			t.Fatalf("pause %s within the window after a change, want it held at %s", p, minPause)
 		}
@@ -43,7 +43,7 @@ func TestLatencyGuardPace(t *testing.T) {
 	if p != maxPause {
 		t.Fatalf("pause %s after a long rise, want the bound %s", p, maxPause)
 	}
-	for range 10 { // a rise of 3 ms: between half the limit and the limit
+	for range 2 * probeWindow { // a rise of 3 ms: between half the limit and the limit
 		p = step(5 * ms)
 	}
 	if p != maxPause {
