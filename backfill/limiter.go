@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/csmh-sync/csmh-sync/internal/clock"
 )
 
 // limiter is a token bucket over rows, shared by all workers, for --max-rows-per-second. A chunk takes its rows
@@ -48,6 +50,6 @@ func (l *limiter) take(ctx context.Context, n int64) (time.Duration, error) {
 		return 0, nil
 	}
 	start := time.Now()
-	err := sleep(ctx, d)
+	err := clock.Sleep(ctx, d)
 	return time.Since(start), err
 }

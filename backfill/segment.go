@@ -12,6 +12,7 @@ import (
 
 	"github.com/csmh-sync/csmh-sync/checkpoint"
 	"github.com/csmh-sync/csmh-sync/dbconn"
+	"github.com/csmh-sync/csmh-sync/internal/clock"
 )
 
 const (
@@ -92,7 +93,7 @@ func (b *Backfill) runSegment(ctx context.Context, seg checkpoint.Segment, sp *s
 			b.m.ChunkDeadlines.Inc()
 		}
 		b.log.Warn("backfill chunk failed, retrying", "segment", w.seg.ID, "next_id", w.seg.Next, "attempt", failures, "err", err)
-		if err := sleep(ctx, delay/2+time.Duration(rand.Int64N(int64(delay)))); err != nil {
+		if err := clock.Sleep(ctx, delay/2+time.Duration(rand.Int64N(int64(delay)))); err != nil {
 			return err
 		}
 		delay = min(delay*2, maxBackoff)
@@ -221,17 +222,6 @@ func (b *Backfill) Resume() {
 	}
 	b.mu.Unlock()
 	b.m.Paused.Set(0)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // throttleWait waits on the throttler and counts the time in csmh_sync_backfill_throttled_seconds_total as it

@@ -11,6 +11,7 @@ import (
 
 	"github.com/csmh-sync/csmh-sync/checkpoint"
 	"github.com/csmh-sync/csmh-sync/dbconn"
+	"github.com/csmh-sync/csmh-sync/internal/clock"
 	"github.com/csmh-sync/csmh-sync/table"
 )
 
@@ -101,7 +102,7 @@ func (b *Backfill) claim(ctx context.Context, sp *spanner) (checkpoint.Segment, 
 			return checkpoint.Segment{}, false, fmt.Errorf("%w (%d attempts failed)", err, failures)
 		}
 		b.log.Warn("backfill: taking over rows of a busy segment failed, retrying", "attempt", failures, "err", err)
-		if err := sleep(ctx, delay/2+time.Duration(rand.Int64N(int64(delay)))); err != nil {
+		if err := clock.Sleep(ctx, delay/2+time.Duration(rand.Int64N(int64(delay)))); err != nil {
 			return checkpoint.Segment{}, false, err
 		}
 		delay = min(delay*2, maxBackoff)

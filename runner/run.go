@@ -508,10 +508,9 @@ func (p *probe) Resume() string { return p.stage.Resume() }
 // found. It reports false where the probe cannot run (the table's grant missing, as for a checkpoint from
 // before the guard): the backfill then goes unpaced, and the operator learns why here.
 func logLatency(ctx context.Context, log *slog.Logger, store *checkpoint.Store, rise time.Duration) bool {
-	start := time.Now()
 	err := store.EnsureProbe(ctx)
+	start := time.Now()
 	if err == nil {
-		start = time.Now()
 		err = store.Probe(ctx)
 	}
 	if err != nil {

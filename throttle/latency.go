@@ -10,6 +10,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/csmh-sync/csmh-sync/dbconn"
+	"github.com/csmh-sync/csmh-sync/internal/clock"
 )
 
 // DefaultMaxLatencyRise is the default --max-latency-rise: how far the copy may raise the target's commit
@@ -44,8 +45,7 @@ const (
 // Latency is one judgement of the latency guard. Err is set, and the rest zero, when the probe failed: the copy
 // is not paced until a probe succeeds again.
 type Latency struct {
-	Base  time.Duration // the lowest recent probe: the commit latency without the copy
-	Rise  time.Duration // the second slowest of the last probes, above Base
+	Rise  time.Duration // the second slowest of the last probes, above the lowest recent one (the latency without the copy)
 	Pause time.Duration // what each chunk start now waits
 	Err   error
 }
@@ -115,12 +115,8 @@ func (g *latencyGuard) run(ctx context.Context) {
 			}
 		}
 		if wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if clock.Sleep(ctx, wait) != nil {
 				return
-			case <-t.C:
 			}
 			continue
 		}
@@ -178,6 +174,6 @@ func (g *latencyGuard) observe(took time.Duration, now time.Time) {
 		}
 	}
 	if g.onRead != nil {
-		g.onRead(Latency{Base: base, Rise: rise, Pause: pause})
+		g.onRead(Latency{Rise: rise, Pause: pause})
 	}
 }

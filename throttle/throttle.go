@@ -15,6 +15,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/csmh-sync/csmh-sync/dbconn"
+	"github.com/csmh-sync/csmh-sync/internal/clock"
 )
 
 // ErrCriticalLoad stops the copy: the source is overloaded.
@@ -105,12 +106,8 @@ func (t *Throttler) Wait(ctx context.Context) (time.Duration, error) {
 	start := time.Now()
 	if t.latency != nil {
 		if pause := t.latency.current(); pause > 0 {
-			timer := time.NewTimer(pause)
-			select {
-			case <-ctx.Done():
-				timer.Stop()
-				return time.Since(start), ctx.Err()
-			case <-timer.C:
+			if err := clock.Sleep(ctx, pause); err != nil {
+				return time.Since(start), err
 			}
 		}
 	}
@@ -122,12 +119,8 @@ func (t *Throttler) Wait(ctx context.Context) (time.Duration, error) {
 		if poll == 0 {
 			return time.Since(start), nil
 		}
-		timer := time.NewTimer(poll)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return time.Since(start), ctx.Err()
-		case <-timer.C:
+		if err := clock.Sleep(ctx, poll); err != nil {
+			return time.Since(start), err
 		}
 	}
 }

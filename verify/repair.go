@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/csmh-sync/csmh-sync/dbconn"
+	"github.com/csmh-sync/csmh-sync/internal/clock"
 	"github.com/csmh-sync/csmh-sync/internal/sqllit"
 	"github.com/csmh-sync/csmh-sync/table"
 )
@@ -144,12 +145,8 @@ func retry(ctx context.Context, log *slog.Logger, f func() error) error {
 			return err
 		}
 		log.Warn("transient error, retrying", "attempt", attempt, "err", err)
-		t := time.NewTimer(delay + time.Duration(rand.Int64N(int64(delay))))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if err := clock.Sleep(ctx, delay+time.Duration(rand.Int64N(int64(delay)))); err != nil {
+			return err
 		}
 		delay = min(delay*2, 10*time.Second)
 	}
