@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -192,21 +194,29 @@ func BenchmarkAppImpact(b *testing.B) {
 	type result struct {
 		mode          int
 		path          string
+		variant       string // the label of the variant that ran
 		base, during  appStats
 		rate, ceiling float64
 	}
 	var results []result
 	// Each path's backfill runs with CSMH_BENCH_APP_ARGS and then, where CSMH_BENCH_APP_COMPARE is set, again
 	// with those flags instead, against the same baseline and ceiling: two settings side by side in one run.
-	variants := []struct {
-		label string
-		args  []string
-	}{{"", strings.Fields(os.Getenv("CSMH_BENCH_APP_ARGS"))}}
+	// CSMH_BENCH_APP_CONTROLS adds two controls to each path, against the same baseline: what the server's own
+	// chunked INSERT … SELECT costs the app (the same-server floor: no tool at all), and what busy CPUs alone
+	// cost it (as many busy loops as the machine has cores, for as long as the server's copy took; no database
+	// work). They tell a cost of the copy's work from a cost of its sharing the machine.
+	type variant struct {
+		label   string
+		args    []string
+		control string // "", "server", "cpu" (every core), "cpu1" (one core)
+	}
+	variants := []variant{{"", strings.Fields(os.Getenv("CSMH_BENCH_APP_ARGS")), ""}}
 	if c := os.Getenv("CSMH_BENCH_APP_COMPARE"); c != "" {
-		variants = append(variants, struct {
-			label string
-			args  []string
-		}{" (" + c + ")", strings.Fields(c)})
+		variants = append(variants, variant{" (" + c + ")", strings.Fields(c), ""})
+	}
+	if os.Getenv("CSMH_BENCH_APP_CONTROLS") != "" {
+		variants = append(variants, variant{" [server's chunked copy]", nil, "server"},
+			variant{" [all cores busy, no database]", nil, "cpu"}, variant{" [one core busy, no database]", nil, "cpu1"})
 	}
 	only := os.Getenv("CSMH_BENCH_APP_ONLY") // e.g. "2/same": one lock mode and path, for tuning runs
 	for _, mode := range []int{1, 2} {
@@ -273,7 +283,11 @@ func BenchmarkAppImpact(b *testing.B) {
 			base := a.run(bctx)
 			stop()
 			ceiling := ceilingNow()
+			var serverTook time.Duration // the server's chunked copy's wall time: how long the CPU control runs
 			for _, v := range variants {
+				if v.control == "server" && p.server != src {
+					continue // only one server can copy a table to itself
+				}
 				reset(sdb)
 				reset(p.db)
 				quiesce(b, sdb, ddb)
@@ -284,11 +298,27 @@ func BenchmarkAppImpact(b *testing.B) {
 					tr = startTrace(dctx, p.db, time.Now())
 				}
 				go func() { done <- a.run(dctx) }()
-				args := append([]string{"backfill", "--source-dsn", src.DSN(""), "--target-dsn", p.server.DSN(""), "--metrics-addr", "",
-					"--log-level", "warn"}, v.args...)
-				took, _ := runBinary(b, args...)
+				var took time.Duration
+				switch v.control {
+				case "":
+					args := append([]string{"backfill", "--source-dsn", src.DSN(""), "--target-dsn", p.server.DSN(""), "--metrics-addr", "",
+						"--log-level", "warn"}, v.args...)
+					took, _ = runBinary(b, args...)
+				case "server":
+					took = chunkedCopy(b, sdb, gen.MinID, gen.MaxID)
+					serverTook = took
+				case "cpu":
+					took = burnCPUs(b, runtime.NumCPU(), max(serverTook, 5*time.Second))
+				case "cpu1":
+					took = burnCPUs(b, 1, max(serverTook, 5*time.Second))
+				}
 				stopApp()
 				during := <-done
+				if strings.HasPrefix(v.control, "cpu") {
+					results = append(results, result{mode: mode, path: p.name + v.label, variant: v.label, base: base, during: during})
+					fmt.Printf("    lock mode %d, %s: %s of busy CPUs\n", mode, p.name+v.label, took.Round(time.Millisecond))
+					continue
+				}
 				var copied int64
 				if err := p.db.QueryRow(fmt.Sprintf("SELECT COUNT(*) FROM %s WHERE id <= %d", dstT, gen.MaxID)).Scan(&copied); err != nil {
 					b.Fatal(err)
@@ -296,7 +326,7 @@ func BenchmarkAppImpact(b *testing.B) {
 				if copied != gen.Rows {
 					b.Fatalf("lock mode %d, %s: copied %d rows, want %d", mode, p.name, copied, gen.Rows)
 				}
-				r := result{mode: mode, path: p.name + v.label, base: base, during: during, rate: float64(gen.Rows) / took.Seconds(), ceiling: ceiling}
+				r := result{mode: mode, path: p.name + v.label, variant: v.label, base: base, during: during, rate: float64(gen.Rows) / took.Seconds(), ceiling: ceiling}
 				if tr != nil {
 					for _, op := range appOps {
 						for _, x := range during.slow[op][:min(2, len(during.slow[op]))] {
@@ -327,7 +357,7 @@ func BenchmarkAppImpact(b *testing.B) {
 			dp50, dp99, dmax := pct(dl, 0.5), pct(dl, 0.99), pct(dl, 1)
 			worstP99, worstMax = max(worstP99, dp99-bp99), max(worstMax, dmax)
 			rate, ratio := "", ""
-			if i == 0 {
+			if i == 0 && r.rate > 0 {
 				rate, ratio = fmt.Sprintf("%.0f", r.rate), fmt.Sprintf("%.2f", r.rate/r.ceiling)
 			}
 			fmt.Printf("%-5d %-36s %-7s %8s %8s %8s  %8s %8s %8s %7d %9s %9s\n", r.mode, r.path, op, ms(bp50), ms(bp99), ms(bmax),
@@ -345,7 +375,7 @@ func BenchmarkAppImpact(b *testing.B) {
 	for _, v := range variants {
 		var p99, mx time.Duration
 		for _, r := range results {
-			if !strings.HasSuffix(r.path, v.label) || (v.label == "" && strings.HasSuffix(r.path, ")")) {
+			if r.variant != v.label {
 				continue
 			}
 			for _, op := range appOps {
@@ -356,4 +386,36 @@ func BenchmarkAppImpact(b *testing.B) {
 	}
 	b.ReportMetric(float64(worstP99.Microseconds())/1000, "worst-p99-increase-ms")
 	b.ReportMetric(float64(worstMax.Microseconds())/1000, "worst-max-ms")
+}
+
+// chunkedCopy copies the table on its own server in chunks of 50,000 ids, one INSERT … SELECT each, as fast as
+// the server goes: the copy without any tool, and what it costs the app.
+func chunkedCopy(b *testing.B, db *sql.DB, minID, maxID int64) time.Duration {
+	b.Helper()
+	t0 := time.Now()
+	for lo := minID; lo <= maxID; lo += 50_000 {
+		mustExec(b, db, "INSERT INTO "+dstT+" ("+cols+") SELECT "+cols+" FROM "+srcT+" WHERE id BETWEEN ? AND ?", lo, lo+49_999)
+	}
+	return time.Since(t0)
+}
+
+// burnCPUs keeps n cores busy for d with shell loops in processes of their own (a loop in this process would
+// take the app's goroutines' turns in Go's scheduler, which the copy never does), without touching a database.
+func burnCPUs(b *testing.B, n int, d time.Duration) time.Duration {
+	b.Helper()
+	t0 := time.Now()
+	var procs []*exec.Cmd
+	for range n {
+		c := exec.Command("sh", "-c", "while :; do :; done")
+		if err := c.Start(); err != nil {
+			b.Fatal(err)
+		}
+		procs = append(procs, c)
+	}
+	time.Sleep(d) // the control's duration, not a synchronisation
+	for _, c := range procs {
+		c.Process.Kill()
+		c.Wait()
+	}
+	return time.Since(t0)
 }
