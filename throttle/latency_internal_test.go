@@ -5,19 +5,61 @@ import (
 	"time"
 )
 
-// The guard's pause follows the probes: it doubles while the second slowest of the last ten runs more than
-// the limit above the lowest probe, holds between half the limit and the limit, halves below, waits a few
-// probes after each change, and is bounded.
+// The guard's pace follows the probes: each quiet period measures the target's commits without the copy (the
+// base); between them the pause doubles while the second slowest of the last ten runs more than the limit above
+// the base, holds between half the limit and the limit, halves below, waits a few probes after each change, and
+// is bounded.
 func TestLatencyGuardPace(t *testing.T) {
 	g := &latencyGuard{limit: 5 * time.Millisecond}
 	now := time.Unix(0, 0)
+	ms := time.Millisecond
 	step := func(took time.Duration) time.Duration {
 		now = now.Add(probeEvery)
 		g.observe(took, now)
-		return g.current()
+		return g.pause
 	}
-	ms := time.Millisecond
-	for range 10 {
+	inQuiet := func() bool { return g.quietEnd.After(now) }
+	quietPeriod := func(took time.Duration) { // steps until a quiet period begins, and through it
+		for !inQuiet() {
+			step(took)
+		}
+		for inQuiet() {
+			step(took)
+		}
+	}
+	// A target whose commits are uneven by themselves: 2 ms, and 9 ms one time in five.
+	k := 0
+	uneven := func() time.Duration {
+		if k++; k%5 == 0 {
+			return 9 * ms
+		}
+		return 2 * ms
+	}
+
+	// The first probe begins a quiet period: every chunk start waits to its end.
+	step(uneven())
+	if w := g.pauseAt(now); w != quietFor {
+		t.Fatalf("a chunk start at the first probe waits %s, want the quiet period's %s", w, quietFor)
+	}
+	for inQuiet() {
+		step(uneven())
+	}
+	if g.bases[1] != 9*ms {
+		t.Fatalf("base %s after the first quiet period, want 9 ms: the second slowest of its probes", g.bases[1])
+	}
+	if w := g.pauseAt(now); w != 0 {
+		t.Fatalf("a chunk start after the quiet period waits %s, want none", w)
+	}
+	// The copy leaves the commits as uneven as they were: no pause, for minutes. (Judged against the fastest
+	// probe, 2 ms, the 9 ms ones would pace the copy for ever.)
+	for range int(3 * quietEvery / probeEvery) {
+		if p := step(uneven()); p != 0 {
+			t.Fatalf("pause %s while the copy leaves the commits as they were without it, want none", p)
+		}
+	}
+
+	quietPeriod(2 * ms) // the base is now the lower of 9 and 2 ms
+	for range probeWindow {
 		if p := step(2 * ms); p != 0 {
 			t.Fatalf("pause %s at the base latency, want none", p)
 		}
@@ -55,18 +97,46 @@ func TestLatencyGuardPace(t *testing.T) {
 	if p != 0 {
 		t.Fatalf("pause %s after the latency came back, want none", p)
 	}
-	// A new base: the server got slower for reasons of its own (more app traffic). After two spans of the
-	// copy paced against the old base, the new latency is the base, and the pause goes.
-	for range int(2*baseSpan/probeEvery) + 60 {
+
+	// The server gets slower for reasons of its own (more app traffic): once two quiet periods have measured
+	// it, the new latency is the base, and the pause goes.
+	for range 60 {
+		step(30 * ms)
+	}
+	if g.pause == 0 {
+		t.Fatal("no pause while the commits run 28 ms above the base")
+	}
+	quietPeriod(30 * ms)
+	quietPeriod(30 * ms)
+	for range 60 {
 		p = step(30 * ms)
 	}
 	if p != 0 {
-		t.Fatalf("pause %s two spans after the latency without the copy rose to 30 ms, want none", p)
+		t.Fatalf("pause %s two quiet periods after the latency without the copy rose to 30 ms, want none", p)
 	}
-	// A gap in the probes longer than two spans forgets both: the first probe after it is the base.
-	now = now.Add(3 * baseSpan)
-	g.observe(50*ms, now)
-	if g.cur != 50*ms || g.prev != 0 {
-		t.Fatalf("after a gap the spans hold %s and %s, want the new probe alone", g.cur, g.prev)
+
+	// A gap in the probes longer than two quiet periods forgets the bases: the next probe begins a quiet period.
+	now = now.Add(3 * quietEvery)
+	step(50 * ms)
+	if !inQuiet() || g.bases != [2]time.Duration{} {
+		t.Fatalf("after a gap: quiet %v, bases %v; want a quiet period and no bases", inQuiet(), g.bases)
+	}
+	// A probe that fails ends the quiet period: the copy goes unpaced.
+	g.failed()
+	if w := g.pauseAt(now); w != 0 {
+		t.Fatalf("a chunk start after a failed probe waits %s, want none", w)
+	}
+	// Without a base (that quiet period measured nothing), the guard does not pace the copy until the next one.
+	for range 30 {
+		if p := step(40 * ms); p != 0 {
+			t.Fatalf("pause %s without a measurement of the target without the copy, want none", p)
+		}
+	}
+	quietPeriod(2 * ms)
+	for range 10 {
+		p = step(40 * ms)
+	}
+	if p == 0 {
+		t.Fatal("no pause after a quiet period measured 2 ms and the commits run at 40 ms")
 	}
 }

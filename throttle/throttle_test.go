@@ -264,6 +264,7 @@ func TestLatencyGuard(t *testing.T) {
 	var mu sync.Mutex
 	var last throttle.Latency
 	judged := 0
+	var quietHeld time.Duration // the longest wait of a chunk start in a quiet period
 	thr, err := throttle.New(db, nil, throttle.Config{MaxLatencyRise: 500 * time.Millisecond,
 		Probe: func(ctx context.Context) error {
 			_, err := db.ExecContext(ctx, "INSERT INTO probe.t VALUES (1, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE at = UTC_TIMESTAMP(6)")
@@ -273,10 +274,14 @@ func TestLatencyGuard(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			last, judged = l, judged+1
+			if l.Quiet {
+				quietHeld = max(quietHeld, l.Pause)
+			}
 		}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	throttle.SetQuietEvery(thr, time.Hour) // one quiet period, at the start: none comes between the steps below
 	state := func() (throttle.Latency, int) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -288,11 +293,18 @@ func TestLatencyGuard(t *testing.T) {
 		thr.Run(ctx)
 	}()
 	defer func() { cancel(); <-done }()
-	// Fast commits: a few probes, no pause.
-	harness.Eventually(t, 30*time.Second, "five probes of an idle server", func() (bool, error) {
-		_, n := state()
-		return n >= 5, nil
+	// The quiet period at the start holds chunk starts while it times the idle server; then fast commits, no
+	// pause.
+	harness.Eventually(t, 30*time.Second, "five probes of an idle server after the quiet period", func() (bool, error) {
+		l, n := state()
+		return !l.Quiet && n >= int(1500*time.Millisecond/(100*time.Millisecond))+5, nil
 	})
+	mu.Lock()
+	held := quietHeld
+	mu.Unlock()
+	if held < time.Second {
+		t.Fatalf("chunk starts waited at most %s in the quiet period at the start, want about its 1.5 s", held)
+	}
 	if l, _ := state(); l.Pause != 0 || l.Err != nil {
 		t.Fatalf("an idle server's commits gave a pause: %+v", l)
 	}
