@@ -191,7 +191,9 @@ func (g *latencyGuard) observe(took time.Duration, now time.Time) {
 		if len(g.quiet) > 0 {
 			g.bases[0], g.bases[1] = g.bases[1], secondSlowest(g.quiet)
 		}
-		g.quiet, g.last, g.hold = g.quiet[:0], g.last[:0], 0
+		// The pace holds until the window is full again: its first probes, taken as the copy starts again after
+		// the quiet, would read as room to spare.
+		g.quiet, g.last, g.hold = g.quiet[:0], g.last[:0], probeWindow
 		g.setQuietEnd(time.Time{})
 	}
 	if !now.Before(g.nextQuiet) {

@@ -59,6 +59,16 @@ func TestLatencyGuardPace(t *testing.T) {
 	}
 
 	quietPeriod(2 * ms) // the base is now the lower of 9 and 2 ms
+	// The pace holds until the window is full again after a quiet period.
+	g.pause = 4 * minPause
+	for range probeWindow - 1 { // the probe that ended the quiet period was the first of the window
+		if p := step(2 * ms); p != 4*minPause {
+			t.Fatalf("pause %s within a window of the end of a quiet period, want it held at %s", p, 4*minPause)
+		}
+	}
+	for range 3 * probeWindow {
+		step(2 * ms)
+	}
 	for range probeWindow {
 		if p := step(2 * ms); p != 0 {
 			t.Fatalf("pause %s at the base latency, want none", p)
@@ -133,7 +143,7 @@ func TestLatencyGuardPace(t *testing.T) {
 		}
 	}
 	quietPeriod(2 * ms)
-	for range 10 {
+	for range 2 * probeWindow {
 		p = step(40 * ms)
 	}
 	if p == 0 {
