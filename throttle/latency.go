@@ -203,9 +203,9 @@ func (g *latencyGuard) observe(took time.Duration, now time.Time) {
 		g.report(now)
 		return
 	}
-	base := max(g.bases[0], g.bases[1])
-	if g.bases[0] > 0 && g.bases[1] > 0 {
-		base = min(g.bases[0], g.bases[1])
+	base := min(g.bases[0], g.bases[1]) // the lower of the last two, or the one there is
+	if base == 0 {
+		base = max(g.bases[0], g.bases[1])
 	}
 	if base == 0 { // no quiet period has measured the target yet (its probes failed): nothing to judge by
 		g.report(now)
@@ -245,7 +245,7 @@ func (g *latencyGuard) report(now time.Time) {
 		return
 	}
 	g.mu.Lock()
-	quiet := now.Before(g.quietEnd)
+	l := Latency{Rise: g.rise, Pause: max(g.pause, g.quietEnd.Sub(now)), Quiet: now.Before(g.quietEnd)}
 	g.mu.Unlock()
-	g.onRead(Latency{Rise: g.rise, Pause: g.pauseAt(now), Quiet: quiet})
+	g.onRead(l)
 }

@@ -64,14 +64,7 @@ func BenchmarkBackfill(b *testing.B) {
 		mustExec(b, db, "DROP TABLE IF EXISTS edxapp_csmh.csmh_sync_state, edxapp_csmh.csmh_sync_backfill")
 	}
 	chunked := func(step int64) func() error {
-		return func() error {
-			for lo := gen.MinID; lo <= gen.MaxID; lo += step {
-				if _, err := sdb.Exec("INSERT INTO "+dstT+" ("+cols+") SELECT "+cols+" FROM "+srcT+" WHERE id BETWEEN ? AND ?", lo, lo+step-1); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
+		return func() error { return copyInChunks(sdb, gen.MinID, gen.MaxID, step) }
 	}
 	type result struct {
 		name string
@@ -215,4 +208,15 @@ func BenchmarkBackfill(b *testing.B) {
 	}
 	fmt.Printf("worst sparse/dense ratio %.2f (target: within 10%%, ≥ 0.90)\n", worst)
 	b.ReportMetric(worst, "sparse/dense")
+}
+
+// copyInChunks copies the table on its own server in steps of step ids, one INSERT … SELECT each, as fast as
+// the server goes: the old loop without its sleeps, and the copy without any tool.
+func copyInChunks(db *sql.DB, minID, maxID, step int64) error {
+	for lo := minID; lo <= maxID; lo += step {
+		if _, err := db.Exec("INSERT INTO "+dstT+" ("+cols+") SELECT "+cols+" FROM "+srcT+" WHERE id BETWEEN ? AND ?", lo, lo+step-1); err != nil {
+			return err
+		}
+	}
+	return nil
 }
