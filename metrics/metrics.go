@@ -79,7 +79,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		ThrottledSecs:     c("csmh_sync_backfill_throttled_seconds_total", "Seconds the backfill waited because of throttling (rate limit, load, replica lag)."),
 		TargetLatencyRise: g("csmh_sync_target_commit_latency_rise_seconds", "How far the target's commit latency (the backfill's probe, a one-row autocommit write) runs above its latency without the copy; the backfill's pauses grow above --max-latency-rise."),
 		BackfillPause:     g("csmh_sync_backfill_pause_seconds", "The pause every backfill chunk start waits so the target's commit latency stays within --max-latency-rise (up to 1.5 s once a minute, while the guard times the target without the copy)."),
-		TargetRedoFill:    g("csmh_sync_target_redo_fill_ratio", "The target's redo log use (checkpoint age) as a fraction of the age at which InnoDB makes every writer wait; the backfill waits above --max-redo-fill."),
+		TargetRedoFill:    g("csmh_sync_target_redo_fill_ratio", "The target's redo log use (checkpoint age) as a fraction of the age at which InnoDB makes every writer wait; above --max-redo-fill the backfill starts one chunk every 100 ms."),
 		ChunkDeadlines:    c("csmh_sync_backfill_chunk_deadlines_total", "Backfill chunks rolled back and read again because they held their source rows locked for the chunk deadline."),
 		SegmentSplits:     c("csmh_sync_backfill_segment_splits_total", "Backfill segments split at their row median so an idle worker copies the upper half."),
 		Paused:            g("csmh_sync_backfill_paused", "1 while the backfill is paused by an operator (POST /pause)."),

@@ -336,10 +336,10 @@ func checkRedo(ctx context.Context, r *Report, dst *sql.DB) {
 	case !f.Visible:
 		r.add(Warn, "redo", "%s", throttle.RedoInvisible)
 	case f.NoBackgroundFlush():
-		r.add(Warn, "redo", "target redo log limit %d MiB, %.0f%% used; innodb_max_dirty_pages_pct_lwm=0 (MariaDB's default) flushes no pages in the background until the log is 7/8 full, so the backfill, which waits above --max-redo-fill of the limit, runs at the pace of InnoDB's flush-ahead: for the copy, SET GLOBAL innodb_max_dirty_pages_pct_lwm = 10 and innodb_io_capacity to what the disk sustains beside the app (docs/runbook.md, \"Target flushing\")",
+		r.add(Warn, "redo", "target redo log limit %d MiB, %.0f%% used; innodb_max_dirty_pages_pct_lwm=0 (MariaDB's default) flushes no pages in the background until the log is 7/8 full, so the backfill, which slows to one chunk every 100 ms above --max-redo-fill of the limit, runs at the pace of InnoDB's flush-ahead: for the copy, SET GLOBAL innodb_max_dirty_pages_pct_lwm = 10 and innodb_io_capacity to what the disk sustains beside the app (docs/runbook.md, \"Target flushing\")",
 			f.Redo.Limit>>20, 100*f.Redo.Fill())
 	default:
-		r.add(OK, "redo", "target redo log limit %d MiB, %.0f%% used (%s): the backfill waits above --max-redo-fill of it, so the copy never makes InnoDB stop the app's writes for a sync flush", f.Redo.Limit>>20, 100*f.Redo.Fill(), f.Redo.Via)
+		r.add(OK, "redo", "target redo log limit %d MiB, %.0f%% used (%s): above --max-redo-fill of it the backfill slows to one chunk every 100 ms, so the copy does not drive InnoDB to stop the app's writes for a sync flush", f.Redo.Limit>>20, 100*f.Redo.Fill(), f.Redo.Via)
 	}
 }
 

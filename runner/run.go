@@ -38,7 +38,7 @@ type BackfillOptions struct {
 	ChunkTime              time.Duration
 	ChunkDeadline          time.Duration // 0 = backfill.DefaultChunkDeadline(ChunkTime)
 	MaxRowsPerSecond       float64
-	MaxRedoFill            float64       // wait while the target's redo log is fuller than this fraction of InnoDB's limit; 0 = off
+	MaxRedoFill            float64       // trickle chunk starts while the target's redo log is fuller than this fraction of InnoDB's limit; 0 = off
 	MaxLatencyRise         time.Duration // pace the copy so the target's commit latency stays within this of its latency without it; 0 = off
 	MaxThreadsRunning      int64
 	CriticalThreadsRunning int64
@@ -547,7 +547,7 @@ func latencyReport(log *slog.Logger, m *metrics.Metrics) func(throttle.Latency) 
 }
 
 // logRedo says at the start whether the copy can watch the target's redo log, how full it is, and what sets
-// the copy's speed once it waits on it: InnoDB's background flushing (docs/design.md, "The redo log").
+// the copy's speed once the log is near its limit: InnoDB's background flushing (docs/design.md, "The redo log").
 func logRedo(ctx context.Context, log *slog.Logger, dst *sql.DB, maxFill float64) {
 	f, err := throttle.ReadFlushing(ctx, dst)
 	switch {
@@ -561,12 +561,12 @@ func logRedo(ctx context.Context, log *slog.Logger, dst *sql.DB, maxFill float64
 	if f.DirtyLWM < 0 {
 		log.Warn("cannot read the target's flushing settings (innodb_io_capacity, innodb_max_dirty_pages_pct_lwm)")
 	}
-	log.Info("the backfill waits while the target's redo log is fuller than --max-redo-fill of what InnoDB allows before it stalls every writer; there the target's page flushing sets the copy's speed",
+	log.Info("while the target's redo log is fuller than --max-redo-fill of what InnoDB allows before it stalls every writer, the backfill starts one chunk every 100 ms; there the target's page flushing sets the copy's speed",
 		"max_redo_fill", maxFill, "redo_limit_mib", f.Redo.Limit>>20, "redo_fill", fmt.Sprintf("%.2f", f.Redo.Fill()), "via", f.Redo.Via,
 		"innodb_io_capacity", f.IOCapacity, "innodb_io_capacity_max", f.IOCapacityMax, "innodb_max_dirty_pages_pct_lwm", f.DirtyLWM)
 	switch {
 	case f.NoBackgroundFlush() && maxFill < 0.875:
-		log.Warn("with innodb_max_dirty_pages_pct_lwm=0 the target flushes no pages in the background until its redo log is 7/8 full, above --max-redo-fill: the copy may wait for good; "+
+		log.Warn("with innodb_max_dirty_pages_pct_lwm=0 the target flushes no pages in the background until its redo log is 7/8 full, above --max-redo-fill: the copy may crawl for good; "+
 			"SET GLOBAL innodb_max_dirty_pages_pct_lwm = 10 on the target, or raise --max-redo-fill", "max_redo_fill", maxFill)
 	case f.NoBackgroundFlush():
 		log.Warn("the target flushes no pages in the background until its redo log is 7/8 full (MariaDB's innodb_max_dirty_pages_pct_lwm=0): " +

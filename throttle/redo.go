@@ -15,12 +15,10 @@ import (
 	"github.com/csmh-sync/csmh-sync/dbconn"
 )
 
-// DefaultMaxRedoFill is the default --max-redo-fill: the copy waits while the target's redo log holds more
-// than this fraction of what InnoDB lets it hold before every writer waits (docs/design.md, "The redo log").
-// Above MariaDB's point of flushing ahead (7/8 of it), where its page cleaner makes room even with adaptive
-// flushing off (its default); above where adaptive flushing, where it is on, holds a copy by itself (0.87–0.94
-// of the limit on the bench servers), so the guard then costs no speed; and a twentieth of the limit short of a
-// stall, for the chunks in flight.
+// DefaultMaxRedoFill is the default --max-redo-fill: chunk starts trickle (redoTrickle) while the target's redo
+// log holds more than this fraction of what InnoDB lets it hold before every writer waits (docs/design.md, "The
+// redo log"). Above MariaDB's point of flushing ahead (7/8 of it), where its page cleaner makes room even with
+// adaptive flushing off (its default); and a twentieth of the limit short of a stall, for the chunks in flight.
 const DefaultMaxRedoFill = 0.95
 
 // Redo is how much of a server's redo log is in use: the bytes of redo written since the last checkpoint (the
@@ -162,13 +160,34 @@ func parseRedoMetrics(m map[string]string) (Redo, bool) {
 // does not show it is asked again only after redoUnseen; one whose status query fails for good (not a lost
 // connection or the like) is not watched any more: the guard then stands aside rather than stop the copy.
 type redoWatch struct {
-	db      *sql.DB
-	mu      sync.Mutex
-	at      time.Time
-	last    Redo
-	visible bool
-	off     bool
-	onRead  func(Redo)
+	db       *sql.DB
+	mu       sync.Mutex
+	at       time.Time
+	last     Redo
+	visible  bool
+	off      bool
+	onRead   func(Redo)
+	passed   time.Time // when trickle last let a chunk start
+	trickled int       // the chunk starts trickle let through
+}
+
+// redoTrickle spaces the chunk starts of all workers while the redo log is above the limit: one chunk every
+// redoTrickle, not none. InnoDB flushes ahead of the log's limit when a write commits above 7/8 of it and
+// wakes its page cleaner at every write; a copy that stops altogether leaves the cleaner to its once-a-second
+// round, and the log stays full for tens of seconds (docs/design.md, "The redo log"). At the default 50 ms
+// chunks one chunk every 100 ms is half a worker's writes.
+const redoTrickle = 100 * time.Millisecond
+
+// trickle reports whether a chunk may start although the log is above the limit: once per redoTrickle.
+func (w *redoWatch) trickle(now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if now.Sub(w.passed) < redoTrickle {
+		return false
+	}
+	w.passed = now
+	w.trickled++
+	return true
 }
 
 const (

@@ -1,5 +1,5 @@
 // Package throttle holds the backfill back while production needs the servers: it paces the copy by the
-// target's commit latency, waits while the target's redo log is near the point where InnoDB stops every
+// target's commit latency, slows it while the target's redo log is near the point where InnoDB stops every
 // writer, while the source's Threads_running is above a limit or a replica lags too far, and stops the copy
 // at a critical load (the max-load / critical-load pair of pt-online-schema-change).
 package throttle
@@ -36,9 +36,9 @@ type Config struct {
 	CriticalThreadsRunning int64         // fail with ErrCriticalLoad when it is above
 	MaxReplicaLag          time.Duration // wait while the replica lags more (default 10s when a replica is given)
 	Interval               time.Duration // poll interval while throttled; default 1s
-	// Target is the server the copy writes to; with MaxRedoFill > 0 the copy waits while its redo log is fuller
-	// than that fraction of InnoDB's limit (Redo), polled as often as a reading serves (redoFresh, 20 ms: the
-	// log fills in seconds).
+	// Target is the server the copy writes to; with MaxRedoFill > 0 chunk starts trickle, one every redoTrickle
+	// for all callers, while its redo log is fuller than that fraction of InnoDB's limit (Redo), polled as often
+	// as a reading serves (redoFresh, 20 ms: the log fills in seconds).
 	Target      *sql.DB
 	MaxRedoFill float64
 	OnRedo      func(Redo) // called with each reading of the target's redo log use; may be nil
@@ -133,7 +133,7 @@ func (t *Throttler) busy(ctx context.Context) (time.Duration, error) {
 		if err != nil {
 			return 0, err
 		}
-		if ok && r.Fill() > t.cfg.MaxRedoFill {
+		if ok && r.Fill() > t.cfg.MaxRedoFill && !t.redo.trickle(time.Now()) {
 			return redoFresh, nil
 		}
 	}

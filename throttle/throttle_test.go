@@ -204,37 +204,70 @@ func TestRedoFill(t *testing.T) {
 	if r, _, _ := throttle.ReadRedo(ctx, db); r.Fill() < 0.35 {
 		t.Fatalf("after 12 MiB of writes the redo log is at %.2f of its limit, want over 0.35", r.Fill())
 	}
-	// At most 0.1 flushed per second from 0.35: a 300 ms Wait at fill 0.2 cannot end by itself.
+	// At most 0.1 flushed per second from 0.35: the log stays above 0.2 for seconds by itself. Above the limit
+	// chunk starts trickle, one per 100 ms for all callers: Waits back to back for a second let ten or so
+	// through, each counted as a trickle, never two within 100 ms.
 	full, err := throttle.New(db, nil, throttle.Config{Target: db, MaxRedoFill: 0.2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	defer cancel()
-	if _, err := full.Wait(wctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Wait with the redo log above the limit returned %v, want it to wait", err)
+	var passes []time.Time
+	start := time.Now()
+	for time.Since(start) < time.Second {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := full.Wait(wctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("Wait above the limit after %d chunk starts: %v; want one start every 100 ms, not none", len(passes), err)
+		}
+		passes = append(passes, time.Now())
+	}
+	if got := throttle.RedoTrickled(full); got != len(passes) || got < 2 {
+		t.Fatalf("above the limit %d Waits returned, %d of them as trickles; want every one a trickle, and more than one in a second", len(passes), got)
+	}
+	for i := 1; i < len(passes); i++ {
+		if gap := passes[i].Sub(passes[i-1]); gap < 100*time.Millisecond {
+			t.Fatalf("above the limit two chunk starts %s apart, want 100 ms or more", gap)
+		}
 	}
 	roomy, err := throttle.New(db, nil, throttle.Config{Target: db, MaxRedoFill: 0.9})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if waited, err := roomy.Wait(ctx); err != nil || waited > time.Second {
-		t.Fatalf("Wait under the limit: waited %s, %v", waited, err)
+	for range 3 {
+		if _, err := roomy.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
-	// The server flushes everything: the checkpoint advances and the copy goes on.
-	done := make(chan error, 1)
-	go func() { _, err := full.Wait(ctx); done <- err }()
+	if n := throttle.RedoTrickled(roomy); n != 0 {
+		t.Fatalf("under the limit %d chunk starts were trickles, want none: they go at once", n)
+	}
+	// The server flushes everything: the checkpoint advances and chunk starts go at once again.
 	if _, err := db.Exec("SET GLOBAL innodb_max_dirty_pages_pct = 0"); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		r, _, err := throttle.ReadRedo(ctx, db)
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(60 * time.Second):
-		r, _, _ := throttle.ReadRedo(ctx, db)
-		t.Fatalf("Wait did not return after the server flushed its pages: redo at %.2f of its limit", r.Fill())
+		if r.Fill() < 0.2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server did not flush: redo at %.2f of its limit after 60 s", r.Fill())
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval of a deadline-bounded wait
+	}
+	before := throttle.RedoTrickled(full)
+	time.Sleep(30 * time.Millisecond) // past redoFresh: the next Wait reads the log again, not its last reading
+	for range 3 {
+		if _, err := full.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := throttle.RedoTrickled(full) - before; n != 0 {
+		t.Fatalf("after the flush %d of 3 chunk starts were trickles, want none", n)
 	}
 	for _, bad := range []float64{-0.1, 1, 1.5} {
 		if _, err := throttle.New(db, nil, throttle.Config{Target: db, MaxRedoFill: bad}); !errors.Is(err, throttle.ErrConfig) {

@@ -49,7 +49,7 @@ func runFlags(fs *pflag.FlagSet, r *runner.Run, lf *logFlags) {
 	fs.DurationVar(&b.ChunkTime, "chunk-time", backfill.DefaultChunkTime, "target duration of one backfill chunk, read to target commit: how long the app's writes of its rows may wait")
 	fs.DurationVar(&b.ChunkDeadline, "chunk-deadline", 0, "longest a backfill chunk may hold its source rows locked before it is rolled back and read again, smaller (0 = 4 × --chunk-time, at least 2s)")
 	fs.Float64Var(&b.MaxRowsPerSecond, "max-rows-per-second", 0, "backfill rate limit (0 = none)")
-	fs.Float64Var(&b.MaxRedoFill, "max-redo-fill", throttle.DefaultMaxRedoFill, "pause the backfill while the target's redo log holds more than this fraction of what InnoDB allows before every writer, the app's too, waits for page flushing (0 = off)")
+	fs.Float64Var(&b.MaxRedoFill, "max-redo-fill", throttle.DefaultMaxRedoFill, "start one backfill chunk every 100 ms, no more, while the target's redo log holds more than this fraction of what InnoDB allows before every writer, the app's too, waits for page flushing (0 = off)")
 	fs.DurationVar(&b.MaxLatencyRise, "max-latency-rise", throttle.DefaultMaxLatencyRise, "pace the backfill so the target's commit latency, timed every 100 ms, stays within this of its latency without the copy: the app's writes wait in the same queues (0 = off)")
 	fs.Int64Var(&b.MaxThreadsRunning, "max-threads-running", 0, "pause the backfill while the source's Threads_running is above this (0 = off)")
 	fs.Int64Var(&b.CriticalThreadsRunning, "critical-threads-running", 0, "stop the backfill when the source's Threads_running is above this (0 = off)")

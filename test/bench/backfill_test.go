@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -125,34 +126,39 @@ func BenchmarkBackfill(b *testing.B) {
 	})
 	measure("chunked INSERT…SELECT, 50k ids (same server)", sdb, chunked(50_000))
 	measure("old loop: 10k ids, no sleep (same server)", sdb, chunked(10_000))
-	var rssSame, rssCross float64
-	measure(sameName, sdb, func() error {
-		args := append([]string{"backfill", "--source-dsn", src.DSN(""), "--target-dsn", src.DSN(""), "--metrics-addr", "", "--log-level", "warn"},
-			append(engineArgs, strings.Fields(os.Getenv("CSMH_BENCH_SAME_ARGS"))...)...)
-		_, rss := runBinary(b, args...)
-		rssSame = max(rssSame, rss)
-		return nil
-	})
-	measure(crossName, ddb, func() error {
-		args := append([]string{"backfill", "--source-dsn", src.DSN(""), "--target-dsn", dst.DSN(""), "--metrics-addr", "", "--log-level", "warn"}, append(engineArgs, extraArgs()...)...)
-		_, rss := runBinary(b, append(args, "--write-method", "insert")...)
-		rssCross = max(rssCross, rss)
-		return nil
-	})
-	var rssLoad float64
-	measure(loadName, ddb, func() error {
-		args := append([]string{"backfill", "--source-dsn", src.DSN(""), "--target-dsn", dst.DSN(""), "--metrics-addr", "", "--log-level", "warn"}, append(engineArgs, extraArgs()...)...)
-		_, rss := runBinary(b, append(args, "--write-method", "load-data")...)
-		rssLoad = max(rssLoad, rss)
-		return nil
-	})
+	peakRSS := map[string]float64{} // by path name
+	// CSMH_BENCH_BIN_B names another build (say, the code before a change): each csmh-sync path then runs with
+	// it too, in the same rounds, as "<path> [B]", with CSMH_BENCH_ARGS_B's flags instead of engineArgs and the
+	// tuning flags (a build may predate a flag).
+	type build struct {
+		suffix, bin string
+		same, cross []string // flags of the same-server and the cross-server copies
+	}
+	builds := []build{{"", binPath, append(slices.Clone(engineArgs), strings.Fields(os.Getenv("CSMH_BENCH_SAME_ARGS"))...), append(slices.Clone(engineArgs), extraArgs()...)}}
+	if bin := os.Getenv("CSMH_BENCH_BIN_B"); bin != "" {
+		argsB := strings.Fields(os.Getenv("CSMH_BENCH_ARGS_B"))
+		builds = append(builds, build{" [B]", bin, argsB, argsB})
+	}
+	for _, bu := range builds {
+		copyTo := func(name, target string, flags ...string) func() error {
+			return func() error {
+				args := append([]string{"backfill", "--source-dsn", src.DSN(""), "--target-dsn", target, "--metrics-addr", "", "--log-level", "warn"}, flags...)
+				_, rss := runBin(b, bu.bin, args...)
+				peakRSS[name] = max(peakRSS[name], rss)
+				return nil
+			}
+		}
+		measure(sameName+bu.suffix, sdb, copyTo(sameName+bu.suffix, src.DSN(""), bu.same...))
+		measure(crossName+bu.suffix, ddb, copyTo(crossName+bu.suffix, dst.DSN(""), append(slices.Clone(bu.cross), "--write-method", "insert")...))
+		measure(loadName+bu.suffix, ddb, copyTo(loadName+bu.suffix, dst.DSN(""), append(slices.Clone(bu.cross), "--write-method", "load-data")...))
+	}
 
 	run()
 	byName := map[string]*result{}
 	for i := range res {
 		byName[res[i].name] = &res[i]
 	}
-	for name, rss := range map[string]float64{sameName: rssSame, crossName: rssCross, loadName: rssLoad} {
+	for name, rss := range peakRSS {
 		if r := byName[name]; r != nil {
 			r.rss = rss
 		}
@@ -178,7 +184,7 @@ func BenchmarkBackfill(b *testing.B) {
 	}
 	if r := byName[loadName]; r != nil {
 		b.ReportMetric(ceiling.Seconds()/r.took.Seconds(), "cross-load-data×ceiling")
-		b.ReportMetric(rssLoad, "cross-peak-MiB")
+		b.ReportMetric(peakRSS[loadName], "cross-peak-MiB")
 	}
 
 	// The sparse layout: the same rows plus three far outliers, so that equal id spans put every dense row in

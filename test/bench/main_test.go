@@ -54,7 +54,7 @@ func start(b *testing.B, o harness.Options) *harness.Server {
 	b.Helper()
 	// Page flushing as docs/runbook.md ("Target flushing") has the operator set it for the copy: adaptive
 	// flushing on (MariaDB's default innodb_max_dirty_pages_pct_lwm=0 flushes nothing until the redo log is 7/8
-	// full) and an SSD's I/O capacity. The backfill waits for the target's flushing (--max-redo-fill).
+	// full) and an SSD's I/O capacity. Near the redo log's limit the backfill slows to the target's flushing (--max-redo-fill).
 	o.ExtraArgs = append(o.ExtraArgs, "--innodb-buffer-pool-size=1G", "--innodb-max-dirty-pages-pct-lwm=10",
 		"--innodb-io-capacity=2000", "--innodb-io-capacity-max=4000")
 	o.ExtraArgs = append(o.ExtraArgs, strings.Fields(os.Getenv("CSMH_BENCH_SERVER_ARGS"))...) // tuning runs
@@ -71,7 +71,13 @@ func mustExec(b *testing.B, db *sql.DB, q string, args ...any) {
 // runBinary runs csmh-sync to completion and returns its wall time and peak RSS in MiB.
 func runBinary(b *testing.B, args ...string) (time.Duration, float64) {
 	b.Helper()
-	cmd := exec.Command(binPath, args...)
+	return runBin(b, binPath, args...)
+}
+
+// runBin is runBinary with another build of csmh-sync.
+func runBin(b *testing.B, bin string, args ...string) (time.Duration, float64) {
+	b.Helper()
+	cmd := exec.Command(bin, args...)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	t0 := time.Now()
