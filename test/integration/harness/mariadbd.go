@@ -107,18 +107,41 @@ func template(ctx context.Context) (string, error) {
 		return "", err
 	}
 	removeStale()
-	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", templatePrefix, os.Getpid()))
-	if err != nil {
-		return "", fmt.Errorf("harness: template dir: %w", err)
-	}
-	cmd := exec.CommandContext(ctx, bin, "--no-defaults", "--datadir="+dir, "--user=root",
-		"--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve")
-	if out, err := cmd.CombinedOutput(); err != nil {
+	// A second attempt in a fresh directory: once in a run of make test (2026-12-06) the bootstrap failed with
+	// nothing but mariadb-install-db's closing advice to show for it. The failed attempt's own error lines are
+	// printed, so a cause that returns is seen.
+	var err2 error
+	for attempt := 1; attempt <= 2; attempt++ {
+		dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", templatePrefix, os.Getpid()))
+		if err != nil {
+			return "", fmt.Errorf("harness: template dir: %w", err)
+		}
+		cmd := exec.CommandContext(ctx, bin, "--no-defaults", "--datadir="+dir, "--user=root",
+			"--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve")
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			templateDir = dir
+			return dir, nil
+		}
 		_ = os.RemoveAll(dir)
-		return "", fmt.Errorf("harness: mariadb-install-db: %w: %s", err, tail(string(out), 20))
+		err2 = fmt.Errorf("harness: mariadb-install-db: %w: %s\n%s", err, errorLines(string(out)), tail(string(out), 20))
+		if ctx.Err() != nil {
+			break
+		}
+		fmt.Fprintf(os.Stderr, "%v\n(attempt %d of 2)\n", err2, attempt)
 	}
-	templateDir = dir
-	return dir, nil
+	return "", err2
+}
+
+// errorLines are the lines of a server's output that say what went wrong.
+func errorLines(s string) string {
+	var keep []string
+	for l := range strings.SplitSeq(s, "\n") {
+		if strings.Contains(strings.ToLower(l), "error") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 // Start copies the template into a fresh directory, launches mariadbd on a free port and waits until it
