@@ -34,6 +34,8 @@ type Metrics struct {
 	// TargetRedoFill is the target's redo log use as a fraction of the age at which InnoDB stops every writer
 	// (NaN until read, or where the server does not show it).
 	TargetRedoFill prometheus.Gauge
+	// RedoTrickled counts chunks started one at a time while the redo log was above --max-redo-fill.
+	RedoTrickled prometheus.Counter
 	// TargetLatencyRise is how far the target's commit latency runs above its latency without the copy (the
 	// median of the latency guard's last probes); BackfillPause what each chunk start waits for it.
 	TargetLatencyRise prometheus.Gauge
@@ -80,6 +82,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		TargetLatencyRise: g("csmh_sync_target_commit_latency_rise_seconds", "How far the target's commit latency (the backfill's probe, a one-row autocommit write) runs above its latency without the copy; the backfill's pauses grow above --max-latency-rise."),
 		BackfillPause:     g("csmh_sync_backfill_pause_seconds", "The pause every backfill chunk start waits so the target's commit latency stays within --max-latency-rise (up to 1.5 s once a minute, while the guard times the target without the copy)."),
 		TargetRedoFill:    g("csmh_sync_target_redo_fill_ratio", "The target's redo log use (checkpoint age) as a fraction of the age at which InnoDB makes every writer wait; above --max-redo-fill the backfill starts one chunk every 100 ms."),
+		RedoTrickled:      c("csmh_sync_backfill_redo_trickled_chunks_total", "Backfill chunks started while the target's redo log was above --max-redo-fill: one every 100 ms for all workers instead of as fast as they finish."),
 		ChunkDeadlines:    c("csmh_sync_backfill_chunk_deadlines_total", "Backfill chunks rolled back and read again because they held their source rows locked for the chunk deadline."),
 		SegmentSplits:     c("csmh_sync_backfill_segment_splits_total", "Backfill segments split at their row median so an idle worker copies the upper half."),
 		Paused:            g("csmh_sync_backfill_paused", "1 while the backfill is paused by an operator (POST /pause)."),
@@ -103,7 +106,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.Lag, m.TxBehind, m.AppliedRows, m.AppliedTx, m.SourceWrites, m.Connected, m.CheckpointAge,
 		m.RetentionHeadroom, m.SourceIDUsed, m.IDRunway, m.RowsCopied, m.BytesCopied, m.Progress, m.ETA,
-		m.ThrottledSecs, m.TargetRedoFill, m.TargetLatencyRise, m.BackfillPause, m.ChunkDeadlines, m.SegmentSplits, m.Paused, m.BackfillDone, m.StageStopped, m.VerifyChunks, info,
+		m.ThrottledSecs, m.TargetRedoFill, m.RedoTrickled, m.TargetLatencyRise, m.BackfillPause, m.ChunkDeadlines, m.SegmentSplits, m.Paused, m.BackfillDone, m.StageStopped, m.VerifyChunks, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -274,7 +274,8 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		t, err := throttle.New(k.src, replica, throttle.Config{MaxThreadsRunning: r.Backfill.MaxThreadsRunning,
 			CriticalThreadsRunning: r.Backfill.CriticalThreadsRunning, MaxReplicaLag: r.Backfill.MaxReplicaLag,
 			Target: k.dst, MaxRedoFill: r.Backfill.MaxRedoFill, OnRedo: func(x throttle.Redo) { m.TargetRedoFill.Set(x.Fill()) },
-			Probe: p.store.Probe, MaxLatencyRise: latencyRise, OnLatency: latencyReport(log, m)})
+			OnTrickle: m.RedoTrickled.Inc,
+			Probe:     p.store.Probe, MaxLatencyRise: latencyRise, OnLatency: latencyReport(log, m)})
 		if err != nil {
 			return ExitError, fmt.Errorf("%w: %v", ErrUsage, err)
 		}

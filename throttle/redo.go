@@ -160,15 +160,14 @@ func parseRedoMetrics(m map[string]string) (Redo, bool) {
 // does not show it is asked again only after redoUnseen; one whose status query fails for good (not a lost
 // connection or the like) is not watched any more: the guard then stands aside rather than stop the copy.
 type redoWatch struct {
-	db       *sql.DB
-	mu       sync.Mutex
-	at       time.Time
-	last     Redo
-	visible  bool
-	off      bool
-	onRead   func(Redo)
-	passed   time.Time // when trickle last let a chunk start
-	trickled int       // the chunk starts trickle let through
+	db      *sql.DB
+	mu      sync.Mutex
+	at      time.Time
+	last    Redo
+	visible bool
+	off     bool
+	onRead  func(Redo)
+	passed  time.Time // when trickle last let a chunk start
 }
 
 // redoTrickle spaces the chunk starts of all workers while the redo log is above the limit: one chunk every
@@ -186,7 +185,6 @@ func (w *redoWatch) trickle(now time.Time) bool {
 		return false
 	}
 	w.passed = now
-	w.trickled++
 	return true
 }
 

@@ -42,6 +42,7 @@ type Config struct {
 	Target      *sql.DB
 	MaxRedoFill float64
 	OnRedo      func(Redo) // called with each reading of the target's redo log use; may be nil
+	OnTrickle   func()     // called for each chunk start let through above MaxRedoFill; may be nil
 	// Probe times one small commit on the target; with MaxLatencyRise > 0 each chunk start waits a pause that
 	// grows while the probes run more than that above their latency without the copy (latencyGuard).
 	Probe          func(context.Context) error
@@ -127,15 +128,15 @@ func (t *Throttler) Wait(ctx context.Context) (time.Duration, error) {
 
 // busy returns how long to wait before asking again, 0 when the copy may go on.
 func (t *Throttler) busy(ctx context.Context) (time.Duration, error) {
-	// The redo log first: it is polled as often as a reading serves, the others every Interval.
+	// The redo log is polled as often as a reading serves, the others every Interval. Its trickle's slot is
+	// taken last, by a chunk that will start: one held back by the load or a replica leaves it to another.
+	full := false
 	if t.redo != nil {
 		r, ok, err := t.redo.read(ctx)
 		if err != nil {
 			return 0, err
 		}
-		if ok && r.Fill() > t.cfg.MaxRedoFill && !t.redo.trickle(time.Now()) {
-			return redoFresh, nil
-		}
+		full = ok && r.Fill() > t.cfg.MaxRedoFill
 	}
 	if t.cfg.MaxThreadsRunning > 0 || t.cfg.CriticalThreadsRunning > 0 {
 		n, err := dbconn.Status(ctx, t.src, "Threads_running")
@@ -157,6 +158,14 @@ func (t *Throttler) busy(ctx context.Context) (time.Duration, error) {
 		}
 		if lag < 0 || lag > t.cfg.MaxReplicaLag {
 			return t.cfg.Interval, nil
+		}
+	}
+	if full {
+		if !t.redo.trickle(time.Now()) {
+			return redoFresh, nil
+		}
+		if t.cfg.OnTrickle != nil {
+			t.cfg.OnTrickle()
 		}
 	}
 	return 0, nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -207,7 +208,8 @@ func TestRedoFill(t *testing.T) {
 	// At most 0.1 flushed per second from 0.35: the log stays above 0.2 for seconds by itself. Above the limit
 	// chunk starts trickle, one per 100 ms for all callers: Waits back to back for a second let ten or so
 	// through, each counted as a trickle, never two within 100 ms.
-	full, err := throttle.New(db, nil, throttle.Config{Target: db, MaxRedoFill: 0.2})
+	var trickled atomic.Int64
+	full, err := throttle.New(db, nil, throttle.Config{Target: db, MaxRedoFill: 0.2, OnTrickle: func() { trickled.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,15 +224,16 @@ func TestRedoFill(t *testing.T) {
 		}
 		passes = append(passes, time.Now())
 	}
-	if got := throttle.RedoTrickled(full); got != len(passes) || got < 2 {
+	if got := int(trickled.Load()); got != len(passes) || got < 2 {
 		t.Fatalf("above the limit %d Waits returned, %d of them as trickles; want every one a trickle, and more than one in a second", len(passes), got)
 	}
 	for i := 1; i < len(passes); i++ {
-		if gap := passes[i].Sub(passes[i-1]); gap < 100*time.Millisecond {
-			t.Fatalf("above the limit two chunk starts %s apart, want 100 ms or more", gap)
+		if gap := passes[i].Sub(passes[i-1]); gap < throttle.RedoTrickle {
+			t.Fatalf("above the limit two chunk starts %s apart, want %s or more", gap, throttle.RedoTrickle)
 		}
 	}
-	roomy, err := throttle.New(db, nil, throttle.Config{Target: db, MaxRedoFill: 0.9})
+	var roomyTrickled atomic.Int64
+	roomy, err := throttle.New(db, nil, throttle.Config{Target: db, MaxRedoFill: 0.9, OnTrickle: func() { roomyTrickled.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +242,7 @@ func TestRedoFill(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := throttle.RedoTrickled(roomy); n != 0 {
+	if n := roomyTrickled.Load(); n != 0 {
 		t.Fatalf("under the limit %d chunk starts were trickles, want none: they go at once", n)
 	}
 	// The server flushes everything: the checkpoint advances and chunk starts go at once again.
@@ -259,14 +262,14 @@ func TestRedoFill(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond) // polling interval of a deadline-bounded wait
 	}
-	before := throttle.RedoTrickled(full)
+	before := trickled.Load()
 	time.Sleep(30 * time.Millisecond) // past redoFresh: the next Wait reads the log again, not its last reading
 	for range 3 {
 		if _, err := full.Wait(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := throttle.RedoTrickled(full) - before; n != 0 {
+	if n := trickled.Load() - before; n != 0 {
 		t.Fatalf("after the flush %d of 3 chunk starts were trickles, want none", n)
 	}
 	for _, bad := range []float64{-0.1, 1, 1.5} {

@@ -127,17 +127,17 @@ func BenchmarkBackfill(b *testing.B) {
 	measure("chunked INSERT…SELECT, 50k ids (same server)", sdb, chunked(50_000))
 	measure("old loop: 10k ids, no sleep (same server)", sdb, chunked(10_000))
 	peakRSS := map[string]float64{} // by path name
-	// CSMH_BENCH_BIN_B names another build (say, the code before a change): each csmh-sync path then runs with
-	// it too, in the same rounds, as "<path> [B]", with CSMH_BENCH_ARGS_B's flags instead of engineArgs and the
-	// tuning flags (a build may predate a flag).
+	// CSMH_BENCH_BIN_B names other builds, comma-separated (say, the code before a change): each csmh-sync path
+	// then runs with each of them too, in the same rounds, as "<path> [B]", "[C]" and so on, with
+	// CSMH_BENCH_ARGS_B's flags instead of engineArgs and the tuning flags (a build may predate a flag).
 	type build struct {
 		suffix, bin string
 		same, cross []string // flags of the same-server and the cross-server copies
 	}
 	builds := []build{{"", binPath, append(slices.Clone(engineArgs), strings.Fields(os.Getenv("CSMH_BENCH_SAME_ARGS"))...), append(slices.Clone(engineArgs), extraArgs()...)}}
-	if bin := os.Getenv("CSMH_BENCH_BIN_B"); bin != "" {
-		argsB := strings.Fields(os.Getenv("CSMH_BENCH_ARGS_B"))
-		builds = append(builds, build{" [B]", bin, argsB, argsB})
+	argsB := strings.Fields(os.Getenv("CSMH_BENCH_ARGS_B"))
+	for i, bin := range strings.FieldsFunc(os.Getenv("CSMH_BENCH_BIN_B"), func(r rune) bool { return r == ',' }) {
+		builds = append(builds, build{fmt.Sprintf(" [%c]", 'B'+i), bin, argsB, argsB})
 	}
 	for _, bu := range builds {
 		copyTo := func(name, target string, flags ...string) func() error {

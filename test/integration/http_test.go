@@ -175,6 +175,10 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 	if v, ok := metricValue(page, "csmh_sync_target_redo_fill_ratio"); !ok || !(v >= 0 && v < 1) {
 		t.Errorf("csmh_sync_target_redo_fill_ratio = %v (present %v), want a fraction in [0, 1)", v, ok)
 	}
+	// A copy of this size leaves the 256 MiB log far from its limit: no chunk waited for the redo guard's trickle.
+	if v, ok := metricValue(page, "csmh_sync_backfill_redo_trickled_chunks_total"); !ok || v != 0 {
+		t.Errorf("csmh_sync_backfill_redo_trickled_chunks_total = %v (present %v), want 0", v, ok)
+	}
 	// The latency guard timed the target's commits: a rise (not NaN) and a pause of at most its 2 s bound.
 	if v, ok := metricValue(page, "csmh_sync_target_commit_latency_rise_seconds"); !ok || v != v || v > 2 {
 		t.Errorf("csmh_sync_target_commit_latency_rise_seconds = %v (present %v), want a measured rise", v, ok)

@@ -110,7 +110,7 @@ func template(ctx context.Context) (string, error) {
 	// A second attempt in a fresh directory: once in a run of make test (2026-12-06) the bootstrap failed with
 	// nothing but mariadb-install-db's closing advice to show for it. The failed attempt's own error lines are
 	// printed, so a cause that returns is seen.
-	var err2 error
+	var last error
 	for attempt := 1; attempt <= 2; attempt++ {
 		dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", templatePrefix, os.Getpid()))
 		if err != nil {
@@ -124,24 +124,27 @@ func template(ctx context.Context) (string, error) {
 			return dir, nil
 		}
 		_ = os.RemoveAll(dir)
-		err2 = fmt.Errorf("harness: mariadb-install-db: %w: %s\n%s", err, errorLines(string(out)), tail(string(out), 20))
+		last = fmt.Errorf("harness: mariadb-install-db: %w:\n%s", err, errorsAndTail(string(out), 20))
 		if ctx.Err() != nil {
 			break
 		}
-		fmt.Fprintf(os.Stderr, "%v\n(attempt %d of 2)\n", err2, attempt)
+		fmt.Fprintf(os.Stderr, "%v\n(attempt %d of 2)\n", last, attempt)
 	}
-	return "", err2
+	return "", last
 }
 
-// errorLines are the lines of a server's output that say what went wrong.
-func errorLines(s string) string {
+// errorsAndTail is what a failed command's output says: the lines that name an error before its last n
+// lines, then those n.
+func errorsAndTail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	cut := max(len(lines)-n, 0)
 	var keep []string
-	for l := range strings.SplitSeq(s, "\n") {
+	for _, l := range lines[:cut] {
 		if strings.Contains(strings.ToLower(l), "error") {
 			keep = append(keep, l)
 		}
 	}
-	return strings.Join(keep, "\n")
+	return strings.Join(append(keep, lines[cut:]...), "\n")
 }
 
 // Start copies the template into a fresh directory, launches mariadbd on a free port and waits until it
