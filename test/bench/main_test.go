@@ -114,9 +114,9 @@ func ctxT(d time.Duration) (context.Context, context.CancelFunc) {
 // extraArgs passes CSMH_BENCH_ARGS (space-separated) to the cross-server csmh-sync run, for tuning experiments.
 func extraArgs() []string { return strings.Fields(os.Getenv("CSMH_BENCH_ARGS")) }
 
-// quiesce waits until every server has written its dirty pages and purged its undo history, so a timed phase
-// does not pay for the background I/O of the phase before it (or of the data generation). Each path is then
-// measured on equally quiet servers.
+// quiesce waits until every server has written its dirty pages and purged its undo history, and the kernel its
+// own dirty pages, so a timed phase does not pay for the background I/O of the phase before it (or of the data
+// generation). Each path is then measured on equally quiet servers.
 func quiesce(b *testing.B, dbs ...*sql.DB) {
 	b.Helper()
 	type dirtyPct struct{ lwm, max float64 }
@@ -150,4 +150,7 @@ func quiesce(b *testing.B, dbs ...*sql.DB) {
 	for i, db := range dbs {
 		mustExec(b, db, "SET GLOBAL innodb_max_dirty_pages_pct = ?, GLOBAL innodb_max_dirty_pages_pct_lwm = ?", before[i].max, before[i].lwm)
 	}
+	// The kernel's dirty pages too: the binlog goes through the page cache, and a copy of a million rows
+	// leaves about a gigabyte of it for the kernel to write while the next phase runs.
+	syscall.Sync()
 }
