@@ -177,6 +177,13 @@ type redoWatch struct {
 // chunks one chunk every 100 ms is half a worker's writes.
 const redoTrickle = 100 * time.Millisecond
 
+// due reports whether trickle's next slot is free at now, without taking it.
+func (w *redoWatch) due(now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return now.Sub(w.passed) >= redoTrickle
+}
+
 // trickle reports whether a chunk may start although the log is above the limit: once per redoTrickle.
 func (w *redoWatch) trickle(now time.Time) bool {
 	w.mu.Lock()

@@ -128,8 +128,9 @@ func (t *Throttler) Wait(ctx context.Context) (time.Duration, error) {
 
 // busy returns how long to wait before asking again, 0 when the copy may go on.
 func (t *Throttler) busy(ctx context.Context) (time.Duration, error) {
-	// The redo log is polled as often as a reading serves, the others every Interval. Its trickle's slot is
-	// taken last, by a chunk that will start: one held back by the load or a replica leaves it to another.
+	// The redo log is polled as often as a reading serves, the others every Interval. Above the limit the
+	// source and the replica are asked only when the trickle's next slot is free, and the slot is taken last,
+	// by a chunk that will start: one held back by the load or a replica leaves it to another.
 	full := false
 	if t.redo != nil {
 		r, ok, err := t.redo.read(ctx)
@@ -137,6 +138,9 @@ func (t *Throttler) busy(ctx context.Context) (time.Duration, error) {
 			return 0, err
 		}
 		full = ok && r.Fill() > t.cfg.MaxRedoFill
+		if full && !t.redo.due(time.Now()) {
+			return redoFresh, nil
+		}
 	}
 	if t.cfg.MaxThreadsRunning > 0 || t.cfg.CriticalThreadsRunning > 0 {
 		n, err := dbconn.Status(ctx, t.src, "Threads_running")

@@ -232,6 +232,30 @@ func TestRedoFill(t *testing.T) {
 			t.Fatalf("above the limit two chunk starts %s apart, want %s or more", gap, throttle.RedoTrickle)
 		}
 	}
+	// Above the limit the source is asked for its load only when the trickle's slot is free, once per chunk
+	// start, not at every 20 ms poll of the log: a second server as the source counts its status queries.
+	other := open(t, harness.StartT(t, harness.Options{BinlogOff: true}))
+	statusQueries := func() int64 {
+		n, err := dbconn.Status(ctx, other, "Com_show_status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	loaded, err := throttle.New(other, nil, throttle.Config{MaxThreadsRunning: 1000, Target: db, MaxRedoFill: 0.2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	queried := statusQueries()
+	starts := 0
+	for start := time.Now(); time.Since(start) < time.Second; starts++ {
+		if _, err := loaded.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if asked := statusQueries() - queried - 1; starts < 2 || asked > int64(starts) {
+		t.Fatalf("above the limit %d chunk starts asked the source for Threads_running %d times; want once each", starts, asked)
+	}
 	var roomyTrickled atomic.Int64
 	roomy, err := throttle.New(db, nil, throttle.Config{Target: db, MaxRedoFill: 0.9, OnTrickle: func() { roomyTrickled.Add(1) }})
 	if err != nil {
