@@ -51,10 +51,12 @@ type Config struct {
 	StartID, EndID           uint64 // 0 = the source's MIN(id) / MAX(id) at the first start
 	IDBoundary               uint64 // ids at or above are never copied (0 = no boundary)
 	// Workers is the number of segments planned at the first start and of segments copied in parallel.
-	// Default 4 across servers, 2 on one server (capped at 4 there: the statements share one server's CPUs).
+	// Default 2 on both paths (capped at 4 on one server: the statements share one server's CPUs). Across
+	// servers, more workers copy no faster where the target's CPUs or its page flushing set the pace, and put
+	// more redo in flight past the redo guard's reading (docs/benchmarks.md, "Workers and the redo guard").
 	Workers    int
 	ChunkBytes int64         // data budget of one chunk (default 8 MiB); at least 64 KiB
-	ChunkTime  time.Duration // target duration of one chunk, read to target commit (default 500 ms)
+	ChunkTime  time.Duration // target duration of one chunk, read to target commit (default 50 ms)
 	// ChunkDeadline is the longest a chunk may hold its source rows locked, from the start of its read to its
 	// target commit (default 4 × ChunkTime, at least 2 s). A chunk that reaches it is rolled back on both
 	// servers and read again, smaller: a slow or hung target cannot hold up the app's changes to those rows.
@@ -99,10 +101,9 @@ func DefaultChunkDeadline(chunkTime time.Duration) time.Duration {
 }
 
 const (
-	defaultWorkers     = 4
-	defaultSameWorkers = 2
-	maxSameWorkers     = 4
-	minChunkBytes      = 64 << 10
+	defaultWorkers = 2
+	maxSameWorkers = 4
+	minChunkBytes  = 64 << 10
 	// sameServerChunkBytes is the least byte budget of a same-server chunk; larger chunks measured faster there
 	// (docs/benchmarks.md).
 	sameServerChunkBytes = 64 << 20
@@ -236,14 +237,11 @@ func (b *Backfill) SameServer() bool { return b.sameServer.Load() }
 
 func (b *Backfill) workers() int {
 	w := b.cfg.Workers
-	if b.sameServer.Load() {
-		if w == 0 {
-			w = defaultSameWorkers
-		}
-		return min(w, maxSameWorkers)
-	}
 	if w == 0 {
 		w = defaultWorkers
+	}
+	if b.sameServer.Load() {
+		return min(w, maxSameWorkers)
 	}
 	return w
 }

@@ -41,7 +41,7 @@ func runFlags(fs *pflag.FlagSet, r *runner.Run, lf *logFlags) {
 	b := &r.Backfill
 	fs.Uint64Var(&b.StartID, "start-id", 0, "first id to copy (default: the source's smallest id at the first start); later, below the plan's start, extends the plan")
 	fs.Uint64Var(&b.EndID, "end-id", 0, "last id to copy (default: the source's largest id at the first start); later, above the plan's end, extends the plan")
-	fs.IntVar(&b.Workers, "workers", 0, "parallel backfill workers on disjoint id segments, fixed at the first start (default 4 across servers, 2 on one server)")
+	fs.IntVar(&b.Workers, "workers", 0, "parallel backfill workers on disjoint id segments, fixed at the first start (default 2)")
 	fs.Int64Var(&b.ChunkBytes, "chunk-bytes", 8<<20, "memory budget of one backfill chunk, bytes")
 	fs.BoolVar(&r.AdoptExistingRows, "adopt-existing-rows", false, "at the first start, keep rows an earlier copy left below the id boundary (then run 'verify --repair' after the backfill)")
 	fs.StringVar(&b.WriteMethod, "write-method", "auto", "how the cross-server backfill writes: load-data (LOAD DATA LOCAL INFILE; needs local_infile=ON on the target), insert (multi-row INSERT IGNORE), or auto (load-data where the target allows it)")
