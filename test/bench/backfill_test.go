@@ -142,14 +142,18 @@ func BenchmarkBackfill(b *testing.B) {
 	measure("old loop: 10k ids, no sleep (same server)", sdb, chunked(10_000))
 	peakRSS := map[string]float64{} // by path name
 	// CSMH_BENCH_BIN_B names other builds, comma-separated (say, the code before a change): each csmh-sync path
-	// then runs with each of them too, in the same rounds, as "<path> [B]", "[C]" and so on, with
-	// CSMH_BENCH_ARGS_B's flags instead of engineArgs and the tuning flags (a build may predate a flag).
+	// then runs with each of them too, in the same rounds, as "<path> [B]", "[C]" and so on, with engineArgs
+	// but not the tuning flags; where CSMH_BENCH_ARGS_B is set (even empty), with its flags instead (a build may
+	// predate a flag). Without engineArgs a build would copy with the latency guard on, beside builds with it off.
 	type build struct {
 		suffix, bin string
 		same, cross []string // flags of the same-server and the cross-server copies
 	}
 	builds := []build{{"", binPath, append(slices.Clone(engineArgs), strings.Fields(os.Getenv("CSMH_BENCH_SAME_ARGS"))...), append(slices.Clone(engineArgs), extraArgs()...)}}
-	argsB := strings.Fields(os.Getenv("CSMH_BENCH_ARGS_B"))
+	argsB := slices.Clone(engineArgs)
+	if a, ok := os.LookupEnv("CSMH_BENCH_ARGS_B"); ok {
+		argsB = strings.Fields(a)
+	}
 	for i, bin := range strings.FieldsFunc(os.Getenv("CSMH_BENCH_BIN_B"), func(r rune) bool { return r == ',' }) {
 		builds = append(builds, build{fmt.Sprintf(" [%c]", 'B'+i), bin, argsB, argsB})
 	}
