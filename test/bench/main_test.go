@@ -77,18 +77,28 @@ func runBinary(b *testing.B, args ...string) (time.Duration, float64) {
 // runBin is runBinary with another build of csmh-sync.
 func runBin(b *testing.B, bin string, args ...string) (time.Duration, float64) {
 	b.Helper()
-	cmd := exec.Command(bin, args...)
+	return runTimed(b, exec.Command(bin, args...), args[0])
+}
+
+// runNice is runBinary at the lowest CPU priority (nice 19).
+func runNice(b *testing.B, args ...string) (time.Duration, float64) {
+	b.Helper()
+	return runTimed(b, exec.Command("nice", append([]string{"-n", "19", binPath}, args...)...), args[0])
+}
+
+func runTimed(b *testing.B, cmd *exec.Cmd, name string) (time.Duration, float64) {
+	b.Helper()
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	t0 := time.Now()
 	if err := cmd.Run(); err != nil {
-		b.Fatalf("csmh-sync %s: %v\n%s", args[0], err, out.String())
+		b.Fatalf("csmh-sync %s: %v\n%s", name, err, out.String())
 	}
 	took := time.Since(t0)
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	rss := float64(ru.Maxrss) / 1024
 	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	fmt.Printf("    csmh-sync %s: wall %s, cpu %s (%.0f%% of one core)\n", args[0], took.Round(time.Millisecond), cpu.Round(time.Millisecond), 100*cpu.Seconds()/took.Seconds())
+	fmt.Printf("    csmh-sync %s: wall %s, cpu %s (%.0f%% of one core)\n", name, took.Round(time.Millisecond), cpu.Round(time.Millisecond), 100*cpu.Seconds()/took.Seconds())
 	return took, rss
 }
 
