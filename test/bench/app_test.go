@@ -457,6 +457,7 @@ func BenchmarkAppImpact(b *testing.B) {
 					results = append(results, *r)
 				}
 			}
+			printDeadlocks(src, p.server)
 			appSrc.Close()
 			appDst.Close()
 		}
@@ -677,4 +678,30 @@ func verdict(lo, hi time.Duration) string {
 		return "within"
 	}
 	return "undecided"
+}
+
+// printDeadlocks prints what the servers' error logs say of deadlocks (innodb_print_all_deadlocks is on in the
+// bench's servers): an app statement that fails on CSMHE's AUTO-INC lock names the transactions it met.
+func printDeadlocks(servers ...*harness.Server) {
+	seen := map[string]bool{}
+	for _, s := range servers {
+		if seen[s.ErrorLog] {
+			continue
+		}
+		seen[s.ErrorLog] = true
+		log, err := os.ReadFile(s.ErrorLog)
+		if err != nil {
+			continue
+		}
+		text := string(log)
+		i := strings.Index(strings.ToLower(text), "deadlock")
+		if i < 0 {
+			continue
+		}
+		lines := strings.Split(text[max(strings.LastIndex(text[:i], "\n"), 0):], "\n")
+		fmt.Printf("    %s: the error log from its first deadlock:\n", s.Addr())
+		for _, l := range lines[:min(len(lines), 120)] {
+			fmt.Printf("      %s\n", l)
+		}
+	}
 }

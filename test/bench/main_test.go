@@ -56,7 +56,7 @@ func start(b *testing.B, o harness.Options) *harness.Server {
 	// flushing on (MariaDB's default innodb_max_dirty_pages_pct_lwm=0 flushes nothing until the redo log is 7/8
 	// full) and an SSD's I/O capacity. Near the redo log's limit the backfill slows to the target's flushing (--max-redo-fill).
 	o.ExtraArgs = append(o.ExtraArgs, "--innodb-buffer-pool-size=1G", "--innodb-max-dirty-pages-pct-lwm=10",
-		"--innodb-io-capacity=2000", "--innodb-io-capacity-max=4000")
+		"--innodb-io-capacity=2000", "--innodb-io-capacity-max=4000", "--innodb-print-all-deadlocks=ON")
 	o.ExtraArgs = append(o.ExtraArgs, strings.Fields(os.Getenv("CSMH_BENCH_SERVER_ARGS"))...) // tuning runs
 	return harness.StartT(b, o)
 }
