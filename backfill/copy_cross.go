@@ -337,9 +337,16 @@ func (b *Backfill) writeChunk(ctx context.Context, w *worker, c *crossChunk, tok
 	var inserted int64
 	for s := range c.stmts { // the reader always closes stmts, also on error or cancellation
 		var err error
-		if b.loadSQL != "" {
+		if b.bulkTurns() {
+			// As on one server (copySameTx): a chunk a split cut short gives way before its next statement
+			// that takes the bulk turn, so no other worker's statement waits for its rows holding the turn.
+			err = b.chunkInSegment(w, c.planned)
+		}
+		switch {
+		case err != nil:
+		case b.loadSQL != "":
 			err = b.oneBulk(b.autoIncMode < 2, func() error { return b.execLoad(ctx, dtx, s, &inserted) })
-		} else {
+		default:
 			err = b.oneBulk(b.autoIncMode == 0, func() error { return b.execInsert(ctx, dtx, s, &inserted) })
 		}
 		<-tokens
@@ -381,6 +388,15 @@ func (b *Backfill) writeChunk(ctx context.Context, w *worker, c *crossChunk, tok
 	b.committed(w, next, chunkStats{lo: c.lo, hi: c.hi, read: c.read, inserted: inserted, bytes: c.bytes,
 		took: time.Since(c.started)})
 	return nil
+}
+
+// bulkTurns says whether the cross-server writers' statements take turns (oneBulk): LOAD DATA below lock
+// mode 2, INSERT at mode 0.
+func (b *Backfill) bulkTurns() bool {
+	if b.loadSQL != "" {
+		return b.autoIncMode < 2
+	}
+	return b.autoIncMode == 0
 }
 
 func (b *Backfill) execInsert(ctx context.Context, tx *sql.Tx, s insertStmt, inserted *int64) error {

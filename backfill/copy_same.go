@@ -82,6 +82,16 @@ func (b *Backfill) copySameTx(ctx context.Context, w *worker, insert string, lo,
 	}
 	var n int64
 	for _, sp := range spans {
+		if b.bulkRows > 0 {
+			// A split may have given the top of this chunk to another worker, whose statement would then wait
+			// for the rows this chunk has written, holding CSMHE's AUTO-INC lock and the turn for bulk statements
+			// that this chunk needs for its next one: a cycle InnoDB cannot see, which only the chunk deadline
+			// breaks, while the app's inserts queue. Checked before each statement, outside the turn, the chunk
+			// gives way at once (rolled back and read again within its shorter segment).
+			if err := b.chunkInSegment(w, hi); err != nil {
+				return 0, err
+			}
+		}
 		var res sql.Result
 		err := b.oneBulk(b.bulkRows > 0, func() (err error) {
 			res, err = tx.ExecContext(ctx, insert, sp[0], sp[1])

@@ -355,6 +355,7 @@ func BenchmarkAppImpact(b *testing.B) {
 					if traceOn() {
 						tr = startTrace(dctx, p.db, time.Now())
 					}
+					locks := watchLocks(dctx, p.db)
 					go func() { done <- a.run(dctx) }()
 					var took time.Duration
 					servers := []*harness.Server{src}
@@ -407,6 +408,7 @@ func BenchmarkAppImpact(b *testing.B) {
 					}
 					stopApp()
 					during := <-done
+					locks.print(fmt.Sprintf("lock mode %d, %s", mode, p.name+v.label))
 					if v.control == "" || v.control == "server" || v.control == "lowprio" {
 						fmt.Printf("    lock mode %d, %s: the servers wrote %.0f MiB/s to storage\n", mode, p.name+v.label,
 							float64(serverWrites(b, servers...)-w0)/(1<<20)/took.Seconds())
