@@ -57,7 +57,7 @@ test-rules:
 CSMH_BENCH_ROWS ?= 1000000
 export CSMH_BENCH_ROWS
 bench: deps
-	$(GO) test -run '^$$' -bench '^Benchmark(AppImpact|Backfill|Cutover|Replication|Verify)' -benchtime 1x -timeout 60m ./test/bench/
+	$(GO) test -run '^$$' -bench '^Benchmark(AppImpact|Backfill|Cutover|Replication|Verify)' -benchtime 1x -timeout 90m ./test/bench/
 
 # bench-scale (not part of bench) measures a table that does not fit in memory: CSMH_BENCH_SCALE_ROWS rows
 # (default 10,000,000; about 9 GB per copy, 40 GB of disk in all) on servers whose buffer pools hold a tenth of it.
