@@ -308,9 +308,9 @@ func BenchmarkAppImpact(b *testing.B) {
 			appSrc, appDst := openApp(b, src), openApp(b, p.server)
 			warm(b, appSrc, appDst)
 			a := newApp(appSrc, appDst, gen.MinID, gen.MaxID)
-			wdbs := []*sql.DB{sdb}
+			wdbs, servers := []*sql.DB{sdb}, []*harness.Server{src} // the path's servers, each once
 			if p.server != src {
-				wdbs = append(wdbs, p.db)
+				wdbs, servers = append(wdbs, p.db), append(servers, p.server)
 			}
 			var base appStats // every round's baseline
 			var ceiling float64
@@ -358,10 +358,6 @@ func BenchmarkAppImpact(b *testing.B) {
 					locks := watchLocks(dctx, p.db)
 					go func() { done <- a.run(dctx) }()
 					var took time.Duration
-					servers := []*harness.Server{src}
-					if p.server != src {
-						servers = append(servers, p.server)
-					}
 					w0 := serverWrites(b, servers...)
 					switch v.control {
 					case "":
@@ -380,11 +376,7 @@ func BenchmarkAppImpact(b *testing.B) {
 						reniced := make(chan struct{})
 						go func() {
 							defer close(reniced)
-							if p.server == src {
-								reniceSessions(rctx, sdb)
-							} else {
-								reniceSessions(rctx, sdb, p.db)
-							}
+							reniceSessions(rctx, wdbs...)
 						}()
 						args := append([]string{"backfill", "--source-dsn", src.UserDSN(lowPriorityUser, "", ""),
 							"--target-dsn", p.server.UserDSN(lowPriorityUser, "", ""), "--metrics-addr", "", "--log-level", "warn"}, v.args...)
