@@ -40,6 +40,9 @@ type Hooks struct {
 	// AfterChunkCopied runs after a chunk's target transaction committed and its source locks were released;
 	// next is the segment's new next id.
 	AfterChunkCopied func(segment int, next uint64)
+	// AfterChunkWritten runs once a chunk's rows are written to the target, before its checkpoint write, while
+	// its target transaction is open and its source rows are locked.
+	AfterChunkWritten func(segment int, lo, hi uint64)
 	// BeforeChunkCommit runs once a chunk's rows and checkpoint are written to the target, before the target
 	// commit, while the chunk's source rows are still locked.
 	BeforeChunkCommit func(segment int, lo, hi uint64)
@@ -146,6 +149,7 @@ type Backfill struct {
 	bulkMu sync.Mutex // held by the one worker running a statement that holds CSMHE's AUTO-INC lock (oneBulk)
 
 	stealMu   sync.Mutex                                              // held by the one idle worker claiming or splitting a segment
+	splitting *pendingSplit                                           // the split being committed or unresolved, if any; guarded by mu
 	estimator func(ctx context.Context, lo, hi uint64) (int64, error) // tests' stand-in for EXPLAIN's row estimate
 
 	mu        sync.Mutex
@@ -382,6 +386,9 @@ func (b *Backfill) plan(ctx context.Context) ([]checkpoint.Segment, error) {
 	clear(b.segs)
 	for _, s := range have {
 		b.segs[s.ID] = s
+	}
+	if b.splitting != nil {
+		b.endSplit(b.splitting) // one an earlier Run left unresolved: the ends just read say its outcome
 	}
 	b.planned = true
 	b.mu.Unlock()

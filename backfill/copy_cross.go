@@ -154,7 +154,8 @@ func (b *Backfill) copyCross(ctx context.Context, w *worker) error {
 	}
 	start, id := w.seg.Next, w.seg.ID
 	g.Go(func() error {
-		return b.readChunks(gctx, w.sp, start, func() uint64 { return b.liveEnd(id) }, chunks, tokens, track)
+		plan := func(lo, span uint64) (uint64, bool, error) { return b.planChunk(gctx, w, id, lo, span) }
+		return b.readChunks(gctx, w.sp, start, plan, chunks, tokens, track)
 	})
 	g.Go(func() error {
 		for c := range chunks {
@@ -179,19 +180,19 @@ func (b *Backfill) copyCross(ctx context.Context, w *worker) error {
 }
 
 // readChunks is the reader: it waits for the throttle, then reads chunk after chunk into statements.
-func (b *Backfill) readChunks(ctx context.Context, sp *spanner, lo uint64, endOf func() uint64, out chan<- *crossChunk,
-	tokens chan struct{}, track func(*crossChunk)) error {
+func (b *Backfill) readChunks(ctx context.Context, sp *spanner, lo uint64, plan func(lo, span uint64) (uint64, bool, error),
+	out chan<- *crossChunk, tokens chan struct{}, track func(*crossChunk)) error {
 	defer close(out)
 	for {
 		if err := b.wait(ctx); err != nil {
 			return err
 		}
-		end := endOf() // a split may have shortened the segment
-		if lo > end {
-			return nil
-		}
 		span, rowCap := sp.next()
-		c := &crossChunk{lo: lo, hi: chunkEnd(lo, span, end), stmts: make(chan insertStmt, 1)}
+		hi, ok, err := plan(lo, span) // a split may have shortened the segment
+		if err != nil || !ok {
+			return err
+		}
+		c := &crossChunk{lo: lo, hi: hi, stmts: make(chan insertStmt, 1)}
 		c.planned = c.hi
 		c.ctx, c.cancel = context.WithCancelCause(ctx)
 		track(c)
@@ -208,7 +209,7 @@ func (b *Backfill) readChunks(ctx context.Context, sp *spanner, lo uint64, endOf
 		if err := b.limit(ctx, c.read); err != nil {
 			return err
 		}
-		if c.hi >= end {
+		if c.hi == ^uint64(0) {
 			return nil
 		}
 		lo = c.hi + 1
@@ -338,8 +339,8 @@ func (b *Backfill) writeChunk(ctx context.Context, w *worker, c *crossChunk, tok
 	for s := range c.stmts { // the reader always closes stmts, also on error or cancellation
 		var err error
 		if b.bulkTurns() {
-			// As on one server (copySameTx): a chunk a split cut short gives way before its next statement
-			// that takes the bulk turn, so no other worker's statement waits for its rows holding the turn.
+			// As on one server (copySameTx): a chunk that a split cut short (possible only after a split's
+			// lost acknowledgement) gives way before its next statement that takes the bulk turn.
 			err = b.chunkInSegment(w, c.planned)
 		}
 		switch {
@@ -356,6 +357,9 @@ func (b *Backfill) writeChunk(ctx context.Context, w *worker, c *crossChunk, tok
 	}
 	if c.err != nil {
 		return c.err
+	}
+	if h := b.cfg.Hooks.AfterChunkWritten; h != nil {
+		h(w.seg.ID, c.lo, c.hi)
 	}
 	if err := b.chunkInSegment(w, c.hi); err != nil {
 		return err

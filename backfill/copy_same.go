@@ -25,11 +25,15 @@ func (b *Backfill) copySame(ctx context.Context, w *worker) error {
 			return err
 		}
 		span, rowCap := w.sp.next()
-		if b.syncEnd(w); w.finished() {
+		lo := w.seg.Next
+		hi, ok, err := b.planChunk(ctx, w, w.seg.ID, lo, span)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			b.syncEnd(w)
 			return nil // a split took the rest of the segment
 		}
-		lo := w.seg.Next
-		hi := chunkEnd(lo, span, w.seg.End)
 		// A span grown over deleted history may reach dense rows again: cut the chunk at the row cap so one
 		// statement never locks an unbounded number of rows. The probe reads the primary key only up to the cap.
 		if hi-lo >= uint64(rowCap) {
@@ -38,6 +42,7 @@ func (b *Backfill) copySame(ctx context.Context, w *worker) error {
 			switch {
 			case err == nil:
 				hi = cut - 1
+				b.setReach(w, hi)
 			case !errors.Is(err, sql.ErrNoRows):
 				return fmt.Errorf("probe chunk end: %w", err)
 			}
@@ -83,11 +88,11 @@ func (b *Backfill) copySameTx(ctx context.Context, w *worker, insert string, lo,
 	var n int64
 	for _, sp := range spans {
 		if b.bulkRows > 0 {
-			// A split may have given the top of this chunk to another worker, whose statement would then wait
-			// for the rows this chunk has written, holding CSMHE's AUTO-INC lock and the turn for bulk statements
-			// that this chunk needs for its next one: a cycle InnoDB cannot see, which only the chunk deadline
-			// breaks, while the app's inserts queue. Checked before each statement, outside the turn, the chunk
-			// gives way at once (rolled back and read again within its shorter segment).
+			// A split lands above every chunk in flight (planChunk). Only one whose commit was reported failed
+			// but happened, found later in the checkpoint (syncSegments), can have given the top of this chunk to
+			// another worker, whose statement would then wait for this chunk's rows holding CSMHE's AUTO-INC lock
+			// and the turn this chunk needs for its next statement: a cycle InnoDB cannot see. Checked before
+			// each statement, outside the turn, the chunk gives way at once (rolled back, read again).
 			if err := b.chunkInSegment(w, hi); err != nil {
 				return 0, err
 			}
@@ -108,6 +113,9 @@ func (b *Backfill) copySameTx(ctx context.Context, w *worker, insert string, lo,
 		if err := b.checkWarnings(ctx, tx); err != nil {
 			return 0, err
 		}
+	}
+	if h := b.cfg.Hooks.AfterChunkWritten; h != nil {
+		h(w.seg.ID, lo, hi)
 	}
 	if err := b.chunkInSegment(w, hi); err != nil {
 		return 0, err

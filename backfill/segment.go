@@ -27,6 +27,9 @@ type worker struct {
 	seg   checkpoint.Segment
 	sp    *spanner
 	epoch uint64 // checkpoint fence epoch read before seg was loaded
+	// reach is the end of the chunk planned last (planChunk), lowered when the chunk is cut shorter; guarded by
+	// Backfill.mu. A split lands above it, never inside a chunk in flight.
+	reach uint64
 }
 
 // chunkStats describe one committed chunk.
@@ -124,10 +127,13 @@ func (b *Backfill) reload(ctx context.Context, w *worker) error {
 		if s.Rows > w.seg.Rows {
 			b.m.RowsCopied.Add(float64(s.Rows - w.seg.Rows))
 		}
-		w.seg = s
 		b.mu.Lock()
+		if m, ok := b.segs[s.ID]; ok && m.End < s.End {
+			s.End = m.End // the read may predate a split that memory has since recorded; ends only shrink
+		}
 		b.segs[s.ID] = s
 		b.mu.Unlock()
+		w.seg = s
 	}
 	return nil
 }

@@ -151,10 +151,7 @@ func (b *Backfill) split(ctx context.Context, sp *spanner) (checkpoint.Segment, 
 		if !busy || s.Done || s.Next > s.End {
 			continue
 		}
-		// The split point, half the rows left away, lies beyond the one or two chunks the busy worker has in
-		// flight, except when a few chunks' worth is left: then minSplitRows refuses the split. (A margin in
-		// ids would be wrong: a span learnt over sparse ids can cover every row left.) Should a chunk in flight
-		// reach past it anyway, the chunk is rolled back and read again (chunkInSegment).
+		// The split point is half the rows left away, and above every chunk the busy worker has planned (below).
 		cands = append(cands, candidate{seg: s, lo: s.Next, w: w})
 	}
 	b.mu.Unlock()
@@ -181,6 +178,30 @@ func (b *Backfill) split(ctx context.Context, sp *spanner) (checkpoint.Segment, 
 	if at <= best.lo || at > best.seg.End {
 		return checkpoint.Segment{}, false, nil
 	}
+	// Never inside a chunk in flight: the new segment's first statement would wait for that chunk's rows, and
+	// below lock mode 2 it would wait holding CSMHE's AUTO-INC lock, with every app insert queued behind it,
+	// and the turn for such statements (oneBulk) that the busy chunk needs for its next one: a cycle InnoDB
+	// cannot see. So the split lands above the busy worker's reach, and until it is committed (or has failed)
+	// the worker plans no chunk past the split point (planChunk).
+	b.mu.Lock()
+	if w := b.active[best.seg.ID]; w != nil {
+		at = max(at, w.reach+1)
+	}
+	if at > b.segs[best.seg.ID].End {
+		b.mu.Unlock()
+		return checkpoint.Segment{}, false, nil // the chunks in flight hold every row left
+	}
+	pending := &pendingSplit{seg: best.seg.ID, at: at, done: make(chan struct{})}
+	b.splitting = pending
+	b.mu.Unlock()
+	unsure := false
+	defer func() {
+		if !unsure {
+			b.mu.Lock()
+			b.endSplit(pending)
+			b.mu.Unlock()
+		}
+	}()
 	epoch := b.store.Epoch()
 	to, err := b.store.SplitSegment(ctx, epoch, best.seg, at, maxID+1)
 	if errors.Is(err, checkpoint.ErrSegmentMoved) {
@@ -190,6 +211,9 @@ func (b *Backfill) split(ctx context.Context, sp *spanner) (checkpoint.Segment, 
 		return checkpoint.Segment{}, false, err
 	}
 	if err != nil {
+		// The split may have committed though its acknowledgement was lost: until the checkpoint says, the busy
+		// worker keeps planning below the split point (syncSegments, here or in claim's retry, ends the wait).
+		unsure = b.syncSegments(ctx) != nil
 		return checkpoint.Segment{}, false, fmt.Errorf("backfill: %w", err)
 	}
 	b.mu.Lock()
@@ -318,6 +342,9 @@ func (b *Backfill) syncSegments(ctx context.Context) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.splitting != nil {
+		defer b.endSplit(b.splitting) // a split whose outcome was unknown: the ends below now say it
+	}
 	for _, s := range have {
 		m, known := b.segs[s.ID]
 		if !known {
@@ -343,14 +370,63 @@ func (b *Backfill) syncEnd(w *worker) {
 	}
 }
 
-// liveEnd is the end of segment id as the last split left it (^0 when unknown).
-func (b *Backfill) liveEnd(id int) uint64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if s, ok := b.segs[id]; ok {
-		return s.End
+// pendingSplit is a split of segment seg at id at, between its choice and its commit (or failure), which
+// closes done.
+type pendingSplit struct {
+	seg  int
+	at   uint64
+	done chan struct{}
+}
+
+// planChunk is the end of worker w's next chunk in segment id: span ids from lo, within the segment's end as
+// the last split left it and below a split being committed, whose end waits for it when lo has reached it.
+// The end is recorded as the worker's reach, which a split stays above: the chunks a worker has in flight are
+// the one planned last and those before it in the same attempt (the cross-server reader plans the next while
+// the writer writes one), so the last plan's end covers them all. ok is false when the segment ends below lo.
+// (id is passed, not read from w: the cross-server reader plans while the writer changes w.seg.)
+func (b *Backfill) planChunk(ctx context.Context, w *worker, id int, lo, span uint64) (hi uint64, ok bool, err error) {
+	for {
+		b.mu.Lock()
+		end := ^uint64(0)
+		if s, known := b.segs[id]; known {
+			end = s.End
+		}
+		if p := b.splitting; p != nil && p.seg == id && p.at <= end {
+			if lo >= p.at {
+				b.mu.Unlock()
+				select {
+				case <-p.done:
+					continue
+				case <-ctx.Done():
+					return 0, false, ctx.Err()
+				}
+			}
+			end = p.at - 1
+		}
+		if lo > end {
+			b.mu.Unlock()
+			return 0, false, nil
+		}
+		hi = chunkEnd(lo, span, end)
+		w.reach = hi
+		b.mu.Unlock()
+		return hi, true, nil
 	}
-	return ^uint64(0)
+}
+
+// setReach lowers the worker's reach to the end its chunk was cut to.
+func (b *Backfill) setReach(w *worker, hi uint64) {
+	b.mu.Lock()
+	w.reach = hi
+	b.mu.Unlock()
+}
+
+// endSplit ends a pending split: chunks are planned past its point again, within the segment's end. b.mu is held.
+func (b *Backfill) endSplit(p *pendingSplit) {
+	if b.splitting == p {
+		b.splitting = nil
+		close(p.done)
+	}
 }
 
 func (b *Backfill) setEstimate(id int, left int64, rowsAt uint64) {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/csmh-sync/csmh-sync/checkpoint"
@@ -431,4 +432,78 @@ func TestExtendRanges(t *testing.T) {
 			t.Errorf("extendRanges(%v, %d, %d) = %v, want %v", c.have, c.lo, c.hi, got, c.want)
 		}
 	}
+}
+
+// A chunk is planned within its segment and below a split being committed; one that starts at the split point
+// waits for the split's outcome: the segment's new end (nothing left to plan) or, had the split failed, the
+// old one. Every plan raises the worker's reach, which a split stays above.
+func TestPlanChunkStaysBelowASplit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &Backfill{segs: map[int]checkpoint.Segment{0: {ID: 0, Start: 1, Next: 1, End: 10_000}}}
+		w := &worker{seg: b.segs[0]}
+		ctx := context.Background()
+		if hi, ok, err := b.planChunk(ctx, w, 0, 1, 1000); hi != 1000 || !ok || err != nil || w.reach != 1000 {
+			t.Fatalf("no split: chunk to %d, %v, %v, reach %d; want 1000, true, nil, 1000", hi, ok, err, w.reach)
+		}
+		p := &pendingSplit{seg: 0, at: 1500, done: make(chan struct{})}
+		b.splitting = p
+		if hi, ok, err := b.planChunk(ctx, w, 0, 1001, 1000); hi != 1499 || !ok || err != nil {
+			t.Fatalf("split pending at 1500: chunk to %d, %v, %v; want 1499, true, nil", hi, ok, err)
+		}
+		if w.reach != 1499 {
+			t.Fatalf("reach %d, want 1499", w.reach)
+		}
+		if hi, _, err := b.planChunk(ctx, &worker{}, 1, 1, 1000); hi != 1000 || err != nil { // another segment's split holds no other
+			t.Fatalf("segment 1 beside segment 0's split: chunk to %d, %v; want 1000", hi, err)
+		}
+
+		type plan struct {
+			hi uint64
+			ok bool
+		}
+		got := make(chan plan, 1)
+		waitFor := func(lo uint64) {
+			go func() {
+				hi, ok, _ := b.planChunk(ctx, w, 0, lo, 1000)
+				got <- plan{hi, ok}
+			}()
+			synctest.Wait() // the planner is blocked, or has returned
+			select {
+			case g := <-got:
+				t.Fatalf("a chunk from the split point was planned (%+v) before the split's outcome", g)
+			default:
+			}
+		}
+		resolve := func(end uint64) {
+			b.mu.Lock()
+			s := b.segs[0]
+			s.End = end
+			b.segs[0] = s
+			b.splitting = nil
+			b.mu.Unlock()
+			close(p.done)
+		}
+		waitFor(1500)
+		resolve(1499) // the split commits: the segment ends below the point
+		if g := <-got; g.ok {
+			t.Fatalf("after the split a chunk from 1500 was planned to %d, want none", g.hi)
+		}
+
+		// A split that fails leaves the old end: the chunk waiting for it is planned as if there had been none.
+		b.segs[0] = checkpoint.Segment{ID: 0, Start: 1, Next: 1500, End: 10_000}
+		p = &pendingSplit{seg: 0, at: 1500, done: make(chan struct{})}
+		b.splitting = p
+		waitFor(1500)
+		resolve(10_000)
+		if g := <-got; g.hi != 2499 || !g.ok {
+			t.Fatalf("after a failed split: %+v, want a chunk to 2499", g)
+		}
+
+		cctx, cancel := context.WithCancel(ctx) // a wait ends with the copy
+		b.splitting = &pendingSplit{seg: 0, at: 1500, done: make(chan struct{})}
+		cancel()
+		if _, _, err := b.planChunk(cctx, w, 0, 1500, 1000); err == nil {
+			t.Fatal("a cancelled wait for a split returned no error")
+		}
+	})
 }

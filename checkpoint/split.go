@@ -11,7 +11,8 @@ import (
 // worker calls it to take over half of a busy worker's remaining rows.
 //
 // The update is a compare-and-set, like SaveSegment's: it applies only while from's end is unchanged and its
-// next id is still below at, i.e. nothing at or above at has been committed for it. The busy worker's
+// next id is at most at, i.e. nothing at or above at has been committed for it; at its next id exactly, from is
+// done. The busy worker's
 // SaveSegment compares the end too, so a chunk of its own that it planned before the split and that reaches
 // into the new segment fails with ErrSegmentMoved and is read again within the shortened range: every id
 // stays in exactly one segment, and each segment's next id still means "everything below it is copied". It
@@ -29,8 +30,8 @@ func (s *Store) SplitSegment(ctx context.Context, epoch uint64, from Segment, at
 		return Segment{}, err
 	}
 	now := time.Now().UTC()
-	res, err := tx.ExecContext(ctx, `UPDATE `+s.fill+` SET end_id = ?, updated_at = ?
-		WHERE segment = ? AND end_id = ? AND done = 0 AND next_id < ?`, at-1, now, from.ID, from.End, at)
+	res, err := tx.ExecContext(ctx, `UPDATE `+s.fill+` SET end_id = ?, done = (next_id = ?), updated_at = ?
+		WHERE segment = ? AND end_id = ? AND done = 0 AND next_id <= ?`, at-1, at, now, from.ID, from.End, at)
 	if err != nil {
 		return Segment{}, fmt.Errorf("split backfill segment: %w", err)
 	}

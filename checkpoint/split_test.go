@@ -1,0 +1,73 @@
+package checkpoint_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/csmh-sync/csmh-sync/checkpoint"
+	"github.com/csmh-sync/csmh-sync/test/integration/harness"
+)
+
+// A split gives the ids from its point up to a new segment while nothing at or above the point is committed for
+// the segment it cuts; a split exactly at the segment's next id leaves that segment done, and one below it is
+// refused (the caller reads the checkpoint again and chooses another point).
+func TestSplitSegment(t *testing.T) {
+	ctx := context.Background()
+	s := harness.StartT(t, harness.Options{})
+	if err := s.Exec(ctx, "CREATE DATABASE edxapp_csmh"); err != nil {
+		t.Fatal(err)
+	}
+	db, err := s.Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	store := checkpoint.New(db, "edxapp_csmh")
+	if err := store.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	segs, err := store.PlanSegments(ctx, []checkpoint.Segment{{ID: 0, Start: 1, End: 1000, Next: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg := segs[0]
+	copied := seg
+	copied.Next, copied.Rows = 501, 500 // a chunk committed ids 1–500
+	if err := store.SaveSegment(ctx, db, 0, seg, copied); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := store.SplitSegment(ctx, 0, copied, 400, 1); !errors.Is(err, checkpoint.ErrSegmentMoved) {
+		t.Fatalf("split at 400, below the next id 501: %v, want ErrSegmentMoved", err)
+	}
+	upper, err := store.SplitSegment(ctx, 0, copied, 801, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if upper.Start != 801 || upper.End != 1000 || upper.Next != 801 || upper.Done {
+		t.Fatalf("split at 801: new segment %+v, want [801, 1000] from 801", upper)
+	}
+	copied.End = 800
+	if _, err := store.SplitSegment(ctx, 0, copied, 501, 2); err != nil {
+		t.Fatalf("split at the next id 501: %v", err)
+	}
+
+	got, err := store.PlanSegments(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int][4]uint64{0: {1, 500, 501, 1}, 1: {801, 1000, 801, 0}, 2: {501, 800, 501, 0}} // start, end, next, done
+	if len(got) != len(want) {
+		t.Fatalf("segments %+v, want %d", got, len(want))
+	}
+	for _, g := range got {
+		done := uint64(0)
+		if g.Done {
+			done = 1
+		}
+		if w := want[g.ID]; [4]uint64{g.Start, g.End, g.Next, done} != w {
+			t.Errorf("segment %d: start, end, next, done = %d, %d, %d, %d; want %v", g.ID, g.Start, g.End, g.Next, done, w)
+		}
+	}
+}
