@@ -35,34 +35,25 @@ func traceOn() bool { return os.Getenv("CSMH_BENCH_APP_TRACE") != "" }
 func startTrace(ctx context.Context, db *sql.DB, t0 time.Time) *tracer {
 	tr := &tracer{t0: t0}
 	q := "SHOW GLOBAL STATUS WHERE Variable_name IN ('" + strings.Join(traceVars, "','") + "')"
-	go func() {
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			at := time.Since(tr.t0)
-			rows, err := db.QueryContext(ctx, q)
-			if err != nil {
-				continue
-			}
-			s := traceSample{at: at, vals: map[string]int64{}}
-			for rows.Next() {
-				var k, v string
-				if rows.Scan(&k, &v) == nil {
-					n, _ := strconv.ParseInt(v, 10, 64)
-					s.vals[k] = n
-				}
-			}
-			rows.Close()
-			tr.mu.Lock()
-			tr.samples = append(tr.samples, s)
-			tr.mu.Unlock()
+	every(ctx, 50*time.Millisecond, func() {
+		at := time.Since(tr.t0)
+		rows, err := db.QueryContext(ctx, q)
+		if err != nil {
+			return
 		}
-	}()
+		s := traceSample{at: at, vals: map[string]int64{}}
+		for rows.Next() {
+			var k, v string
+			if rows.Scan(&k, &v) == nil {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				s.vals[k] = n
+			}
+		}
+		rows.Close()
+		tr.mu.Lock()
+		tr.samples = append(tr.samples, s)
+		tr.mu.Unlock()
+	})
 	return tr
 }
 
