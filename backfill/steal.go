@@ -95,7 +95,8 @@ func (b *Backfill) claim(ctx context.Context, sp *spanner) (checkpoint.Segment, 
 		switch {
 		case ctx.Err() != nil:
 			return checkpoint.Segment{}, false, ctx.Err()
-		case !dbconn.IsTransient(err) && !errors.Is(err, checkpoint.ErrFenced) && !errors.Is(err, context.DeadlineExceeded):
+		case !dbconn.IsTransient(err) && !errors.Is(err, checkpoint.ErrFenced) && !errors.Is(err, context.DeadlineExceeded) &&
+			!errors.Is(err, errSplitUnresolved):
 			return checkpoint.Segment{}, false, err
 		}
 		if failures++; b.cfg.MaxAttempts >= 0 && failures > cmp.Or(b.cfg.MaxAttempts, defaultMaxAttempts) {
@@ -184,6 +185,12 @@ func (b *Backfill) split(ctx context.Context, sp *spanner) (checkpoint.Segment, 
 	// cannot see. So the split lands above the busy worker's reach, and until it is committed (or has failed)
 	// the worker plans no chunk past the split point (planChunk).
 	b.mu.Lock()
+	if b.splitting != nil {
+		// An earlier split's outcome is still unknown (the checkpoint could not be read after it failed): the
+		// busy worker may be waiting for it. The retry reads the checkpoint first, which resolves it.
+		b.mu.Unlock()
+		return checkpoint.Segment{}, false, errSplitUnresolved
+	}
 	if w := b.active[best.seg.ID]; w != nil {
 		at = max(at, w.reach+1)
 	}
@@ -369,6 +376,9 @@ func (b *Backfill) syncEnd(w *worker) {
 		w.seg.End = s.End
 	}
 }
+
+// errSplitUnresolved refuses a split while an earlier one's outcome is unknown.
+var errSplitUnresolved = errors.New("an earlier split's outcome is not known yet")
 
 // pendingSplit is a split of segment seg at id at, between its choice and its commit (or failure), which
 // closes done.

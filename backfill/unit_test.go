@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -506,4 +507,39 @@ func TestPlanChunkStaysBelowASplit(t *testing.T) {
 			t.Fatal("a cancelled wait for a split returned no error")
 		}
 	})
+}
+
+// An idle worker does not split a segment whose worker has planned every row left, and does not split at all
+// while an earlier split's outcome is unknown: the busy worker may be waiting for that outcome, which the
+// claim's retry reads from the checkpoint first.
+func TestSplitRefusals(t *testing.T) {
+	ids := func(_ context.Context, lo, hi uint64) (int64, error) { // ids 1–100,000, every one a row
+		lo, hi = max(lo, 1), min(hi, 100_000)
+		if lo > hi {
+			return 0, nil
+		}
+		return min(int64(hi-lo+1), 50_000), nil
+	}
+	busy := &worker{reach: 100_000}
+	b := &Backfill{estimator: ids, segs: map[int]checkpoint.Segment{0: {ID: 0, Start: 1, End: 100_000, Next: 1}},
+		active: map[int]*worker{0: busy}, est: map[int]segEstimate{}}
+	if _, ok, err := b.split(context.Background(), newSpanner(time.Second, 1<<20, 100)); ok || err != nil || b.splitting != nil {
+		t.Fatalf("a segment whose chunks in flight hold every row left: split %v, %v, pending %v; want none", ok, err, b.splitting)
+	}
+
+	busy.reach = 1000
+	left := &pendingSplit{seg: 0, at: 70_000, done: make(chan struct{})}
+	b.splitting = left
+	_, ok, err := b.split(context.Background(), newSpanner(time.Second, 1<<20, 100))
+	if ok || !errors.Is(err, errSplitUnresolved) {
+		t.Fatalf("split beside an unresolved one: %v, %v; want errSplitUnresolved", ok, err)
+	}
+	select {
+	case <-left.done:
+		t.Fatal("the unresolved split was ended without reading the checkpoint")
+	default:
+	}
+	if b.splitting != left {
+		t.Fatal("the unresolved split was replaced: a worker waiting for it would wait forever")
+	}
 }
