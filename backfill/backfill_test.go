@@ -1,6 +1,7 @@
 package backfill_test
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -47,9 +48,13 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 // open connects the way csmh-sync does (pinned session, short lock waits), as root.
 func open(t *testing.T, s *harness.Server) *sql.DB { return openDSN(t, s.DSN("")) }
 
-func openDSN(t *testing.T, dsn string) *sql.DB {
+func openDSN(t *testing.T, dsn string) *sql.DB { return openDSNWith(t, dsn, dbconn.Options{}) }
+
+// openDSNWith is openDSN with options (16 connections unless o says otherwise).
+func openDSNWith(t *testing.T, dsn string, o dbconn.Options) *sql.DB {
 	t.Helper()
-	db, _, err := dbconn.Open(ctxT(t, time.Minute), dbconn.Endpoint{Role: "test", DSN: dsn}, dbconn.Options{MaxOpenConns: 16})
+	o.MaxOpenConns = cmp.Or(o.MaxOpenConns, 16)
+	db, _, err := dbconn.Open(ctxT(t, time.Minute), dbconn.Endpoint{Role: "test", DSN: dsn}, o)
 	if err != nil {
 		t.Fatal(err)
 	}

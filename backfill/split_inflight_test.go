@@ -50,12 +50,7 @@ func splitLandsAboveChunkInFlight(t *testing.T, same bool) {
 		t.Fatal(err)
 	}
 	long := func(dsn string) *sql.DB { // lock waits as long as the test: a wait on the held chunk lasts the hold
-		db, _, err := dbconn.Open(ctx, dbconn.Endpoint{Role: "test", DSN: dsn}, dbconn.Options{MaxOpenConns: 16, LockWaitTimeout: 10 * time.Minute})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
+		return openDSNWith(t, dsn, dbconn.Options{LockWaitTimeout: 10 * time.Minute})
 	}
 	e.toolSrc, e.toolDst = long(e.srcS.SourceDSN()), long(e.dstS.TargetDSN())
 

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/csmh-sync/csmh-sync/checkpoint"
-	"github.com/csmh-sync/csmh-sync/test/integration/harness"
 )
 
 // A split gives the ids from its point up to a new segment while nothing at or above the point is committed for
@@ -14,19 +13,7 @@ import (
 // refused (the caller reads the checkpoint again and chooses another point).
 func TestSplitSegment(t *testing.T) {
 	ctx := context.Background()
-	s := harness.StartT(t, harness.Options{})
-	if err := s.Exec(ctx, "CREATE DATABASE edxapp_csmh"); err != nil {
-		t.Fatal(err)
-	}
-	db, err := s.Open("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	store := checkpoint.New(db, "edxapp_csmh")
-	if err := store.Ensure(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db, store := startStore(t)
 	segs, err := store.PlanSegments(ctx, []checkpoint.Segment{{ID: 0, Start: 1, End: 1000, Next: 1}})
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package checkpoint_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"strings"
@@ -18,6 +19,27 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// startStore starts a server and returns root's connection to it and a checkpoint store in edxapp_csmh, with
+// its tables.
+func startStore(t *testing.T) (*sql.DB, *checkpoint.Store) {
+	t.Helper()
+	ctx := context.Background()
+	s := harness.StartT(t, harness.Options{})
+	if err := s.Exec(ctx, "CREATE DATABASE edxapp_csmh"); err != nil {
+		t.Fatal(err)
+	}
+	db, err := s.Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	store := checkpoint.New(db, "edxapp_csmh")
+	if err := store.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return db, store
+}
+
 // refuse is a fence whose lock is held by someone else.
 type refuse struct{}
 
@@ -31,19 +53,7 @@ func (refuse) Check(context.Context, checkpoint.Execer, uint64) error {
 // "nothing stopped"; a writer without the lock records nothing; a new migration starts with no stops.
 func TestStageStops(t *testing.T) {
 	ctx := context.Background()
-	s := harness.StartT(t, harness.Options{})
-	if err := s.Exec(ctx, "CREATE DATABASE edxapp_csmh"); err != nil {
-		t.Fatal(err)
-	}
-	db, err := s.Open("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	store := checkpoint.New(db, "edxapp_csmh")
-	if err := store.Ensure(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db, store := startStore(t)
 	first := checkpoint.State{SourceTable: "edxapp.a", TargetTable: "edxapp_csmh.b", Flavor: "mariadb", GTID: "0-1-5", IDBoundary: 100}
 	if _, err := store.Init(ctx, first); err != nil {
 		t.Fatal(err)
