@@ -12,11 +12,11 @@ import (
 //
 // The update is a compare-and-set, like SaveSegment's: it applies only while from's end is unchanged and its
 // next id is at most at, i.e. nothing at or above at has been committed for it; at its next id exactly, from is
-// done. The busy worker's
-// SaveSegment compares the end too, so a chunk of its own that it planned before the split and that reaches
-// into the new segment fails with ErrSegmentMoved and is read again within the shortened range: every id
-// stays in exactly one segment, and each segment's next id still means "everything below it is copied". It
-// returns the new segment, or ErrSegmentMoved when from moved first (the caller reloads and chooses again).
+// done. The busy worker's SaveSegment checks the chunk against the committed end, so a chunk of its own that it
+// planned before the split and that reaches into the new segment fails with ErrSegmentMoved and is read again
+// within the shortened range, while one wholly below the point commits as planned: every id stays in exactly
+// one segment, and each segment's next id still means "everything below it is copied". It returns the new
+// segment, or ErrSegmentMoved when from moved first (the caller reloads and chooses again).
 func (s *Store) SplitSegment(ctx context.Context, epoch uint64, from Segment, at uint64, newID int) (Segment, error) {
 	if at <= from.Start || at > from.End {
 		return Segment{}, fmt.Errorf("split backfill segment %d [%d, %d] at %d: outside the segment", from.ID, from.Start, from.End, at)

@@ -58,3 +58,51 @@ func TestSplitSegment(t *testing.T) {
 		}
 	}
 }
+
+// A chunk planned before a split and wholly below its point commits its progress: the segment's end it was
+// planned with is stale, but the chunk still lies within the segment. One that reaches past the new end is
+// refused, and a chunk that ends exactly at the new end leaves the segment done.
+func TestSaveSegmentAfterSplit(t *testing.T) {
+	ctx := context.Background()
+	db, store := startStore(t)
+	segs, err := store.PlanSegments(ctx, []checkpoint.Segment{{ID: 0, Start: 1, End: 1000, Next: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	planned := segs[0] // End 1000: what the busy worker's chunks were planned from
+	if _, err := store.SplitSegment(ctx, 0, planned, 601, 1); err != nil {
+		t.Fatal(err)
+	}
+
+	below := planned
+	below.Next, below.Rows = 501, 500 // ids 1–500, below the split point
+	if err := store.SaveSegment(ctx, db, 0, planned, below); err != nil {
+		t.Fatalf("chunk 1–500 after a split at 601: %v", err)
+	}
+	past := below
+	past.Next, past.Rows = 651, 650 // ids 501–650 reach into the new segment
+	if err := store.SaveSegment(ctx, db, 0, below, past); !errors.Is(err, checkpoint.ErrSegmentMoved) {
+		t.Fatalf("chunk 501–650 past the split at 601: %v, want ErrSegmentMoved", err)
+	}
+	last := below
+	last.Next, last.Rows = 601, 600 // ids 501–600 end at the new end
+	if err := store.SaveSegment(ctx, db, 0, below, last); err != nil {
+		t.Fatalf("chunk 501–600 up to the split at 601: %v", err)
+	}
+
+	got, err := store.PlanSegments(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range got {
+		if g.ID == 0 && (g.End != 600 || g.Next != 601 || g.Rows != 600 || !g.Done) {
+			t.Errorf("segment 0 %+v, want [1, 600] done at 601 with 600 rows", g)
+		}
+		if g.ID == 1 && (g.Start != 601 || g.End != 1000 || g.Next != 601 || g.Done) {
+			t.Errorf("segment 1 %+v, want [601, 1000] from 601", g)
+		}
+	}
+	if len(got) != 2 {
+		t.Fatalf("segments %+v, want 2", got)
+	}
+}

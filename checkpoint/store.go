@@ -465,23 +465,27 @@ func (s *Store) PlanSegments(ctx context.Context, plan []Segment) ([]Segment, er
 // the latest committed row (waiting for a commit still in flight). A process that died with its commit in
 // flight may have moved the segment after this process loaded it; then this chunk's INSERT IGNORE found those
 // rows present and counted none of them, and writing to.Rows would erase the dead process's count. Instead
-// the write fails with ErrSegmentMoved: the caller rolls back, reloads and goes on from the moved state. So
-// it does when SplitSegment has given the upper part of the segment to another worker since from was read: the
-// chunk may reach into that part, and the segment's end is part of the state compared.
+// the write fails with ErrSegmentMoved: the caller rolls back, reloads and goes on from the moved state.
+//
+// The segment's end is compared as a range: SplitSegment may have lowered it since from was read (ends only
+// shrink), and the chunk, which ends at to.Next-1, still belongs to the segment if the end is at or above
+// that id; done is then set from the committed end, not from.End. A chunk that reaches past the committed
+// end, into the ids a split gave another worker, fails with ErrSegmentMoved.
 func (s *Store) SaveSegment(ctx context.Context, tx Execer, epoch uint64, from, to Segment) error {
 	if err := s.check(ctx, tx, epoch); err != nil {
 		return err
 	}
-	res, err := tx.ExecContext(ctx, `UPDATE `+s.fill+` SET next_id = ?, rows_copied = ?, done = ?, updated_at = ?
-		WHERE segment = ? AND next_id = ? AND rows_copied = ? AND done = ? AND end_id = ?`,
-		to.Next, to.Rows, to.Done, time.Now().UTC(), to.ID, from.Next, from.Rows, from.Done, from.End)
+	hi := to.Next - 1 // the chunk's last id
+	res, err := tx.ExecContext(ctx, `UPDATE `+s.fill+` SET next_id = ?, rows_copied = ?, done = (? >= end_id), updated_at = ?
+		WHERE segment = ? AND next_id = ? AND rows_copied = ? AND done = ? AND end_id BETWEEN ? AND ?`,
+		to.Next, to.Rows, hi, time.Now().UTC(), to.ID, from.Next, from.Rows, from.Done, hi, from.End)
 	if err != nil {
 		return fmt.Errorf("save backfill checkpoint: %w", err)
 	}
 	if n, err := res.RowsAffected(); err != nil {
 		return fmt.Errorf("save backfill checkpoint: %w", err)
 	} else if n != 1 {
-		return fmt.Errorf("%w: segment %d is no longer at id %d", ErrSegmentMoved, to.ID, from.Next)
+		return fmt.Errorf("%w: segment %d is no longer at id %d or now ends below id %d", ErrSegmentMoved, to.ID, from.Next, hi)
 	}
 	return nil
 }
