@@ -493,8 +493,19 @@ func TestThrottle(t *testing.T) {
 
 // Pause holds the workers between chunks; a rate limit stretches the copy and counts as throttled time.
 func TestPauseAndRateLimit(t *testing.T) {
-	e := setup(t, false, harness.GenOptions{Rows: 6000, Seed: 15})
-	b := e.backfill(t, backfill.Config{Workers: 1, MaxRowsPerSecond: 3000})
+	// The bucket holds one second of rows and starts full. The first chunk (the initial span of 1,000 ids) holds
+	// more rows than that, so the limit makes the copy wait however slowly the machine copies: a copy slower
+	// than the rate would otherwise never wait, and the throttled time could be zero.
+	const rate = 300
+	e := setup(t, false, harness.GenOptions{Rows: 1200, Seed: 15})
+	var first int
+	if err := e.src.QueryRow("SELECT COUNT(*) FROM " + srcName.String() + " WHERE id < (SELECT MIN(id) FROM " + srcName.String() + ") + 1000").Scan(&first); err != nil {
+		t.Fatal(err)
+	}
+	if first <= rate {
+		t.Fatalf("the first chunk holds %d rows, not more than the bucket's %d: the limit might not bind", first, rate)
+	}
+	b := e.backfill(t, backfill.Config{Workers: 1, MaxRowsPerSecond: rate})
 	b.Pause()
 	if err := b.Run(ctxT(t, time.Second)); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("paused run returned %v", err)
@@ -507,12 +518,13 @@ func TestPauseAndRateLimit(t *testing.T) {
 	if err := b.Run(ctxT(t, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	// 6,000 rows at 3,000/s with a one-second bucket: at least ~1 s.
-	if took := time.Since(start); took < 800*time.Millisecond {
-		t.Fatalf("rate-limited copy took %s", took)
+	// 1,200 rows at 300/s with a bucket of 300 rows: at least 3 s.
+	if took, least := time.Since(start), time.Duration(float64(1200-rate)/rate*float64(time.Second)); took < least {
+		t.Fatalf("rate-limited copy took %s, less than %s", took, least)
 	}
-	if metricValue(t, e.m.ThrottledSecs) <= 0 || metricValue(t, e.m.Paused) != 0 {
-		t.Fatal("rate limit not counted as throttled time, or still paused")
+	if got := metricValue(t, e.m.ThrottledSecs); got < float64(first-rate)/rate*0.9 || metricValue(t, e.m.Paused) != 0 {
+		t.Fatalf("throttled seconds %g, want at least the first chunk's wait %.1f s; paused %g", got,
+			float64(first-rate)/rate, metricValue(t, e.m.Paused))
 	}
 	e.requireEqual(t)
 }
