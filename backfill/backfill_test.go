@@ -496,8 +496,8 @@ func TestPauseAndRateLimit(t *testing.T) {
 	// The bucket holds one second of rows and starts full. The first chunk (the initial span of 1,000 ids) holds
 	// more rows than that, so the limit makes the copy wait however slowly the machine copies: a copy slower
 	// than the rate would otherwise never wait, and the throttled time could be zero.
-	const rate = 300
-	e := setup(t, false, harness.GenOptions{Rows: 1200, Seed: 15})
+	const rows, rate = 1200, 300
+	e := setup(t, false, harness.GenOptions{Rows: rows, Seed: 15})
 	var first int
 	if err := e.src.QueryRow("SELECT COUNT(*) FROM " + srcName.String() + " WHERE id < (SELECT MIN(id) FROM " + srcName.String() + ") + 1000").Scan(&first); err != nil {
 		t.Fatal(err)
@@ -519,7 +519,7 @@ func TestPauseAndRateLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	// 1,200 rows at 300/s with a bucket of 300 rows: at least 3 s.
-	if took, least := time.Since(start), time.Duration(float64(1200-rate)/rate*float64(time.Second)); took < least {
+	if took, least := time.Since(start), time.Duration(float64(rows-rate)/rate*float64(time.Second)); took < least {
 		t.Fatalf("rate-limited copy took %s, less than %s", took, least)
 	}
 	if got := metricValue(t, e.m.ThrottledSecs); got < float64(first-rate)/rate*0.9 || metricValue(t, e.m.Paused) != 0 {

@@ -2,23 +2,30 @@ package checkpoint_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"testing"
 
 	"github.com/csmh-sync/csmh-sync/checkpoint"
 )
 
+// startSegment starts a store (startStore) holding one backfill segment, [1, 1000] from 1, and returns it.
+func startSegment(t *testing.T) (*sql.DB, *checkpoint.Store, checkpoint.Segment) {
+	t.Helper()
+	db, store := startStore(t)
+	segs, err := store.PlanSegments(context.Background(), []checkpoint.Segment{{ID: 0, Start: 1, End: 1000, Next: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, store, segs[0]
+}
+
 // A split gives the ids from its point up to a new segment while nothing at or above the point is committed for
 // the segment it cuts; a split exactly at the segment's next id leaves that segment done, and one below it is
 // refused (the caller reads the checkpoint again and chooses another point).
 func TestSplitSegment(t *testing.T) {
 	ctx := context.Background()
-	db, store := startStore(t)
-	segs, err := store.PlanSegments(ctx, []checkpoint.Segment{{ID: 0, Start: 1, End: 1000, Next: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	seg := segs[0]
+	db, store, seg := startSegment(t)
 	copied := seg
 	copied.Next, copied.Rows = 501, 500 // a chunk committed ids 1–500
 	if err := store.SaveSegment(ctx, db, 0, seg, copied); err != nil {
@@ -64,12 +71,8 @@ func TestSplitSegment(t *testing.T) {
 // refused, and a chunk that ends exactly at the new end leaves the segment done.
 func TestSaveSegmentAfterSplit(t *testing.T) {
 	ctx := context.Background()
-	db, store := startStore(t)
-	segs, err := store.PlanSegments(ctx, []checkpoint.Segment{{ID: 0, Start: 1, End: 1000, Next: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	planned := segs[0] // End 1000: what the busy worker's chunks were planned from
+	db, store, seg := startSegment(t)
+	planned := seg // End 1000: what the busy worker's chunks were planned from
 	if _, err := store.SplitSegment(ctx, 0, planned, 601, 1); err != nil {
 		t.Fatal(err)
 	}
