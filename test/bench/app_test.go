@@ -212,15 +212,16 @@ func BenchmarkAppImpact(b *testing.B) {
 	// Each path's backfill runs with CSMH_BENCH_APP_ARGS and then, where CSMH_BENCH_APP_COMPARE is set, again
 	// with those flags instead, against the same baseline and ceiling: two settings side by side in one run.
 	// Beside each path's copy, against the same baseline, the controls (CSMH_BENCH_APP_CONTROLS=off leaves them
-	// out of tuning runs): what the server's own chunked INSERT … SELECT costs the app (on one server: the copy
-	// without any tool), and what busy CPUs and a busy disk cost it with no database work at all (shell loops on
+	// out of tuning runs; "paced" keeps only the paced one): what the server's own chunked INSERT … SELECT costs
+	// the app (on one server: the copy without any tool), flat out and, in every round, at the speed csmh-sync
+	// made just before it (pacedCopy: the same copy with no tool, to tell the tool's cost from the speed's), and what busy CPUs and a busy disk cost it with no database work at all (shell loops on
 	// every core, and on one core; a file appended and fsynced as fast as the disk takes it, and at the rates of
 	// CSMH_BENCH_APP_DISK_RATES; each for as long as the first copy took, 5–30 s). They tell a cost of the copy's
 	// work from a cost of sharing the machine: the floor under any copy that uses a core or the disk of it.
 	type variant struct {
 		label   string
 		args    []string
-		control string // "", "lowprio", "server", "cpu" (every core), "cpu1" (one core), "disk" (args: MiB/s)
+		control string // "", "lowprio", "server", "paced", "cpu" (every core), "cpu1" (one core), "disk" (args: MiB/s)
 	}
 	variants := []variant{{"", strings.Fields(os.Getenv("CSMH_BENCH_APP_ARGS")), ""}}
 	for c := range strings.SplitSeq(os.Getenv("CSMH_BENCH_APP_COMPARE"), ";") { // several settings: ';' between them
@@ -237,8 +238,13 @@ func BenchmarkAppImpact(b *testing.B) {
 		}
 		variants = append(variants, variant{" [nice 19: " + strings.Join(args, " ") + "]", args, "lowprio"})
 	}
-	if os.Getenv("CSMH_BENCH_APP_CONTROLS") != "off" {
+	switch os.Getenv("CSMH_BENCH_APP_CONTROLS") {
+	case "off":
+	case "paced": // the like-for-like control alone, for tuning runs
+		variants = append(variants, variant{" [server's copy at the tool's pace]", nil, "paced"})
+	default:
 		variants = append(variants, variant{" [server's chunked copy]", nil, "server"},
+			variant{" [server's copy at the tool's pace]", nil, "paced"},
 			variant{" [all cores busy, no database]", nil, "cpu"}, variant{" [one core busy, no database]", nil, "cpu1"},
 			variant{" [disk busy, no database]", nil, "disk"})
 		for _, r := range strings.Fields(os.Getenv("CSMH_BENCH_APP_DISK_RATES")) { // MiB/s, e.g. "25 50 100"
@@ -334,12 +340,13 @@ func BenchmarkAppImpact(b *testing.B) {
 				if round == 0 {
 					ceiling = ceilingNow()
 				}
+				var toolRate float64 // this round's rows/s of the first variant, the one the paced control follows
 				for vi, v := range variants {
-					if v.control == "server" && p.server != src {
+					if (v.control == "server" || v.control == "paced") && p.server != src {
 						continue // only one server can copy a table to itself
 					}
-					if round > 0 && v.control != "" && v.control != "lowprio" {
-						continue // the controls are references: one round of each
+					if round > 0 && v.control != "" && v.control != "lowprio" && v.control != "paced" {
+						continue // the controls are references: one round of each; the paced one is pooled as the copy is
 					}
 					reset(sdb)
 					reset(p.db)
@@ -385,6 +392,8 @@ func BenchmarkAppImpact(b *testing.B) {
 						<-reniced
 					case "server":
 						took = chunkedCopy(b, sdb, gen.MinID, gen.MaxID)
+					case "paced":
+						took = pacedCopy(b, sdb, gen.MinID, gen.MaxID, gen.Rows, ceiling, toolRate)
 					case "cpu":
 						took = burnCPUs(b, runtime.NumCPU(), copyTook)
 					case "cpu1":
@@ -401,7 +410,7 @@ func BenchmarkAppImpact(b *testing.B) {
 					stopApp()
 					during := <-done
 					locks.print(fmt.Sprintf("lock mode %d, %s", mode, p.name+v.label))
-					if v.control == "" || v.control == "server" || v.control == "lowprio" {
+					if v.control == "" || v.control == "server" || v.control == "paced" || v.control == "lowprio" {
 						fmt.Printf("    lock mode %d, %s: the servers wrote %.0f MiB/s to storage\n", mode, p.name+v.label,
 							float64(serverWrites(b, servers...)-w0)/(1<<20)/took.Seconds())
 					}
@@ -441,6 +450,9 @@ func BenchmarkAppImpact(b *testing.B) {
 								tr.around(x.at)
 							}
 						}
+					}
+					if vi == 0 {
+						toolRate = float64(gen.Rows) / took.Seconds()
 					}
 					fmt.Printf("    lock mode %d, %s: %.0f rows/s (%.2f× the ceiling)\n", mode, r.path, float64(gen.Rows)/took.Seconds(), float64(gen.Rows)/took.Seconds()/ceiling)
 				}
@@ -490,6 +502,24 @@ func BenchmarkAppImpact(b *testing.B) {
 			}
 		}
 	}
+	// The tool against the server's own copy at the tool's pace, on the same servers in the same rounds: what
+	// csmh-sync adds to what copying that fast costs the app (the interval of the difference of the two p99s).
+	for _, pr := range results {
+		if !strings.Contains(pr.variant, "the tool's pace") {
+			continue
+		}
+		for _, tr := range results {
+			if tr.variant != "" || tr.mode != pr.mode || !strings.HasPrefix(pr.path, tr.path) {
+				continue
+			}
+			for _, op := range appOps {
+				pl, tl := pr.during.lat[op], tr.during.lat[op]
+				lo, hi := p99RiseInterval(pl, tl)
+				fmt.Printf("lock mode %d, %s, %s: csmh-sync p99 %s ms at %.2f× the ceiling, the server's own copy at its pace %s ms at %.2f×: difference %s [%s, %s] ms\n",
+					tr.mode, tr.path, op, ms(pct(tl, 0.99)), tr.rate/tr.ceiling, ms(pct(pl, 0.99)), pr.rate/pr.ceiling, ms(pct(tl, 0.99)-pct(pl, 0.99)), ms(lo), ms(hi))
+			}
+		}
+	}
 	for _, v := range variants {
 		var p99, mx time.Duration
 		ran := false
@@ -519,6 +549,39 @@ func BenchmarkAppImpact(b *testing.B) {
 func chunkedCopy(b *testing.B, db *sql.DB, minID, maxID int64) time.Duration {
 	b.Helper()
 	took, err := timeIt(func() error { return copyInChunks(db, minID, maxID, 50_000) })
+	if err != nil {
+		b.Fatal(err)
+	}
+	return took
+}
+
+// pacedCopy is the server's own copy of the table at rate rows/s, the speed csmh-sync's copy made in the same
+// round: one INSERT … SELECT at a time, of about 50 ms of the ceiling's rows each (the default --chunk-time),
+// each started when the rows before it are due. It is the copy with no tool at the tool's speed, so a p99
+// rise the two share is what copying that fast costs the app on these servers, and one csmh-sync adds to it
+// is the tool's own. Below lock mode 2 each statement holds CSMHE's AUTO-INC lock, as a plain copy does.
+func pacedCopy(b *testing.B, db *sql.DB, minID, maxID, rows int64, ceiling, rate float64) time.Duration {
+	b.Helper()
+	step := max(int64(ceiling*0.05*float64(maxID-minID+1)/float64(rows)), 1)
+	took, err := timeIt(func() error {
+		t0 := time.Now()
+		var copied int64
+		for lo := minID; lo <= maxID; lo += step {
+			res, err := db.Exec("INSERT INTO "+dstT+" ("+cols+") SELECT "+cols+" FROM "+srcT+" WHERE id BETWEEN ? AND ?", lo, lo+step-1)
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			copied += n
+			if rate > 0 {
+				time.Sleep(time.Until(t0.Add(time.Duration(float64(copied) / rate * float64(time.Second))))) // the pace, not a synchronisation
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		b.Fatal(err)
 	}
