@@ -194,6 +194,7 @@ func New(src, dst *sql.DB, store *checkpoint.Store, m *metrics.Metrics, log *slo
 	if cfg.ChunkDeadline == 0 {
 		cfg.ChunkDeadline = DefaultChunkDeadline(cfg.ChunkTime)
 	}
+	m.RateLimit.Set(cfg.MaxRowsPerSecond)
 	return &Backfill{src: src, dst: dst, store: store, m: m, log: log.With("component", "backfill"), cfg: cfg,
 		limiter: newLimiter(cfg.MaxRowsPerSecond), rate: newRateWindow(30 * time.Second), deadline: cfg.ChunkDeadline,
 		segs: map[int]checkpoint.Segment{}, active: map[int]*worker{}, est: map[int]segEstimate{}, estFactor: 1, resumeCh: make(chan struct{})}, nil

@@ -529,6 +529,40 @@ func TestPauseAndRateLimit(t *testing.T) {
 	e.requireEqual(t)
 }
 
+// POST /rate on a running copy: a limit lifted while a worker waits out its first chunk's debt lets the copy
+// finish at once, not when the old limit would have let it; the gauge shows the limit in force.
+func TestRateChangeWhileCopying(t *testing.T) {
+	const rate = 5
+	e := setup(t, false, harness.GenOptions{Rows: 1200, Seed: 16})
+	b := e.backfill(t, backfill.Config{Workers: 1, MaxRowsPerSecond: rate})
+	if v := metricValue(t, e.m.RateLimit); v != rate {
+		t.Fatalf("rate limit gauge %g, want %d", v, rate)
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctxT(t, 5*time.Minute)) }()
+	harness.Eventually(t, 30*time.Second, "the first chunk committed", func() (bool, error) {
+		return b.Progress().Copied > rate, nil
+	})
+	// The worker now waits for the rows its first chunk took beyond the bucket, at the old limit.
+	owed := time.Duration(float64(b.Progress().Copied-rate) / rate * float64(time.Second))
+	if owed < 40*time.Second {
+		t.Fatalf("the first chunk owes only %s at %d rows/s: too little to tell a lifted limit from the old one", owed, rate)
+	}
+	b.SetRate(0)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(owed / 2):
+		t.Fatalf("the limit was lifted, and the copy still waits after half of the %s the old limit asked of it", owed)
+	}
+	if v := metricValue(t, e.m.RateLimit); v != 0 {
+		t.Fatalf("rate limit gauge %g after lifting it, want 0", v)
+	}
+	e.requireEqual(t)
+}
+
 // The id boundary: a captured range reaching it is refused; an explicit end id is capped below it.
 func TestIDBoundary(t *testing.T) {
 	e := setup(t, true, harness.GenOptions{Rows: 3000, Seed: 17})

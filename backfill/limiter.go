@@ -4,33 +4,34 @@ import (
 	"context"
 	"sync"
 	"time"
-
-	"github.com/csmh-sync/csmh-sync/internal/clock"
 )
 
 // limiter is a token bucket over rows, shared by all workers, for --max-rows-per-second. A chunk takes its rows
 // after it was read; the bucket may go into debt, and the worker then waits until the debt is repaid, so a
-// chunk larger than the bucket still passes and the long-run rate holds.
+// chunk larger than the bucket still passes and the long-run rate holds. The rate may change while workers
+// wait (POST /rate): each waiter's remaining wait is rescaled to the new rate at once.
 type limiter struct {
-	rate   float64 // rows per second; 0 = unlimited
-	burst  float64 // bucket size: one second of rows
-	mu     sync.Mutex
-	tokens float64
-	last   time.Time
-	now    func() time.Time
+	mu      sync.Mutex
+	rate    float64 // rows per second; 0 = unlimited
+	burst   float64 // bucket size: one second of rows
+	tokens  float64
+	last    time.Time
+	changed chan struct{} // closed, and replaced, when the rate changes
+	now     func() time.Time
 }
 
 func newLimiter(rate float64) *limiter {
-	return &limiter{rate: rate, burst: rate, tokens: rate, now: time.Now}
+	return &limiter{rate: rate, burst: rate, tokens: rate, changed: make(chan struct{}), now: time.Now}
 }
 
-// reserve takes n rows from the bucket and returns how long the caller must wait before going on.
-func (l *limiter) reserve(n int64) time.Duration {
-	if l.rate <= 0 || n <= 0 {
-		return 0
-	}
+// reserve takes n rows from the bucket and returns how long the caller must wait before going on, at the rate
+// it also returns, and the channel that closes if that rate changes.
+func (l *limiter) reserve(n int64) (time.Duration, float64, <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.rate <= 0 || n <= 0 {
+		return 0, l.rate, l.changed
+	}
 	now := l.now()
 	if !l.last.IsZero() {
 		l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
@@ -38,18 +39,63 @@ func (l *limiter) reserve(n int64) time.Duration {
 	l.last = now
 	l.tokens -= float64(n)
 	if l.tokens >= 0 {
-		return 0
+		return 0, l.rate, l.changed
 	}
-	return time.Duration(-l.tokens / l.rate * float64(time.Second))
+	return time.Duration(-l.tokens / l.rate * float64(time.Second)), l.rate, l.changed
+}
+
+// setRate changes the rate (0 = unlimited). The bucket keeps what it holds up to one second of the new rate; a
+// limit set where there was none starts with a full bucket, as at the start.
+func (l *limiter) setRate(rate float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if l.rate > 0 && !l.last.IsZero() {
+		l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
+	}
+	if l.rate <= 0 {
+		l.tokens = rate
+	}
+	l.last = now
+	l.rate, l.burst = rate, rate
+	l.tokens = min(l.tokens, l.burst)
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// current returns the rate and the channel that closes when it changes.
+func (l *limiter) current() (float64, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rate, l.changed
 }
 
 // take reserves n rows and waits as long as the rate requires. It returns the time waited.
 func (l *limiter) take(ctx context.Context, n int64) (time.Duration, error) {
-	d := l.reserve(n)
+	d, rate, changed := l.reserve(n)
 	if d <= 0 {
 		return 0, nil
 	}
 	start := time.Now()
-	err := clock.Sleep(ctx, d)
-	return time.Since(start), err
+	for {
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return time.Since(start), ctx.Err()
+		case <-t.C:
+			return time.Since(start), nil
+		case <-changed:
+			t.Stop()
+		}
+		// The rows still owed, at the old rate, are repaid at the new one; none at no limit.
+		left := d - time.Since(start)
+		newRate, ch := l.current()
+		if left <= 0 || newRate <= 0 {
+			return time.Since(start), nil
+		}
+		owed := left.Seconds() * rate
+		d = time.Since(start) + time.Duration(owed/newRate*float64(time.Second))
+		rate, changed = newRate, ch
+	}
 }

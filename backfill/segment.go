@@ -211,6 +211,16 @@ func (b *Backfill) limit(ctx context.Context, rows int64) error {
 	return err
 }
 
+// SetRate changes --max-rows-per-second of the running copy (0 = no limit), from its next chunk on; a worker
+// waiting for the old limit goes on at the new one. The change lasts until the process ends: a restart takes
+// the flag again.
+func (b *Backfill) SetRate(rowsPerSecond float64) {
+	old, _ := b.limiter.current()
+	b.limiter.setRate(rowsPerSecond)
+	b.m.RateLimit.Set(rowsPerSecond)
+	b.log.Info("backfill rate limit changed", "from_rows_per_second", old, "to_rows_per_second", rowsPerSecond)
+}
+
 // Pause stops the workers before their next chunk until Resume; chunks in flight finish and commit.
 func (b *Backfill) Pause() {
 	b.paused.Store(true)

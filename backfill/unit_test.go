@@ -154,20 +154,21 @@ func TestLimiter(t *testing.T) {
 	now := time.Unix(0, 0)
 	l := newLimiter(1000)
 	l.now = func() time.Time { return now }
-	if d := l.reserve(1000); d != 0 {
+	wait := func(l *limiter, n int64) time.Duration { d, _, _ := l.reserve(n); return d }
+	if d := wait(l, 1000); d != 0 {
 		t.Fatalf("first second of rows waited %s", d)
 	}
-	if d := l.reserve(500); d != 500*time.Millisecond {
+	if d := wait(l, 500); d != 500*time.Millisecond {
 		t.Fatalf("debt of 500 rows at 1000/s waits %s", d)
 	}
 	now = now.Add(2 * time.Second) // repays the debt, refills to the burst, not beyond
-	if d := l.reserve(1000); d != 0 {
+	if d := wait(l, 1000); d != 0 {
 		t.Fatalf("after refilling waited %s", d)
 	}
-	if d := l.reserve(3000); d != 3*time.Second {
+	if d := wait(l, 3000); d != 3*time.Second {
 		t.Fatalf("a chunk larger than the bucket waits %s, want 3s", d)
 	}
-	if d := newLimiter(0).reserve(1 << 40); d != 0 {
+	if d := wait(newLimiter(0), 1<<40); d != 0 {
 		t.Fatal("unlimited limiter waited")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -176,6 +177,63 @@ func TestLimiter(t *testing.T) {
 	l2.reserve(1)
 	if _, err := l2.take(ctx, 10); err == nil {
 		t.Fatal("take ignored a cancelled context")
+	}
+}
+
+// POST /rate changes the limit of a running copy: a limit set where there was none starts with a full bucket,
+// a lower one keeps no more than its own second of rows, and a worker already waiting is let go at the new
+// rate at once, not at the end of the wait the old rate gave it.
+func TestLimiterRateChange(t *testing.T) {
+	now := time.Unix(0, 0)
+	l := newLimiter(0)
+	l.now = func() time.Time { return now }
+	wait := func(n int64) time.Duration { d, _, _ := l.reserve(n); return d }
+	l.setRate(100)
+	if d := wait(100); d != 0 {
+		t.Fatalf("a limit set where there was none: its first second of rows waited %s", d)
+	}
+	if d := wait(50); d != 500*time.Millisecond {
+		t.Fatalf("50 rows beyond the bucket at 100/s wait %s, want 500ms", d)
+	}
+	now = now.Add(10 * time.Second) // the bucket refills to 100 rows
+	l.setRate(10)
+	if d := wait(20); d != time.Second {
+		t.Fatalf("after lowering to 10/s the bucket held more than one second of rows: 20 rows wait %s, want 1s", d)
+	}
+
+	for _, to := range []float64{1e9, 0} { // a higher limit, and none
+		w := newLimiter(10)
+		w.reserve(10) // the bucket is empty: 100 rows now owe 10 s at 10/s
+		done := make(chan time.Duration, 1)
+		go func() {
+			waited, err := w.take(context.Background(), 100)
+			if err != nil {
+				t.Error(err)
+			}
+			done <- waited
+		}()
+		deadline := time.Now().Add(5 * time.Second)
+		for { // until the waiter has taken its rows
+			w.mu.Lock()
+			owed := w.tokens < 0
+			w.mu.Unlock()
+			if owed {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the waiter never reserved its rows")
+			}
+			time.Sleep(time.Millisecond) // polling interval
+		}
+		w.setRate(to)
+		select {
+		case waited := <-done:
+			if waited >= 5*time.Second {
+				t.Fatalf("rate %g: the waiter waited %s", to, waited)
+			}
+		case <-time.After(5 * time.Second): // the old rate's wait is 10 s
+			t.Fatalf("rate changed to %g: a waiter owing 10 s at the old rate still waits after 5 s", to)
+		}
 	}
 }
 

@@ -46,6 +46,8 @@ type Metrics struct {
 	SegmentSplits prometheus.Counter
 	Paused        prometheus.Gauge
 	BackfillDone  prometheus.Gauge
+	// RateLimit is the backfill's rows-per-second limit in force: --max-rows-per-second, or what POST /rate set.
+	RateLimit prometheus.Gauge
 
 	// StageStopped is 1 for the stage that stopped on its own while the daemon runs on, on the series of the
 	// reason it stopped for, and 0 on every other series; stage = backfill, reason from a fixed set.
@@ -87,6 +89,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		SegmentSplits:     c("csmh_sync_backfill_segment_splits_total", "Backfill segments split at their row median so an idle worker copies the upper half."),
 		Paused:            g("csmh_sync_backfill_paused", "1 while the backfill is paused by an operator (POST /pause)."),
 		BackfillDone:      g("csmh_sync_backfill_done", "1 when the backfill has copied its whole range."),
+		RateLimit:         g("csmh_sync_backfill_max_rows_per_second", "The backfill's rate limit in force, rows per second (0 = none): --max-rows-per-second, or what POST /rate set since the start."),
 		StageStopped: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "csmh_sync_stage_stopped",
 			Help: "1 on the series of the reason a stage (backfill) stopped for while the daemon runs on (POST /resume restarts it), else 0."},
 			[]string{"stage", "reason"}),
@@ -106,7 +109,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.Lag, m.TxBehind, m.AppliedRows, m.AppliedTx, m.SourceWrites, m.Connected, m.CheckpointAge,
 		m.RetentionHeadroom, m.SourceIDUsed, m.IDRunway, m.RowsCopied, m.BytesCopied, m.Progress, m.ETA,
-		m.ThrottledSecs, m.TargetRedoFill, m.RedoTrickled, m.TargetLatencyRise, m.BackfillPause, m.ChunkDeadlines, m.SegmentSplits, m.Paused, m.BackfillDone, m.StageStopped, m.VerifyChunks, info,
+		m.ThrottledSecs, m.TargetRedoFill, m.RedoTrickled, m.TargetLatencyRise, m.BackfillPause, m.ChunkDeadlines, m.SegmentSplits, m.Paused, m.BackfillDone, m.RateLimit, m.StageStopped, m.VerifyChunks, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -23,6 +24,8 @@ type Probe interface {
 	Ready() (bool, string) // backfill done (not stopped) and lag under the threshold
 	Pause()
 	Resume() string // lifts a pause, starts a stopped backfill again; says which it did
+	// SetRate changes the backfill's rows-per-second limit until the process ends (0 = none); says what it did.
+	SetRate(rowsPerSecond float64) string
 }
 
 // httpTimeouts bound every phase of a request, so idle and slow clients cannot hold connections open.
@@ -62,7 +65,7 @@ func listenHTTP(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// serveHTTP serves /metrics, /healthz, /readyz, POST /pause and POST /resume on ln until the returned stop is
+// serveHTTP serves /metrics, /healthz, /readyz, POST /pause, POST /resume and POST /rate on ln until the returned stop is
 // called. The GET endpoints are open to scrapers and probes; the POST ones are guarded by adminGuard.
 // A nil ln serves nothing.
 func serveHTTP(ctx context.Context, log *slog.Logger, ln net.Listener, token string, t httpTimeouts, reg *prometheus.Registry, p Probe) func() error {
@@ -92,6 +95,19 @@ func serveHTTP(ctx context.Context, log *slog.Logger, ln net.Listener, token str
 	}
 	mux.Handle("/pause", action(func() string { p.Pause(); return "backfill paused" }))
 	mux.Handle("/resume", action(p.Resume))
+	// POST /rate?rows-per-second=N: the copy's speed, changed while the app's latency is watched, without a
+	// restart. A bad value changes nothing.
+	mux.Handle("/rate", guard.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v := r.URL.Query().Get("rows-per-second")
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(n >= 0) || math.IsInf(n, 0) {
+			http.Error(w, fmt.Sprintf("rows-per-second %q: give a number of rows per second ≥ 0 (0 = no limit), e.g. POST /rate?rows-per-second=15000", v), http.StatusBadRequest)
+			return
+		}
+		done := p.SetRate(n)
+		log.Info(done+" by operator", "remote", r.RemoteAddr)
+		fmt.Fprintln(w, done)
+	})))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: t.ReadHeader, ReadTimeout: t.Read, WriteTimeout: t.Write,
 		IdleTimeout: t.Idle, MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	done := make(chan error, 1)
@@ -110,7 +126,7 @@ func serveHTTP(ctx context.Context, log *slog.Logger, ln net.Listener, token str
 	}
 }
 
-// adminGuard decides who may POST /pause and /resume:
+// adminGuard decides who may POST /pause, /resume and /rate:
 //   - never a browser page of another origin (net/http.CrossOriginProtection: Sec-Fetch-Site, else Origin vs Host);
 //   - with a token (--admin-token-file), only requests carrying it as "Authorization: Bearer <token>", from anywhere;
 //   - without one, only clients on the loopback of a loopback listener, asking for a loopback Host: a page that
@@ -135,11 +151,11 @@ func newAdminGuard(log *slog.Logger, token string, loopback bool) *adminGuard {
 func (g *adminGuard) describe() string {
 	switch {
 	case g.hasToken:
-		return "POST /pause and /resume with the bearer token of --admin-token-file"
+		return "POST /pause, /resume and /rate with the bearer token of --admin-token-file"
 	case g.loopback:
-		return "POST /pause and /resume from this host only"
+		return "POST /pause, /resume and /rate from this host only"
 	}
-	return "POST /pause and /resume off: not a loopback address and no --admin-token-file"
+	return "POST /pause, /resume and /rate off: not a loopback address and no --admin-token-file"
 }
 
 func (g *adminGuard) wrap(next http.Handler) http.Handler {
@@ -163,10 +179,10 @@ func (g *adminGuard) wrap(next http.Handler) http.Handler {
 		}
 		switch {
 		case !g.loopback:
-			g.refuse(w, r, http.StatusForbidden, "POST /pause and /resume need --admin-token-file when --metrics-addr is not a loopback address")
+			g.refuse(w, r, http.StatusForbidden, "POST /pause, /resume and /rate need --admin-token-file when --metrics-addr is not a loopback address")
 			return
 		case !loopbackRemote(r.RemoteAddr):
-			g.refuse(w, r, http.StatusForbidden, "POST /pause and /resume without --admin-token-file answer only this host")
+			g.refuse(w, r, http.StatusForbidden, "POST /pause, /resume and /rate without --admin-token-file answer only this host")
 			return
 		case !loopbackHost(r.Host):
 			g.refuse(w, r, http.StatusForbidden, "Host "+strconv.Quote(r.Host)+" is not a loopback name: use http://127.0.0.1 or http://localhost, or set --admin-token-file")

@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,12 +20,56 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-type fakeProbe struct{ paused, resumed atomic.Int32 }
+type fakeProbe struct {
+	paused, resumed atomic.Int32
+	mu              sync.Mutex
+	rates           []float64 // every SetRate, in order
+}
 
 func (p *fakeProbe) Alive() (bool, string) { return true, "ok" }
 func (p *fakeProbe) Ready() (bool, string) { return true, "ready" }
 func (p *fakeProbe) Pause()                { p.paused.Add(1) }
 func (p *fakeProbe) Resume() string        { p.resumed.Add(1); return "backfill resumed" }
+func (p *fakeProbe) SetRate(r float64) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rates = append(p.rates, r)
+	return fmt.Sprintf("backfill rate limit set to %g rows/s", r)
+}
+
+// POST /rate changes the copy's speed: a number of rows per second ≥ 0 goes through; anything else is refused
+// with a line naming the form, and changes nothing; it needs the token as /pause does.
+func TestRateEndpoint(t *testing.T) {
+	const token = "9d2e-admin-token"
+	base, p, logs := serve(t, "127.0.0.1:0", token, defaultHTTPTimeouts)
+	bearer := map[string]string{"Authorization": "Bearer " + token}
+	for _, c := range []call{
+		{"POST", "/rate?rows-per-second=15000", nil, 401},
+		{"GET", "/rate?rows-per-second=15000", bearer, 405},
+		{"POST", "/rate?rows-per-second=15000", map[string]string{"Authorization": "Bearer " + token, "Sec-Fetch-Site": "cross-site"}, 403},
+		{"POST", "/rate", bearer, 400},
+		{"POST", "/rate?rows-per-second=fast", bearer, 400},
+		{"POST", "/rate?rows-per-second=-5", bearer, 400},
+		{"POST", "/rate?rows-per-second=NaN", bearer, 400},
+		{"POST", "/rate?rows-per-second=Inf", bearer, 400},
+	} {
+		if code, body := do(t, base, c); code == 400 && !strings.Contains(body, "POST /rate?rows-per-second=15000") {
+			t.Errorf("%s: the refusal does not show the form: %q", c.path, body)
+		}
+	}
+	if _, body := do(t, base, call{"POST", "/rate?rows-per-second=15000", bearer, 200}); !strings.Contains(body, "15000 rows/s") {
+		t.Errorf("POST /rate answered %q", body)
+	}
+	do(t, base, call{"POST", "/rate?rows-per-second=0", bearer, 200})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !slices.Equal(p.rates, []float64{15000, 0}) {
+		t.Fatalf("rates set %v, want [15000 0]: only the valid requests with the token", p.rates)
+	}
+	if !strings.Contains(logs.String(), "by operator") {
+		t.Fatalf("the change is not logged:\n%s", logs.String())
+	}
+}
 
 // syncBuffer is a log sink the server's goroutines may write while the test reads it.
 type syncBuffer struct {

@@ -70,7 +70,7 @@ type Run struct {
 	Stream       StreamOptions
 	ReadyMaxLag  time.Duration
 	BackfillOnly bool // copy the range and exit; no stream
-	// AdminTokenFile holds the bearer token POST /pause and /resume require (read by Validate); without one
+	// AdminTokenFile holds the bearer token POST /pause, /resume and /rate require (read by Validate); without one
 	// they answer only loopback clients of a loopback --metrics-addr.
 	AdminTokenFile string
 	adminToken     string
@@ -504,6 +504,14 @@ func (p *probe) Ready() (bool, string) {
 
 func (p *probe) Pause()         { p.bf.Pause() }
 func (p *probe) Resume() string { return p.stage.Resume() }
+
+func (p *probe) SetRate(rowsPerSecond float64) string {
+	p.bf.SetRate(rowsPerSecond)
+	if rowsPerSecond == 0 {
+		return "backfill rate limit lifted"
+	}
+	return fmt.Sprintf("backfill rate limit set to %g rows/s", rowsPerSecond)
+}
 
 // logLatency creates the latency guard's table and times its probe once at the start, and says what it
 // found. It reports false where the probe cannot run (the table's grant missing, as for a checkpoint from

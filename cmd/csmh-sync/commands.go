@@ -59,7 +59,7 @@ func runFlags(fs *pflag.FlagSet, r *runner.Run, lf *logFlags) {
 	fs.DurationVar(&b.MaxReplicaLag, "max-replica-lag", 10*time.Second, "pause the backfill while the replica lags more than this")
 	fs.DurationVar(&b.ProgressEvery, "progress-every", 10*time.Second, "progress log interval when stdout is not a terminal")
 	fs.StringVar(&r.Position, "position", runner.PositionAuto, "how the stream follows the source's binlog: auto (GTIDs where the source has them, else binlog file/position; a checkpoint keeps its mode), gtid, or file")
-	fs.StringVar(&r.AdminTokenFile, "admin-token-file", "", "file holding the bearer token POST /pause and /resume require (without it they answer only this host, on a loopback --metrics-addr)")
+	fs.StringVar(&r.AdminTokenFile, "admin-token-file", "", "file holding the bearer token POST /pause, /resume and /rate require (without it they answer only this host, on a loopback --metrics-addr)")
 }
 
 func buildRun(fs *pflag.FlagSet, lf *logFlags, env *environ) command {

@@ -247,6 +247,17 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 	if v, _ := metricValue(page, "csmh_sync_backfill_paused"); v != 0 {
 		t.Fatalf("paused gauge %v after POST /resume", v)
 	}
+	// POST /rate changes the copy's limit in the running process; a bad value is refused and changes nothing.
+	if code := postWith(t, base+"/rate?rows-per-second=15000", map[string]string{"Authorization": bearer}); code != 200 {
+		t.Fatalf("POST /rate with the token answered %d", code)
+	}
+	if code := postWith(t, base+"/rate?rows-per-second=-1", map[string]string{"Authorization": bearer}); code != http.StatusBadRequest {
+		t.Fatalf("POST /rate of -1 rows/s answered %d, want 400", code)
+	}
+	_, page, _ = get(base + "/metrics")
+	if v, ok := metricValue(page, "csmh_sync_backfill_max_rows_per_second"); !ok || v != 15000 {
+		t.Fatalf("rate limit gauge %v (present %v) after POST /rate of 15000 and a refused -1", v, ok)
+	}
 	// The source goes away: /healthz says so (a liveness probe restarts the sidecar only if it stays so);
 	// once the source is back the stream reconnects and /healthz recovers.
 	if err := p.src.Kill(); err != nil {
