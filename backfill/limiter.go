@@ -41,7 +41,19 @@ func (l *limiter) reserve(n int64) (time.Duration, float64, <-chan struct{}) {
 	if l.tokens >= 0 {
 		return 0, l.rate, l.changed
 	}
-	return time.Duration(-l.tokens / l.rate * float64(time.Second)), l.rate, l.changed
+	return rowsWait(-l.tokens, l.rate), l.rate, l.changed
+}
+
+// maxRowsWait bounds one wait: a rate so small that the wait would overflow a time.Duration (it would turn
+// negative, and the limit would let everything through) waits a day at a time instead.
+const maxRowsWait = 24 * time.Hour
+
+// rowsWait is how long rows take at rate rows per second, at most maxRowsWait.
+func rowsWait(rows, rate float64) time.Duration {
+	if s := rows / rate; s < maxRowsWait.Seconds() {
+		return time.Duration(s * float64(time.Second))
+	}
+	return maxRowsWait
 }
 
 // setRate changes the rate (0 = unlimited). The bucket keeps what it holds up to one second of the new rate; a
@@ -95,7 +107,7 @@ func (l *limiter) take(ctx context.Context, n int64) (time.Duration, error) {
 			return time.Since(start), nil
 		}
 		owed := left.Seconds() * rate
-		d = time.Since(start) + time.Duration(owed/newRate*float64(time.Second))
+		d = time.Since(start) + rowsWait(owed, newRate)
 		rate, changed = newRate, ch
 	}
 }

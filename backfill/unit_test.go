@@ -171,6 +171,11 @@ func TestLimiter(t *testing.T) {
 	if d := wait(newLimiter(0), 1<<40); d != 0 {
 		t.Fatal("unlimited limiter waited")
 	}
+	tiny := newLimiter(1e-12) // its wait would overflow a time.Duration and turn negative: no limit at all
+	tiny.reserve(1)
+	if d := wait(tiny, 1000); d != maxRowsWait {
+		t.Fatalf("a limit of 1e-12 rows/s waits %s for 1000 rows, want the %s bound", d, maxRowsWait)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	l2 := newLimiter(1)
