@@ -56,11 +56,12 @@ func rowsWait(rows, rate float64) time.Duration {
 	return maxRowsWait
 }
 
-// setRate changes the rate (0 = unlimited). The bucket keeps what it holds up to one second of the new rate; a
-// limit set where there was none starts with a full bucket, as at the start.
-func (l *limiter) setRate(rate float64) {
+// setRate changes the rate (0 = unlimited) and returns the one before. The bucket keeps what it holds up to one
+// second of the new rate; a limit set where there was none starts with a full bucket, as at the start.
+func (l *limiter) setRate(rate float64) (was float64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	was = l.rate
 	now := l.now()
 	if l.rate > 0 && !l.last.IsZero() {
 		l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
@@ -73,6 +74,7 @@ func (l *limiter) setRate(rate float64) {
 	l.tokens = min(l.tokens, l.burst)
 	close(l.changed)
 	l.changed = make(chan struct{})
+	return was
 }
 
 // current returns the rate and the channel that closes when it changes.

@@ -215,8 +215,7 @@ func (b *Backfill) limit(ctx context.Context, rows int64) error {
 // waiting for the old limit goes on at the new one. The change lasts until the process ends: a restart takes
 // the flag again.
 func (b *Backfill) SetRate(rowsPerSecond float64) {
-	old, _ := b.limiter.current()
-	b.limiter.setRate(rowsPerSecond)
+	old := b.limiter.setRate(rowsPerSecond)
 	b.m.RateLimit.Set(rowsPerSecond)
 	b.log.Info("backfill rate limit changed", "from_rows_per_second", old, "to_rows_per_second", rowsPerSecond)
 }
