@@ -78,14 +78,19 @@ func fullAuthRefusedMsg(flag string) string {
 		"or give the server's public key (its public_key.pem) with " + flag + "-server-public-key FILE"
 }
 
-// errKeyRefused is returned by the guard's Read in place of an RSA public key the server sent on a connection
-// without TLS that is not the pinned one.
-type errKeyRefused struct{ flag string }
-
-func (e errKeyRefused) Error() string {
+// keyRefusedMsg is the message of the error packet (AuthRequiresSecureConnection) a guarded connection hands
+// the client in place of an RSA public key the server sent on a connection without TLS that is not the pinned
+// one (pinned: a key was given with --*-server-public-key).
+func keyRefusedMsg(flag string, pinned bool) string {
+	if !pinned {
+		return "the server offered an RSA public key for the password on a connection without TLS (sha256_password), " +
+			"unverified: refused, the password was not sent (a server on the path may pose as the real one); use " +
+			flag + "-tls required or verify-identity, or give the server's public key (its public_key.pem) with " +
+			flag + "-server-public-key FILE"
+	}
 	return "the server sent an RSA public key for the password on a connection without TLS that is not the one in " +
-		e.flag + "-server-public-key: refused, the password was not sent (a server on the path may pose as the real one); " +
-		"check the file against the server's public_key.pem, or use " + e.flag + "-tls required or verify-identity"
+		flag + "-server-public-key: refused, the password was not sent (a server on the path may pose as the real one); " +
+		"check the file against the server's public_key.pem, or use " + flag + "-tls required or verify-identity"
 }
 
 // GuardClearPassword wraps the client side of a MySQL connection so that the password is never sent in clear
@@ -127,10 +132,11 @@ func (g *clearGuardSys) SyscallConn() (syscall.RawConn, error) { return g.sc.Sys
 
 type clearGuard struct {
 	net.Conn
-	opts    guardOpts
-	off     atomic.Bool // the login is over, or runs inside TLS: pass bytes
-	refused atomic.Bool
-	plugin  string // the auth plugin in use: the greeting's, or an auth switch's
+	opts     guardOpts
+	off      atomic.Bool // the login is over, or runs inside TLS: pass bytes
+	refused  atomic.Bool
+	keyAsked atomic.Bool // the client's last packet was a one-byte 0x02: caching_sha2_password's request_public_key
+	plugin   string      // the auth plugin in use: the greeting's, or an auth switch's
 
 	// Touched only by the goroutine reading during the login.
 	pending []byte // the rest of the packet being handed on
@@ -203,13 +209,48 @@ func (g *clearGuard) readPacket() ([]byte, error) {
 			_ = g.Conn.Close()
 			return errPacket(hdr[3], AuthRequiresSecureConnection, fullAuthRefusedMsg(g.opts.flag)), nil
 		}
-		if bytes.HasPrefix(data, []byte("-----BEGIN PUBLIC KEY-----")) && !sameKey(data, g.opts.pinned) {
-			g.refused.Store(true)
-			_ = g.Conn.Close()
-			return nil, errKeyRefused{g.opts.flag}
+	}
+	if g.opts.local {
+		return pkt, nil
+	}
+	if offers, asked := g.offersKey(pkt[4:]); offers && !sameKey(pkt[5:], g.opts.pinned) {
+		g.refused.Store(true)
+		_ = g.Conn.Close()
+		msg := keyRefusedMsg(g.opts.flag, g.opts.pinned != nil)
+		if asked { // go-mysql would parse an error packet as the key, and dereference nil: fail the read instead
+			return nil, errors.New(msg)
 		}
+		return errPacket(hdr[3], AuthRequiresSecureConnection, msg), nil
 	}
 	return pkt, nil
+}
+
+// offersKey reports whether a client could take the login packet payload p (after the greeting, without TLS)
+// for the server's RSA public key and encrypt the password with it. Both clients find the key with pem.Decode,
+// which skips whatever precedes a PEM block and takes any label, so the test is not on how the packet starts:
+//   - the packet right after caching_sha2_password's request_public_key (go-mysql reads it as the key whatever
+//     its first byte, an OK packet's included, and dereferences nil if it holds no PEM block);
+//   - sha256_password's more-data packet (go-mysql dereferences nil there too if it holds no PEM block);
+//   - caching_sha2_password's more-data packet that is not a one-byte status (fast_auth_success,
+//     perform_full_authentication): no server sends one, and a PEM block in it is a key;
+//   - any packet that holds a PEM block at all.
+//
+// asked: the packet answers the request for the key.
+func (g *clearGuard) offersKey(p []byte) (offers, asked bool) {
+	asked = g.keyAsked.Swap(false) && g.plugin == "caching_sha2_password"
+	switch {
+	case asked:
+		return true, true
+	case p[0] == 0x01 && g.plugin == "sha256_password":
+		return len(p) > 1, false
+	case p[0] == 0x01 && g.plugin == "caching_sha2_password" && len(p) != 2:
+		return true, false
+	}
+	if b, _ := pem.Decode(p); b != nil {
+		return true, false
+	}
+	b, _ := pem.Decode(p[1:])
+	return b != nil, false
 }
 
 // greetingPlugin is the auth plugin a protocol-10 greeting names: the NUL-terminated string that ends it, after
@@ -223,7 +264,7 @@ func greetingPlugin(p []byte) string {
 	return string(p[i+1:])
 }
 
-// sameKey reports whether the PEM public key in data is pinned.
+// sameKey reports whether the first PEM block in data, the one both clients would use, is the pinned key.
 func sameKey(data []byte, pinned *rsa.PublicKey) bool {
 	if pinned == nil {
 		return false
@@ -266,8 +307,12 @@ func (g *clearGuard) Write(p []byte) (int, error) {
 	if g.refused.Load() {
 		return 0, errGuardClosed
 	}
-	if !g.firstSeen && !g.off.Load() {
-		g.watchFirst(p)
+	if !g.off.Load() {
+		if !g.firstSeen {
+			g.watchFirst(p)
+		}
+		// Both clients write a packet whole, header and payload in one call.
+		g.keyAsked.Store(len(p) == 5 && p[0] == 1 && p[1] == 0 && p[2] == 0 && p[4] == 0x02)
 	}
 	return g.Conn.Write(p)
 }

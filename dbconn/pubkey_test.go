@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"database/sql"
 	"encoding/pem"
 	"os"
 	"path/filepath"
@@ -126,5 +127,106 @@ func TestServerPublicKeyFileIsChecked(t *testing.T) {
 	cfg, err := e.Config()
 	if err != nil || cfg.ServerPubKey == "" {
 		t.Fatalf("a good key: %v (ServerPubKey %q)", err, cfg.ServerPubKey)
+	}
+}
+
+// An impostor hands out its own RSA key in a shape the guard once took for no key at all, and both clients,
+// which find the key with pem.Decode, would take for one: after a newline, under another PEM label, or, after
+// caching_sha2_password's request for the key, in a packet that starts as an OK packet (go-mysql does not look at
+// its first byte). Unguarded, go-mysql and go-sql-driver encrypt the password with the impostor's key (which
+// shows each disguise works); guarded, with no key pinned or with the real server's key pinned, the login is
+// refused naming the flags and the impostor decrypts nothing. A sha256_password key packet with no PEM block at
+// all, on which go-mysql would dereference nil and bring the process down, is refused too. With the real
+// server's key pinned and sent plainly, sha256_password still logs in under it.
+func TestDisguisedServerKeyIsRefused(t *testing.T) {
+	real, impostor := rsaKey(t), rsaKey(t)
+	newline := func(pemKey []byte) []byte { return append([]byte("\x01\n"), pemKey...) }
+	rsaLabel := func(pemKey []byte) []byte {
+		block, _ := pem.Decode(pemKey)
+		return append([]byte{0x01}, pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: block.Bytes})...)
+	}
+	okHeader := func(pemKey []byte) []byte { return append([]byte{0x00}, pemKey...) }
+	disguises := []struct {
+		name   string
+		rsa    fakemysql.RSA
+		sqlToo bool // go-sql-driver reads this key too (it never asks for caching_sha2_password's key when one is pinned)
+	}{
+		{"sha256_password, key after a newline", fakemysql.RSA{Plugin: "sha256_password", KeyPacket: newline}, true},
+		{"sha256_password, RSA PUBLIC KEY label", fakemysql.RSA{Plugin: "sha256_password", KeyPacket: rsaLabel}, true},
+		{"caching_sha2_password, key after a newline", fakemysql.RSA{KeyPacket: newline}, false},
+		{"caching_sha2_password, key in an OK packet", fakemysql.RSA{KeyPacket: okHeader}, false},
+	}
+	endpoint := func(fake *fakemysql.Server, keyFile string) dbconn.Endpoint {
+		return dbconn.Endpoint{Role: "source", DSN: "csmh:" + secret + "@tcp(" + fake.Addr() + ")/",
+			TLS: dbconn.TLS{Mode: dbconn.TLSDisabled, ServerPublicKey: keyFile}}
+	}
+	sqlLogin := func(fake *fakemysql.Server, keyFile string) error {
+		_, _, err := dbconn.Open(context.Background(), endpoint(fake, keyFile), dbconn.Options{DialTimeout: 2 * time.Second})
+		return err
+	}
+	binlog := func(fake *fakemysql.Server, keyFile string) error {
+		cfg, err := endpoint(fake, keyFile).Config()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Timeout = 2 * time.Second
+		return binlogLogin(t, fake.Addr(), nil, dbconn.BinlogDialer(cfg))
+	}
+	for _, d := range disguises {
+		t.Run(d.name+": unguarded clients send it", func(t *testing.T) {
+			fake := fakemysql.StartRSA(t, impostor, d.rsa)
+			binlogLogin(t, fake.Addr(), nil, nil)
+			want := 1
+			if d.sqlToo {
+				db, err := sql.Open("mysql", "csmh:"+secret+"@tcp("+fake.Addr()+")/?timeout=2s&allowPublicKeyRetrieval=true")
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = db.Ping()
+				_ = db.Close()
+				want = 2
+			}
+			if got := fake.Passwords(); len(got) != want || got[0] != secret {
+				t.Fatalf("the impostor decrypted %q from unguarded clients, want the password %d times: the test proves nothing", got, want)
+			}
+		})
+		for _, pin := range []string{"none", "the real server's key"} {
+			logins := map[string]func(*fakemysql.Server, string) error{"binlog": binlog}
+			if d.sqlToo {
+				logins["sql"] = sqlLogin
+			}
+			for name, login := range logins {
+				t.Run(d.name+": "+name+", pinned "+pin, func(t *testing.T) {
+					keyFile, wantFlag := "", "--source-tls required"
+					if pin != "none" {
+						keyFile, wantFlag = writeKey(t, real), "not the one in --source-server-public-key"
+					}
+					fake := fakemysql.StartRSA(t, impostor, d.rsa)
+					err := login(fake, keyFile)
+					if err == nil || !strings.Contains(err.Error(), wantFlag) {
+						t.Errorf("login = %v, want a refusal naming %q", err, wantFlag)
+					}
+					if got := fake.Passwords(); len(got) != 0 {
+						t.Fatalf("the impostor decrypted %q", got)
+					}
+				})
+			}
+		}
+	}
+	t.Run("sha256_password, no PEM block: binlog refuses without crashing", func(t *testing.T) {
+		fake := fakemysql.StartRSA(t, impostor, fakemysql.RSA{Plugin: "sha256_password",
+			KeyPacket: func([]byte) []byte { return []byte("\x01not a key") }})
+		if err := binlog(fake, ""); err == nil || !strings.Contains(err.Error(), "--source-server-public-key") {
+			t.Errorf("login = %v, want a refusal naming --source-server-public-key", err)
+		}
+	})
+	for name, login := range map[string]func(*fakemysql.Server, string) error{"sql": sqlLogin, "binlog": binlog} {
+		t.Run("sha256_password, the real server's key, pinned: "+name+" logs in under it", func(t *testing.T) {
+			fake := fakemysql.StartRSA(t, real, fakemysql.RSA{Plugin: "sha256_password"})
+			_ = login(fake, writeKey(t, real)) // the fake denies access once it has the password
+			if got := fake.Passwords(); len(got) != 1 || got[0] != secret {
+				t.Fatalf("the server decrypted %q, want the password once", got)
+			}
+		})
 	}
 }

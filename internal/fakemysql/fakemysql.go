@@ -2,7 +2,8 @@
 // then asks, by an auth switch, for the password in clear text (mysql_clear_password), as a man in the middle or
 // a rogue server on the path would. Everything the clients sent is kept, so a test can prove a password never
 // arrived. StartCachingSHA2 plays a MySQL 8.4 server instead, asking for caching_sha2_password's full
-// authentication and handing out its RSA public key to whoever asks.
+// authentication and handing out its RSA public key to whoever asks; StartRSA plays MySQL 5.7/8.0's
+// sha256_password too, or an impostor that disguises the key it hands out.
 package fakemysql
 
 import (
@@ -24,8 +25,9 @@ import (
 type Server struct {
 	ln       net.Listener
 	offerTLS bool
-	rsaKey   *rsa.PrivateKey // caching_sha2_password mode (StartCachingSHA2)
-	password []string        // what the RSA-encrypted password packets decrypted to
+	rsaKey   *rsa.PrivateKey // caching_sha2_password or sha256_password mode (StartCachingSHA2, StartRSA)
+	rsa      RSA
+	password []string // what the RSA-encrypted password packets decrypted to
 
 	wg    sync.WaitGroup
 	mu    sync.Mutex
@@ -55,13 +57,30 @@ func Start(tb testing.TB, offerTLS bool) *Server {
 // server answers the scramble with 0x01 0x04 (perform_full_authentication), a client without TLS asks for the
 // public key with 0x02 (request_public_key), the server sends 0x01 and the key in PEM, and the client sends
 // the password XORed with the scramble, RSA-OAEP-encrypted with that key. key is the server's key pair.
-func StartCachingSHA2(tb testing.TB, key *rsa.PrivateKey) *Server {
+func StartCachingSHA2(tb testing.TB, key *rsa.PrivateKey) *Server { return StartRSA(tb, key, RSA{}) }
+
+// RSA shapes the login of StartRSA.
+type RSA struct {
+	// Plugin is the greeting's auth plugin: "caching_sha2_password" (the default, the exchange of
+	// StartCachingSHA2) or "sha256_password" (MySQL 5.7's and 8.0's: the server answers the login with 0x01 and
+	// its key in PEM, whatever the client sent, and the client sends the password encrypted as above).
+	Plugin string
+	// KeyPacket makes the payload of the packet that carries the key from the key's PEM; nil: 0x01 and the PEM,
+	// as MySQL sends it. An impostor disguises the key to slip it past a client's checks.
+	KeyPacket func(pemKey []byte) []byte
+}
+
+// StartRSA is StartCachingSHA2 with the login shaped by r.
+func StartRSA(tb testing.TB, key *rsa.PrivateKey, r RSA) *Server {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s := &Server{ln: ln, rsaKey: key}
+	if r.Plugin == "" {
+		r.Plugin = "caching_sha2_password"
+	}
+	s := &Server{ln: ln, rsaKey: key, rsa: r}
 	s.wg.Add(1)
 	go s.accept()
 	tb.Cleanup(s.stop)
@@ -140,22 +159,38 @@ func (s *Server) serve(c net.Conn) {
 // serveCachingSHA2 is the full authentication after the greeting, ending with an access-denied error (the
 // test reads what the password decrypted to).
 func (s *Server) serveCachingSHA2(c net.Conn) {
-	seq, _, ok := s.readBody(c) // the login with the scramble
-	if !ok || writePacket(c, seq+1, []byte{0x01, 0x04}) != nil {
-		return
+	der, _ := x509.MarshalPKIXPublicKey(&s.rsaKey.PublicKey)
+	pemKey := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	keyPacket := append([]byte{0x01}, pemKey...)
+	if s.rsa.KeyPacket != nil {
+		keyPacket = s.rsa.KeyPacket(pemKey)
 	}
-	seq, body, ok := s.readBody(c)
+	seq, _, ok := s.readBody(c) // the login with the scramble
 	if !ok {
 		return
 	}
-	if bytes.Equal(body, []byte{0x02}) { // request_public_key
-		der, _ := x509.MarshalPKIXPublicKey(&s.rsaKey.PublicKey)
-		pemKey := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-		if writePacket(c, seq+1, append([]byte{0x01}, pemKey...)) != nil {
+	var body []byte
+	if s.rsa.Plugin == "sha256_password" {
+		if writePacket(c, seq+1, keyPacket) != nil {
 			return
 		}
 		if seq, body, ok = s.readBody(c); !ok {
 			return
+		}
+	} else {
+		if writePacket(c, seq+1, []byte{0x01, 0x04}) != nil {
+			return
+		}
+		if seq, body, ok = s.readBody(c); !ok {
+			return
+		}
+		if bytes.Equal(body, []byte{0x02}) { // request_public_key
+			if writePacket(c, seq+1, keyPacket) != nil {
+				return
+			}
+			if seq, body, ok = s.readBody(c); !ok {
+				return
+			}
 		}
 	}
 	if plain, err := rsa.DecryptOAEP(sha1.New(), rand.Reader, s.rsaKey, body, nil); err == nil {
@@ -226,7 +261,7 @@ func (s *Server) greeting() []byte {
 	salt := []byte(fakeSalt)
 	version, plugin := "5.5.5-10.11.0-MariaDB-fake", "mysql_native_password"
 	if s.rsaKey != nil {
-		version, plugin = "8.4.3-fake", "caching_sha2_password"
+		version, plugin = "8.4.3-fake", s.rsa.Plugin
 	}
 	b := []byte{10}
 	b = append(b, version+"\x00"...)
