@@ -18,10 +18,12 @@ type limiter struct {
 	last    time.Time
 	changed chan struct{} // closed, and replaced, when the rate changes
 	now     func() time.Time
+	timer   func(time.Duration) (<-chan time.Time, func() bool) // a timer's channel and its Stop
 }
 
 func newLimiter(rate float64) *limiter {
-	return &limiter{rate: rate, burst: rate, tokens: rate, changed: make(chan struct{}), now: time.Now}
+	return &limiter{rate: rate, burst: rate, tokens: rate, changed: make(chan struct{}), now: time.Now,
+		timer: func(d time.Duration) (<-chan time.Time, func() bool) { t := time.NewTimer(d); return t.C, t.Stop }}
 }
 
 // reserve takes n rows from the bucket and returns how long the caller must wait before going on, at the rate
@@ -90,26 +92,27 @@ func (l *limiter) take(ctx context.Context, n int64) (time.Duration, error) {
 	if d <= 0 {
 		return 0, nil
 	}
-	start := time.Now()
+	start := l.now()
+	end := start.Add(d)
 	for {
-		t := time.NewTimer(d)
+		c, stop := l.timer(end.Sub(l.now()))
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return time.Since(start), ctx.Err()
-		case <-t.C:
-			return time.Since(start), nil
+			stop()
+			return l.now().Sub(start), ctx.Err()
+		case <-c:
+			return l.now().Sub(start), nil
 		case <-changed:
-			t.Stop()
+			stop()
 		}
-		// The rows still owed, at the old rate, are repaid at the new one; none at no limit.
-		left := d - time.Since(start)
+		// The rows still owed, at the old rate, are repaid at the new one from now; none at no limit.
+		now := l.now()
+		left := end.Sub(now)
 		newRate, ch := l.current()
 		if left <= 0 || newRate <= 0 {
-			return time.Since(start), nil
+			return now.Sub(start), nil
 		}
-		owed := left.Seconds() * rate
-		d = time.Since(start) + rowsWait(owed, newRate)
+		end = now.Add(rowsWait(left.Seconds()*rate, newRate))
 		rate, changed = newRate, ch
 	}
 }

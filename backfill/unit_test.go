@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -239,6 +240,63 @@ func TestLimiterRateChange(t *testing.T) {
 		case <-time.After(5 * time.Second): // the old rate's wait is 10 s
 			t.Fatalf("rate changed to %g: a waiter owing 10 s at the old rate still waits after 5 s", to)
 		}
+	}
+}
+
+// A worker that has waited part of its debt when the rate changes owes the rest at the new rate, counted from
+// the change: at 10 rows/s, 100 rows owe 10 s; raised to 20 rows/s after 4 s, the 60 rows still owed take 3 s
+// more, 7 s in all (not 4 s already waited plus 3 s from the change, counted again from the change). On a fake
+// clock and fake timers, so the test reads each wait the limiter asks for.
+func TestLimiterRateChangeCountsTheWaitOnce(t *testing.T) {
+	var clock atomic.Int64 // ns since the epoch
+	l := newLimiter(10)
+	l.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	type timer struct {
+		d    time.Duration
+		fire chan time.Time
+	}
+	timers := make(chan timer, 4)
+	l.timer = func(d time.Duration) (<-chan time.Time, func() bool) {
+		tm := timer{d, make(chan time.Time, 1)}
+		timers <- tm
+		return tm.fire, func() bool { return true }
+	}
+	l.reserve(10) // the bucket is empty
+	done := make(chan time.Duration, 1)
+	go func() {
+		waited, err := l.take(context.Background(), 100)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- waited
+	}()
+	next := func() timer {
+		select {
+		case tm := <-timers:
+			return tm
+		case <-time.After(10 * time.Second):
+			t.Fatal("the waiter asked for no timer")
+			return timer{}
+		}
+	}
+	if tm := next(); tm.d != 10*time.Second {
+		t.Fatalf("100 rows at 10/s wait %s, want 10s", tm.d)
+	}
+	clock.Add(int64(4 * time.Second))
+	l.setRate(20)
+	tm := next()
+	if tm.d != 3*time.Second {
+		t.Fatalf("after 4 s of 10 s at 10/s, raised to 20/s: the waiter waits %s more, want 3s", tm.d)
+	}
+	clock.Add(int64(3 * time.Second))
+	tm.fire <- l.now()
+	select {
+	case waited := <-done:
+		if waited != 7*time.Second {
+			t.Fatalf("the waiter reports %s waited, want 7s", waited)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter did not return when its timer fired")
 	}
 }
 
