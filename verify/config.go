@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/csmh-sync/csmh-sync/table"
 )
@@ -73,9 +74,14 @@ type Config struct {
 	Plan string
 	// Repair re-copies missing and different rows from the source, deletes extra ones, and compares those
 	// ids again. Not available in count mode, which does not find ids.
-	Repair   bool
-	CatchUp  CatchUp // may be nil (a standalone comparison of quiet tables)
-	MaxDiffs int     // ids listed in the Result per kind (default 1000); the totals count them all
+	Repair bool
+	// RepairDeadline is the longest one repair batch may hold its source rows locked, from its read to the end
+	// of its writes on the target (default DefaultRepairDeadline, the backfill's default chunk deadline). A
+	// batch that reaches it is rolled back on both servers and repaired in halves: a slow or hung target cannot
+	// hold up the app's changes to those rows.
+	RepairDeadline time.Duration
+	CatchUp        CatchUp // may be nil (a standalone comparison of quiet tables)
+	MaxDiffs       int     // ids listed in the Result per kind (default 1000); the totals count them all
 	// Progress, if set, is called after each chunk with the chunks finished and the (estimated, until
 	// planning ends) total. Calls are serialized.
 	Progress func(done, total int)
@@ -89,6 +95,8 @@ const (
 	DefaultChunkRows = 50_000
 	DefaultWorkers   = 2
 	DefaultMaxDiffs  = 1000
+	// DefaultRepairDeadline is the backfill's default chunk deadline.
+	DefaultRepairDeadline = 2 * time.Second
 )
 
 // Errors.
@@ -113,8 +121,11 @@ func (c *Config) validate() error {
 		return err
 	}
 	c.Mode = m
-	if c.ChunkRows < 0 || c.Workers < 0 || c.MaxDiffs < 0 {
-		return fmt.Errorf("%w: ChunkRows, Workers and MaxDiffs must not be negative", ErrConfig)
+	if c.ChunkRows < 0 || c.Workers < 0 || c.MaxDiffs < 0 || c.RepairDeadline < 0 {
+		return fmt.Errorf("%w: ChunkRows, Workers, MaxDiffs and RepairDeadline must not be negative", ErrConfig)
+	}
+	if c.RepairDeadline == 0 {
+		c.RepairDeadline = DefaultRepairDeadline
 	}
 	if c.ChunkRows == 0 {
 		c.ChunkRows = DefaultChunkRows

@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -27,22 +28,77 @@ const (
 //
 // It is safe while replication runs for the reason the backfill is (docs/design.md): the source rows are
 // read with a locking read (REPEATABLE READ, so absent ids are gap-locked too) whose transaction stays open
-// until the target transaction has committed. A source change to one of these ids that commits after the
-// read waits for that commit, so replication applies it after the repair; one committed before the read is
-// in what the repair wrote, and replaying it is harmless because the applier writes whole rows by id.
+// until every repaired row is written, and so locked, in the target transaction, and ends just before that
+// transaction commits. A source change to one of these ids that commits after the read waits for the source
+// transaction; the stream's write of it then waits for the target transaction's row lock, so it lands after the
+// repair. One committed before the read is in what the repair wrote, and replaying it is harmless because the
+// applier writes whole rows by id.
+//
+// The app's changes to these source rows wait for the repair: each batch holds them for at most
+// Config.RepairDeadline, target hung or not. A batch that reaches it is rolled back on both servers and
+// repaired in halves; a single id is tried again.
 func (r *run) repair(ctx context.Context, ids []uint64) error {
 	for len(ids) > 0 {
 		n := min(len(ids), repairIDs)
 		batch := ids[:n]
 		ids = ids[n:]
-		if err := retry(ctx, r.v.log, func() error { return r.repairBatch(ctx, batch) }); err != nil {
+		if err := r.repairSpan(ctx, batch); err != nil {
 			return fmt.Errorf("repair ids %d..%d: %w", batch[0], batch[len(batch)-1], err)
 		}
 	}
 	return nil
 }
 
+// errRepairDeadline ends a repair batch that held its source rows for Config.RepairDeadline.
+var errRepairDeadline = errors.New("repair reached its deadline")
+
+// repairDeadlines bounds how many times in a row one id's repair may reach the deadline before the run
+// fails: the target is then too slow or held up for the repair to hold source rows that long.
+const repairDeadlines = 10
+
+// repairSpan repairs ids in one batch, or in halves when the batch reaches its deadline.
+func (r *run) repairSpan(ctx context.Context, ids []uint64) error {
+	delay := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := retry(ctx, r.v.log, func() error { return r.repairBatch(ctx, ids) })
+		if !errors.Is(err, errRepairDeadline) || ctx.Err() != nil {
+			return err
+		}
+		if len(ids) > 1 {
+			h := len(ids) / 2
+			r.v.log.Warn("repair reached its deadline: its source rows are released and it is repaired in halves",
+				"ids", len(ids), "first_id", ids[0], "deadline", r.v.cfg.RepairDeadline)
+			if err := r.repairSpan(ctx, ids[:h]); err != nil {
+				return err
+			}
+			return r.repairSpan(ctx, ids[h:])
+		}
+		if attempt >= repairDeadlines {
+			return fmt.Errorf("id %d: the target did not finish the repair of one row within %s, %d times in a row: %w",
+				ids[0], r.v.cfg.RepairDeadline, attempt, err)
+		}
+		r.v.log.Warn("repair reached its deadline: its source row is released and it is tried again",
+			"id", ids[0], "attempt", attempt, "deadline", r.v.cfg.RepairDeadline)
+		if err := clock.Sleep(ctx, delay+time.Duration(rand.Int64N(int64(delay)))); err != nil {
+			return err
+		}
+		delay = min(delay*2, 10*time.Second)
+	}
+}
+
 func (r *run) repairBatch(ctx context.Context, ids []uint64) error {
+	dctx, cancel := context.WithTimeoutCause(ctx, r.v.cfg.RepairDeadline, errRepairDeadline)
+	defer cancel()
+	err := r.repairTx(dctx, ids)
+	if err != nil && ctx.Err() == nil && context.Cause(dctx) == errRepairDeadline {
+		// The driver closed the connections; each server rolls its transaction back as it notices.
+		return fmt.Errorf("%w (%s): %v", errRepairDeadline, r.v.cfg.RepairDeadline, err)
+	}
+	return err
+}
+
+// repairTx repairs ids in one source and one target transaction, both ended by ctx's deadline.
+func (r *run) repairTx(ctx context.Context, ids []uint64) error {
 	list := inList(ids)
 	stx, err := r.src.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
 	if err != nil {
@@ -115,11 +171,15 @@ func (r *run) repairBatch(ctx context.Context, ids []uint64) error {
 	if err := flush(); err != nil {
 		return err
 	}
-	if err := dtx.Commit(); err != nil {
+	// Every repaired row is written and locked in the target transaction: the source rows may go now, before
+	// the target commit, which the driver does not bound by the deadline.
+	if err := rows.Close(); err != nil {
 		return err
 	}
-	// Only now may source changes to these ids proceed.
-	return stx.Commit()
+	if err := stx.Commit(); err != nil {
+		return err
+	}
+	return dtx.Commit()
 }
 
 // repairCols is the source's column list; the target has every one (checked when the run started).
@@ -138,7 +198,7 @@ func retry(ctx context.Context, log *slog.Logger, f func() error) error {
 	delay := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := f()
-		if err == nil || ctx.Err() != nil || !dbconn.IsTransient(err) || attempt >= 10 {
+		if err == nil || ctx.Err() != nil || errors.Is(err, errRepairDeadline) || !dbconn.IsTransient(err) || attempt >= 10 {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -507,4 +509,108 @@ func TestChunksFollowTheDensity(t *testing.T) {
 		t.Fatalf("%d chunks (%d over the dense ids) holding %d rows; want about %d over the dense ids and a few over the %d outliers",
 			chunks, dense, sum, genRows/chunkRows, len(outliers))
 	}
+}
+
+// lockedLog is a log the test can read while the code under test writes it.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A repair whose target write is held up (here by another session's lock on the target row; a hung target
+// does the same) releases its source rows at its deadline: the app's UPDATE of the row being repaired waits
+// for the deadline, not for the target (before, it waited for the target's lock wait timeout, 5 s, and again
+// at every retry). Once the target lets go, the repair is tried again and lands the app's new value.
+func TestRepairReleasesSourceRowsAtItsDeadline(t *testing.T) {
+	ctx := context.Background()
+	ss, ds := harness.StartT(t, harness.Options{}), harness.StartT(t, harness.Options{})
+	if err := ss.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipTarget: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ds.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipSource: true}); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{src: open(t, ss), dst: open(t, ds), toolSrc: openDSN(t, ss.SourceDSN()), toolDst: openDSN(t, ds.TargetDSN()), m: metrics.Discard()}
+	var err error
+	if e.gen, err = harness.GenerateCSMH(ctx, e.src, harness.SourceTable, harness.GenOptions{Rows: 5000, Seed: 13}); err != nil {
+		t.Fatal(err)
+	}
+	copyAcross(t, e.src, e.dst)
+	id := e.nthID(t, "1", 1234)
+	e.exec(t, e.dst, "UPDATE "+harness.TargetTable+" SET grade = COALESCE(grade, 0) + 1 WHERE id = ?", id)
+
+	// Another session holds the target row the repair must replace.
+	blocker, err := e.dst.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Rollback()
+	if _, err := blocker.ExecContext(ctx, "SELECT id FROM "+harness.TargetTable+" WHERE id = ? FOR UPDATE", id); err != nil {
+		t.Fatal(err)
+	}
+
+	const deadline = time.Second
+	var logged lockedLog
+	v, err := verify.New(e.toolSrc, e.toolDst, e.m, slog.New(slog.NewTextHandler(&logged, nil)), verify.Config{
+		SourceTable: srcName, TargetTable: dstName, ChunkRows: chunkRows, Repair: true, RepairDeadline: deadline})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		res *verify.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	go func() { res, err := v.Run(rctx); done <- outcome{res, err} }()
+
+	// The repair holds the source row and waits for the target row (its DELETE waits for the row lock).
+	harness.Eventually(t, time.Minute, "the repair waiting for the target row", func() (bool, error) {
+		select {
+		case out := <-done:
+			t.Fatalf("verify ended before it waited for the target row: %+v %v\n%s", out.res, out.err, logged.String())
+		default:
+		}
+		var n int
+		err := e.dst.QueryRow("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'DELETE FROM%' AND STATE = 'Updating'").Scan(&n)
+		return n > 0, err
+	})
+	start := time.Now()
+	e.exec(t, e.src, "UPDATE "+harness.SourceTable+" SET grade = 42 WHERE id = ?", id) // the app
+	waited := time.Since(start)
+	t.Logf("the app's UPDATE of the row under repair waited %s (deadline %s)", waited.Round(time.Millisecond), deadline)
+	if limit := deadline + 1500*time.Millisecond; waited > limit {
+		t.Fatalf("the app's UPDATE waited %s for the repair, beyond its deadline %s (limit %s)", waited, deadline, limit)
+	}
+	harness.Eventually(t, time.Minute, "the repair to log its deadline", func() (bool, error) {
+		return strings.Contains(logged.String(), "repair reached its deadline"), nil
+	})
+	if err := blocker.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	out := <-done
+	if out.err != nil {
+		t.Fatalf("verify --repair: %v\n%s", out.err, logged.String())
+	}
+	if !out.res.Equal || out.res.Repaired != 1 {
+		t.Fatalf("repair: %+v\n%s", out.res, logged.String())
+	}
+	var grade sql.NullFloat64
+	if err := e.dst.QueryRow("SELECT grade FROM "+harness.TargetTable+" WHERE id = ?", id).Scan(&grade); err != nil || !grade.Valid || grade.Float64 != 42 {
+		t.Fatalf("target grade after the repair: %v %v, want the app's 42", grade, err)
+	}
+	requireEqual(t, e.run(t, verify.Config{Mode: verify.ModeRows}))
 }
