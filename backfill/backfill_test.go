@@ -373,6 +373,26 @@ func largeRowsWithSmallBudget(t *testing.T, method string) {
 	}
 }
 
+// A large row read after smaller ones starts an INSERT of its own: with the target's max_allowed_packet at
+// 1 MiB (statements of 512 KiB), rows of 900 KB among ordinary ones copy. Before, a statement of ordinary rows
+// with one of them appended passed the limit, and the backfill stopped on the server's error.
+func TestLargeRowStartsItsOwnStatement(t *testing.T) {
+	e := setup(t, false, harness.GenOptions{Rows: 3000, Seed: 15, LargeStateEvery: -1}, "--max-allowed-packet=1M")
+	big := strings.Repeat("0123456789", 90_000)
+	for _, off := range []int64{350, 1111, 1900, 2600} {
+		if _, err := e.src.Exec("UPDATE "+harness.SourceTable+" SET state = ? WHERE id >= ? ORDER BY id LIMIT 1", big, e.gen.MinID+off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Chunks of a second's rows: every large row comes after others in its chunk.
+	b := e.backfill(t, backfill.Config{Workers: 1, WriteMethod: backfill.WriteInsert, ChunkTime: time.Second})
+	if err := b.Run(ctxT(t, 5*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	e.requireEqual(t)
+	e.requireCounted(t, e.gen.Rows)
+}
+
 // A worker holds a bounded number of statements whatever the chunk holds: 64 consecutive 1 MiB rows with a
 // 1 MiB budget never have more than a few MiB in flight.
 func TestMemoryIsBounded(t *testing.T) {

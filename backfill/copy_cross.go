@@ -277,6 +277,12 @@ func (b *Backfill) readChunk(ctx context.Context, c *crossChunk, rowCap int64, t
 		if last, err = strconv.ParseUint(string(vals[b.idCol]), 10, 64); err != nil {
 			return fmt.Errorf("read id: %w", err)
 		}
+		if sb != nil && cur.rows > 0 && sb.Len()+sqllit.MaxRowBytes(vals) > b.maxPacket-1024 {
+			// With this row the statement could pass the target's max_allowed_packet: the row starts the next.
+			if err := send(); err != nil {
+				return err
+			}
+		}
 		if sb == nil {
 			select { // a free statement slot: bounds the memory of the worker
 			case tokens <- struct{}{}:

@@ -19,7 +19,8 @@ import (
 const (
 	// repairIDs bounds the ids one repair transaction covers.
 	repairIDs = 500
-	// repairStmtBytes bounds one INSERT of a repair transaction; a larger row gets a statement of its own.
+	// repairStmtBytes bounds one INSERT of a repair transaction (at most half the target's max_allowed_packet:
+	// run.stmtBytes); a larger row gets a statement of its own.
 	repairStmtBytes = 4 << 20
 )
 
@@ -153,13 +154,20 @@ func (r *run) repairTx(ctx context.Context, ids []uint64) error {
 		if err := rows.Scan(ptrs...); err != nil {
 			return err
 		}
+		if sb.Len() > 0 && sb.Len()+sqllit.MaxRowBytes(vals) > r.stmtBytes {
+			// A large row after others starts a statement of its own, which no more than it can pass
+			// max_allowed_packet.
+			if err := flush(); err != nil {
+				return err
+			}
+		}
 		if sb.Len() == 0 {
 			sb.WriteString(head)
 		} else {
 			sb.WriteByte(',')
 		}
 		sqllit.Row(&sb, vals, kinds)
-		if sb.Len() >= repairStmtBytes {
+		if sb.Len() >= r.stmtBytes {
 			if err := flush(); err != nil {
 				return err
 			}

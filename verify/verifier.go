@@ -46,11 +46,14 @@ type run struct {
 	v        *Verifier
 	src, dst *side
 	srcCols  []string // the source's columns, copied by repair
-	led      *ledger  // nil when the ledger cannot be written (plain runs go on without it)
-	scope    string   // the ledger scope of these tables
-	col      *collector
-	progMu   sync.Mutex
-	done     int
+	// stmtBytes bounds one INSERT of a repair: repairStmtBytes, or half the target's max_allowed_packet (MySQL
+	// 5.7's default is 4 MiB); a larger row gets a statement of its own.
+	stmtBytes int
+	led       *ledger // nil when the ledger cannot be written (plain runs go on without it)
+	scope     string  // the ledger scope of these tables
+	col       *collector
+	progMu    sync.Mutex
+	done      int
 }
 
 // Run compares the tables once. The id range is [StartID, EndID]; a zero end is the highest id present
@@ -143,6 +146,13 @@ func (v *Verifier) prepare(ctx context.Context) (*run, error) {
 	r := &run{v: v, col: &collector{res: &Result{Mode: v.cfg.Mode}, max: v.cfg.MaxDiffs}}
 	r.src, r.dst = newSides(st, dt, v.src, v.dst, pairs, digestOf(ctx, v.src, v.dst))
 	r.srcCols = st.ColumnNames()
+	if v.cfg.Repair {
+		var maxPacket int
+		if err := v.dst.QueryRowContext(ctx, "SELECT @@max_allowed_packet").Scan(&maxPacket); err != nil {
+			return nil, fmt.Errorf("verify: read the target's max_allowed_packet: %w", err)
+		}
+		r.stmtBytes = min(repairStmtBytes, maxPacket/2)
+	}
 	if err := EnsureLedger(ctx, v.dst, v.cfg.TargetTable.Schema); err != nil {
 		if v.cfg.Incremental {
 			return nil, err

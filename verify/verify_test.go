@@ -614,3 +614,31 @@ func TestRepairReleasesSourceRowsAtItsDeadline(t *testing.T) {
 	}
 	requireEqual(t, e.run(t, verify.Config{Mode: verify.ModeRows}))
 }
+
+// A repair's INSERTs fit the target's max_allowed_packet: on a target that allows 1 MiB (MySQL 5.7's default is
+// 4 MiB), a repair of rows of 900 KB among ordinary ones (here every row is missing) copies them all. Before,
+// statements of 4 MiB, and a large row appended to others, passed the limit.
+func TestRepairFitsTheTargetsPacket(t *testing.T) {
+	ctx := context.Background()
+	ss, ds := harness.StartT(t, harness.Options{}), harness.StartT(t, harness.Options{ExtraArgs: []string{"--max-allowed-packet=1M"}})
+	if err := ss.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipTarget: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ds.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipSource: true}); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{src: open(t, ss), dst: open(t, ds), toolSrc: openDSN(t, ss.SourceDSN()), toolDst: openDSN(t, ds.TargetDSN()), m: metrics.Discard()}
+	var err error
+	if e.gen, err = harness.GenerateCSMH(ctx, e.src, harness.SourceTable, harness.GenOptions{Rows: 3000, Seed: 17, LargeStateEvery: -1}); err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("0123456789", 90_000)
+	for _, off := range []int64{350, 1111, 1900, 2600} {
+		e.exec(t, e.src, "UPDATE "+harness.SourceTable+" SET state = ? WHERE id >= ? ORDER BY id LIMIT 1", big, e.gen.MinID+off)
+	}
+	res := e.run(t, verify.Config{Repair: true})
+	if !res.Equal || res.MissingTotal != e.gen.Rows || int64(res.Repaired) != e.gen.Rows {
+		t.Fatalf("repair of every row: %+v", res)
+	}
+	requireEqual(t, e.run(t, verify.Config{Mode: verify.ModeRows}))
+}

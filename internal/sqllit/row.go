@@ -58,6 +58,16 @@ func Row(sb *strings.Builder, vals []sql.RawBytes, kinds []Kind) {
 	sb.WriteByte(')')
 }
 
+// MaxRowBytes bounds the bytes Row or TSVRow (and the comma between two rows) write for vals: every value's
+// bytes twice (each may be escaped), its quotes and _binary, and a separator.
+func MaxRowBytes(vals []sql.RawBytes) int {
+	n := 3
+	for _, v := range vals {
+		n += 2*len(v) + 10
+	}
+	return n
+}
+
 // TSVRow writes one scanned row as a line of LOAD DATA's default format (fields separated by tabs, lines
 // ended by a newline, backslash escapes): NULL is \N, and a backslash, tab, newline or NUL byte in a value is
 // escaped, so any bytes read back unchanged.

@@ -37,3 +37,25 @@ func TestTSVRow(t *testing.T) {
 		t.Fatalf("TSVRow = %q, want %q", sb.String(), want)
 	}
 }
+
+// MaxRowBytes bounds what Row and TSVRow write, for values that need every escape and for none.
+func TestMaxRowBytes(t *testing.T) {
+	worst := sql.RawBytes(strings.Repeat("\x00\\'\"\n\r\t\x1a", 64))
+	for _, vals := range [][]sql.RawBytes{
+		{worst, worst, nil, sql.RawBytes("")},
+		{sql.RawBytes("12345"), sql.RawBytes("plain text"), nil},
+		{},
+	} {
+		kinds := make([]Kind, len(vals))
+		for i := range kinds {
+			kinds[i] = Kind(i % 3)
+		}
+		var row, tsv strings.Builder
+		row.WriteByte(',')
+		Row(&row, vals, kinds)
+		TSVRow(&tsv, vals)
+		if m := MaxRowBytes(vals); row.Len() > m || tsv.Len() > m {
+			t.Errorf("MaxRowBytes = %d, below what Row (%d) or TSVRow (%d) wrote", m, row.Len(), tsv.Len())
+		}
+	}
+}
