@@ -3,6 +3,7 @@ package backfill_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -16,21 +17,30 @@ import (
 // with ENABLE_CSMH_EXTENDED) would wait for the chunk. The chunk is parked on a lock the test holds — a CSMH row
 // an app transaction is updating (same server), or a CSMHE row a stream lane is writing (across servers) —
 // and an app INSERT into CSMHE must complete while the chunk is still open.
+//
+// At lock mode 0 (traditional) every INSERT holds the AUTO-INC lock, multi-row INSERT … VALUES too: the
+// cross-server INSERT path is parked the same way there.
 func TestAppInsertsWhileChunkWaits(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		same bool
-	}{{"same server", true}, {"cross server", false}} {
-		t.Run(tc.name, func(t *testing.T) { appInsertsWhileChunkWaits(t, tc.same) })
+		name   string
+		same   bool
+		mode   int
+		method string
+	}{{"same server", true, 1, ""}, {"cross server", false, 1, ""}, {"cross server, INSERT, lock mode 0", false, 0, backfill.WriteInsert}} {
+		t.Run(tc.name, func(t *testing.T) { appInsertsWhileChunkWaits(t, tc.same, tc.mode, tc.method) })
 	}
 }
 
-func appInsertsWhileChunkWaits(t *testing.T, same bool) {
-	e := setup(t, same, harness.GenOptions{Rows: 3000, Seed: 41, LargeStateEvery: -1})
+func appInsertsWhileChunkWaits(t *testing.T, same bool, wantMode int, method string) {
+	var dstArgs []string
+	if wantMode != 1 {
+		dstArgs = append(dstArgs, fmt.Sprintf("--innodb-autoinc-lock-mode=%d", wantMode))
+	}
+	e := setup(t, same, harness.GenOptions{Rows: 3000, Seed: 41, LargeStateEvery: -1}, dstArgs...)
 	ctx := ctxT(t, 3*time.Minute)
 	var mode int
-	if err := e.dst.QueryRow("SELECT @@innodb_autoinc_lock_mode").Scan(&mode); err != nil || mode != 1 {
-		t.Fatalf("target innodb_autoinc_lock_mode %d (%v), want MariaDB's default 1", mode, err)
+	if err := e.dst.QueryRow("SELECT @@innodb_autoinc_lock_mode").Scan(&mode); err != nil || mode != wantMode {
+		t.Fatalf("target innodb_autoinc_lock_mode %d (%v), want %d", mode, err, wantMode)
 	}
 	if _, err := e.dst.Exec("ALTER TABLE "+harness.TargetTable+" AUTO_INCREMENT = ?", e.gen.MaxID+10000); err != nil {
 		t.Fatal(err)
@@ -55,7 +65,7 @@ func appInsertsWhileChunkWaits(t *testing.T, same bool) {
 
 	// One worker: the backfill's default choice for a single worker across servers used to be LOAD DATA. The
 	// chunk deadline is out of the way: the chunk must stay parked while the app's INSERT is timed.
-	b := e.backfill(t, backfill.Config{Workers: 1, ChunkDeadline: time.Minute})
+	b := e.backfill(t, backfill.Config{Workers: 1, ChunkDeadline: time.Minute, WriteMethod: method})
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
 	harness.Eventually(t, time.Minute, "the backfill's chunk waiting for the held row lock", func() (bool, error) {

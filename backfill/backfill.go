@@ -327,16 +327,26 @@ func (b *Backfill) prepare(ctx context.Context) error {
 			// Each LOAD DATA holds CSMHE's AUTO-INC lock to its end: cut to a few milliseconds of rows, and with
 			// the chunk's target rows locked first, so that no LOAD DATA waits for a row lock meanwhile.
 			b.stmtBudget = min(b.stmtBudget, bulkStatementBytes)
-			b.preLock = "SELECT COUNT(*) FROM " + b.cfg.TargetTable.Quoted() + " WHERE " + table.QuoteIdent(table.IDColumn) +
-				" BETWEEN ? AND ? LOCK IN SHARE MODE"
+			b.preLock = preLockSQL(b.cfg.TargetTable)
 			b.log.Info("cross-server chunks are written with LOAD DATA of at most 128 KiB each, after a locking read of the chunk's target rows: with innodb_autoinc_lock_mode below 2 each LOAD DATA holds CSMHE's AUTO-INC lock while it runs",
 				"innodb_autoinc_lock_mode", b.autoIncMode)
 		}
+	}
+	if !same && b.loadSQL == "" && b.autoIncMode == 0 {
+		// Traditional: every INSERT holds CSMHE's AUTO-INC lock to its end, as LOAD DATA does below mode 2.
+		b.preLock = preLockSQL(b.cfg.TargetTable)
 	}
 	b.mu.Lock()
 	b.estRows = tableRows.Int64
 	b.mu.Unlock()
 	return nil
+}
+
+// preLockSQL locks a chunk's rows already on the target (the stream's) before any statement of the chunk that
+// holds CSMHE's AUTO-INC lock, so that no such statement waits for a row lock while the app's inserts wait for it.
+func preLockSQL(target table.Name) string {
+	return "SELECT COUNT(*) FROM " + target.Quoted() + " WHERE " + table.QuoteIdent(table.IDColumn) +
+		" BETWEEN ? AND ? LOCK IN SHARE MODE"
 }
 
 // statementBudget bounds one INSERT statement. Up to stmtsInFlight statements of a worker exist at once, so a
