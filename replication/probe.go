@@ -33,6 +33,11 @@ func (r *Replicator) purgedRemedy() string {
 // one the source never reached (another server, or a source restored from a backup).
 func (r *Replicator) checkPosition(ctx context.Context, pos *gtid.Set) error {
 	if fp, ok := pos.FilePos(); ok {
+		if r.cfg.CheckSource != nil {
+			if err := r.cfg.CheckSource(ctx); err != nil {
+				return err
+			}
+		}
 		return r.checkFilePosition(ctx, fp)
 	}
 	f := dbconn.Flavor(r.cfg.Flavor)

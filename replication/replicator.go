@@ -107,7 +107,12 @@ type Config struct {
 	// FragmentBytes: a source transaction whose row data outgrows it reaches the target in parts of about
 	// this size, inside one target transaction (default 16 MiB). It bounds memory, not atomicity.
 	FragmentBytes int
-	Hooks         Hooks
+	// CheckSource, if set, is called before every session streams from a file position (the first and each
+	// reconnection): a file position means something only on the server that wrote it, and a name behind a VIP
+	// or DNS may lead to another one after a failover. It returns an error wrapping ErrDiverged when the source
+	// is not the server the checkpoint's position belongs to.
+	CheckSource func(ctx context.Context) error
+	Hooks       Hooks
 }
 
 // Replicator streams the source's binlog and applies the source table's changes to the target.

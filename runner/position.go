@@ -146,6 +146,21 @@ func checkIdentity(log *slog.Logger, st *checkpoint.State, si dbconn.ServerInfo,
 	return nil
 }
 
+// checkSourceAgain is checkIdentity before a stream session that follows a file position, the first and
+// each reconnection: a name behind a VIP or DNS that fails over to another server mid-run must stop the stream,
+// as it stops a restart, not stream from the same file name and offset in another server's binlog.
+func checkSourceAgain(ctx context.Context, db *sql.DB, st *checkpoint.State, mode string) error {
+	si, err := dbconn.Inspect(ctx, db)
+	if err != nil {
+		return err
+	}
+	if now := identity(mode, si); st.SourceServer != now {
+		return fmt.Errorf("%w: the checkpoint's binlog position belongs to the source %s, and the source now answering is %s (a failover behind the source's address?): file positions do not carry over between servers; point --source-dsn at the first server, or start over (with GTIDs on the source, a copy survives failovers)",
+			replication.ErrDiverged, st.SourceServer, now)
+	}
+	return nil
+}
+
 // checkFileResumable is checkResumable for a file position: the file is still on the source and the offset
 // lies within it.
 func checkFileResumable(ctx context.Context, db *sql.DB, pos *gtid.Set) error {
