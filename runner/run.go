@@ -234,13 +234,33 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	}
 	defer k.Close()
 	// The replica is opened with the source and the target: a refused login fails the command before the
-	// migration lock or the checkpoint is touched.
+	// migration lock or the checkpoint is touched. A replica the daemon cannot reach (being rebuilt, a network
+	// fault) does not keep the stream from starting: the throttle opens it when it next asks for its lag, and
+	// until then the backfill retries, holding no rows, as it rides out a source or target outage.
 	var replica *sql.DB
+	var openReplica func(context.Context) (*sql.DB, error)
 	if r.Backfill.Replica.DSN != "" {
-		if replica, _, err = dbconn.Open(ctx, r.Backfill.Replica, dbconn.Options{DialTimeout: r.ConnectTimeout, MaxOpenConns: 2, Log: log}); err != nil {
+		var lazy *sql.DB
+		open := func(ctx context.Context) (*sql.DB, error) {
+			db, _, err := dbconn.Open(ctx, r.Backfill.Replica, dbconn.Options{DialTimeout: r.ConnectTimeout, MaxOpenConns: 2, Log: log})
+			lazy = db
+			return db, err
+		}
+		switch replica, err = open(ctx); {
+		case err == nil:
+			defer replica.Close()
+		case !r.BackfillOnly && dbconn.IsTransient(err):
+			log.Warn("the replica cannot be reached: the stream starts, and the backfill retries until the replica answers",
+				"err", err)
+			replica, openReplica = nil, open
+			defer func() {
+				if lazy != nil {
+					lazy.Close()
+				}
+			}()
+		default:
 			return ExitError, err
 		}
-		defer replica.Close()
 	}
 	sameServer, err := r.sameServer(ctx, k)
 	if err != nil {
@@ -270,9 +290,9 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	if latencyRise > 0 && !logLatency(ctx, log, p.store, latencyRise) {
 		latencyRise = 0
 	}
-	if r.Backfill.MaxThreadsRunning > 0 || r.Backfill.CriticalThreadsRunning > 0 || replica != nil || r.Backfill.MaxRedoFill > 0 || latencyRise > 0 {
+	if r.Backfill.MaxThreadsRunning > 0 || r.Backfill.CriticalThreadsRunning > 0 || replica != nil || openReplica != nil || r.Backfill.MaxRedoFill > 0 || latencyRise > 0 {
 		t, err := throttle.New(k.src, replica, throttle.Config{MaxThreadsRunning: r.Backfill.MaxThreadsRunning,
-			CriticalThreadsRunning: r.Backfill.CriticalThreadsRunning, MaxReplicaLag: r.Backfill.MaxReplicaLag,
+			CriticalThreadsRunning: r.Backfill.CriticalThreadsRunning, MaxReplicaLag: r.Backfill.MaxReplicaLag, OpenReplica: openReplica,
 			Target: k.dst, MaxRedoFill: r.Backfill.MaxRedoFill, OnRedo: func(x throttle.Redo) { m.TargetRedoFill.Set(x.Fill()) },
 			OnTrickle: m.RedoTrickled.Inc,
 			Probe:     p.store.Probe, MaxLatencyRise: latencyRise, OnLatency: latencyReport(log, m)})

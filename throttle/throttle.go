@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -35,7 +36,11 @@ type Config struct {
 	MaxThreadsRunning      int64         // wait while the source's Threads_running is above
 	CriticalThreadsRunning int64         // fail with ErrCriticalLoad when it is above
 	MaxReplicaLag          time.Duration // wait while the replica lags more (default 10s when a replica is given)
-	Interval               time.Duration // poll interval while throttled; default 1s
+	// OpenReplica, with no replica given to New, opens the replica when it is first asked for its lag, and again
+	// at each later check until it succeeds (the daemon started while the replica could not be reached): each
+	// failure is an ErrReplica.
+	OpenReplica func(context.Context) (*sql.DB, error)
+	Interval    time.Duration // poll interval while throttled; default 1s
 	// Target is the server the copy writes to; with MaxRedoFill > 0 chunk starts trickle, one every redoTrickle
 	// for all callers, while its redo log is fuller than that fraction of InnoDB's limit (Redo), polled as often
 	// as a reading serves (redoFresh, 20 ms: the log fills in seconds).
@@ -52,10 +57,12 @@ type Config struct {
 
 // Throttler implements backfill.Throttler. Wait may be called from several goroutines at once.
 type Throttler struct {
-	src, replica *sql.DB
-	cfg          Config
-	redo         *redoWatch    // nil: not watched
-	latency      *latencyGuard // nil: not watched
+	src     *sql.DB
+	mu      sync.Mutex
+	replica *sql.DB // nil until OpenReplica succeeds, when it is set
+	cfg     Config
+	redo    *redoWatch    // nil: not watched
+	latency *latencyGuard // nil: not watched
 }
 
 // New validates the limits. replica may be nil.
@@ -79,7 +86,10 @@ func New(src, replica *sql.DB, cfg Config) (*Throttler, error) {
 	case cfg.CriticalThreadsRunning > 0 && cfg.MaxThreadsRunning > cfg.CriticalThreadsRunning:
 		return nil, fmt.Errorf("%w: max threads running %d is above the critical %d", ErrConfig, cfg.MaxThreadsRunning, cfg.CriticalThreadsRunning)
 	}
-	if replica != nil && cfg.MaxReplicaLag <= 0 {
+	if replica != nil && cfg.OpenReplica != nil {
+		return nil, fmt.Errorf("%w: a replica and a way to open one are both given", ErrConfig)
+	}
+	if (replica != nil || cfg.OpenReplica != nil) && cfg.MaxReplicaLag <= 0 {
 		cfg.MaxReplicaLag = 10 * time.Second
 	}
 	t := &Throttler{src: src, replica: replica, cfg: cfg}
@@ -155,8 +165,12 @@ func (t *Throttler) busy(ctx context.Context) (time.Duration, error) {
 			return t.cfg.Interval, nil
 		}
 	}
-	if t.replica != nil {
-		lag, err := ReplicaLag(ctx, t.replica)
+	replica, err := t.replicaDB(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrReplica, err)
+	}
+	if replica != nil {
+		lag, err := ReplicaLag(ctx, replica)
 		if err != nil {
 			return 0, fmt.Errorf("%w: %w", ErrReplica, err)
 		}
@@ -173,6 +187,20 @@ func (t *Throttler) busy(ctx context.Context) (time.Duration, error) {
 		}
 	}
 	return 0, nil
+}
+
+// replicaDB is the replica to ask, opened now if it was not yet (Config.OpenReplica); nil: none.
+func (t *Throttler) replicaDB(ctx context.Context) (*sql.DB, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.replica == nil && t.cfg.OpenReplica != nil {
+		db, err := t.cfg.OpenReplica(ctx)
+		if err != nil {
+			return nil, err
+		}
+		t.replica = db
+	}
+	return t.replica, nil
 }
 
 // ReplicaLag reads Seconds_Behind_Master (Seconds_Behind_Source on MySQL 8.0.22+); -1 when replication is

@@ -152,6 +152,30 @@ func TestReplicaLag(t *testing.T) {
 	if waited, err := thr.Wait(context.Background()); err != nil || waited > time.Second {
 		t.Fatalf("replica in sync: waited %s, %v", waited, err)
 	}
+	// A replica the daemon could not reach at its start is opened at a later check: each failure to open it
+	// is a replica error, and once it opens its lag is read as any replica's.
+	opens := 0
+	lazy, err := throttle.New(pdb, nil, throttle.Config{MaxReplicaLag: 5 * time.Second, Interval: 50 * time.Millisecond,
+		OpenReplica: func(context.Context) (*sql.DB, error) {
+			if opens++; opens == 1 {
+				return nil, errors.New("dial tcp 10.0.0.9:3306: connect: connection refused")
+			}
+			return rdb, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lazy.Wait(context.Background()); !errors.Is(err, throttle.ErrReplica) {
+		t.Fatalf("Wait with the replica unreachable returned %v, want a replica error", err)
+	}
+	for range 2 {
+		if waited, err := lazy.Wait(context.Background()); err != nil || waited > time.Second {
+			t.Fatalf("replica reached and in sync: waited %s, %v", waited, err)
+		}
+	}
+	if opens != 2 {
+		t.Fatalf("the replica was opened %d times, want twice (a failure, then once for good)", opens)
+	}
 	// A stopped SQL thread has no lag figure: the throttle holds the copy rather than guess.
 	if _, err := root.Exec("STOP SLAVE SQL_THREAD"); err != nil {
 		t.Fatal(err)

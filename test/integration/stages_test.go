@@ -352,3 +352,49 @@ func hasLineAll(out, prefix string, subs ...string) bool {
 	}
 	return false
 }
+
+// A daemon whose --replica-dsn cannot be reached at its start (the replica being rebuilt, a network fault)
+// starts all the same: the stream applies the source's changes, while the backfill retries, holding no rows,
+// until the replica answers (as it rides out a source or target outage). Before, `run` exited 2 at every
+// start, and nothing applied the source's changes while its binlog retention ran out.
+func TestRunStartsWithTheReplicaUnreachable(t *testing.T) {
+	p := newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 1_000_000})
+	src, dst, gen := p.seed(t, harness.GenOptions{Rows: 500, Seed: 63})
+	addr := freeAddr(t)
+	nobody := freeAddr(t) // nothing listens there: the connection is refused
+	d := startRun(t, p, "--metrics-addr", addr, "--replica-dsn", "csmh_replica@tcp("+nobody+")/", "--connect-timeout", "2s")
+	harness.Eventually(t, time.Minute, "the backfill retrying on the unreachable replica", func() (bool, error) {
+		select {
+		case err := <-d.done:
+			d.done <- err
+			t.Fatalf("run exited: %v", err)
+		default:
+		}
+		out := d.out.String()
+		return strings.Contains(out, "the replica cannot be reached") && strings.Contains(out, "cannot read the --replica-dsn server's lag"), nil
+	})
+	code, body, err := get("http://" + addr + "/readyz")
+	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "backfill not done") {
+		t.Fatalf("/readyz %d %q (%v), want 503: backfill not done", code, body, err)
+	}
+	if _, err := src.Exec(`INSERT INTO `+harness.SourceTable+` (id, created, state, student_module_id) VALUES (?, UTC_TIMESTAMP(6), '{}', 9)`, gen.MaxID+1); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, time.Minute, "a new source row streamed to the target", func() (bool, error) {
+		var n int
+		err := dst.QueryRow(`SELECT COUNT(*) FROM `+harness.TargetTable+` WHERE id = ?`, gen.MaxID+1).Scan(&n)
+		return n == 1, err
+	})
+	var copied int
+	if err := dst.QueryRow(`SELECT COUNT(*) FROM `+harness.TargetTable+` WHERE id <= ?`, gen.MaxID).Scan(&copied); err != nil || copied != 0 {
+		t.Fatalf("%d rows of the range copied (%v) while the replica could not be read", copied, err)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = <-d.done
+	d.done <- err
+	if err != nil {
+		t.Fatalf("run after SIGTERM: %v", err)
+	}
+}
