@@ -103,8 +103,10 @@ func DefaultChunkDeadline(chunkTime time.Duration) time.Duration {
 	return max(4*chunkTime, 2*time.Second)
 }
 
+// DefaultWorkers is the number of workers of a Config with Workers 0.
+const DefaultWorkers = 2
+
 const (
-	defaultWorkers = 2
 	maxSameWorkers = 4
 	minChunkBytes  = 64 << 10
 	// sameServerChunkBytes is the least byte budget of a same-server chunk; larger chunks measured faster there
@@ -243,7 +245,7 @@ func (b *Backfill) SameServer() bool { return b.sameServer.Load() }
 func (b *Backfill) workers() int {
 	w := b.cfg.Workers
 	if w == 0 {
-		w = defaultWorkers
+		w = DefaultWorkers
 	}
 	if b.sameServer.Load() {
 		return min(w, maxSameWorkers)

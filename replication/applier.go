@@ -86,6 +86,7 @@ func (b *batch) deadline(delay time.Duration) time.Time {
 }
 
 func (b *batch) reset() {
+	clear(b.txs) // the applied transactions' rows go with them, not when a later batch overwrites their slots
 	b.txs, b.rows, b.bytes, b.count, b.markers = b.txs[:0], 0, 0, 0, 0
 }
 

@@ -283,3 +283,21 @@ func TestMySQL8CommitTimestamp(t *testing.T) {
 		t.Fatalf("lag %s, want the time since the exact commit, %s", lag, max)
 	}
 }
+
+// A batch that was applied lets go of its transactions: their decoded rows (up to the batch's byte budget) are
+// not kept alive by the slots a later, smaller batch does not overwrite.
+func TestBatchResetReleasesTransactions(t *testing.T) {
+	b := &batch{}
+	for range 3 {
+		b.txs = append(b.txs, &txn{gtid: "0-1-1"})
+	}
+	b.reset()
+	if len(b.txs) != 0 {
+		t.Fatalf("%d transactions after reset", len(b.txs))
+	}
+	for i, tx := range b.txs[:cap(b.txs)] {
+		if tx != nil {
+			t.Fatalf("slot %d still holds a transaction after reset", i)
+		}
+	}
+}

@@ -227,7 +227,10 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 	}()
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
-	workers := max(r.Backfill.Workers, 1)
+	workers := r.Backfill.Workers
+	if workers == 0 {
+		workers = backfill.DefaultWorkers
+	}
 	k, err := r.open(ctx, log, 2*workers+5+max(r.Stream.ApplyLanes, 1))
 	if err != nil {
 		return ExitError, err
