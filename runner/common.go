@@ -66,6 +66,9 @@ func (c *Common) validate(needSource bool) error {
 	if !needSource && c.Source.DSN == "" && c.Source.PasswordFile != "" {
 		return fmt.Errorf("%w: --source-password-file without --source-dsn: give both, or neither", ErrUsage)
 	}
+	if t := c.Source.TLS; !needSource && c.Source.DSN == "" && (t.Mode != "" || t.CA != "" || t.Cert != "" || t.Key != "" || t.ServerPublicKey != "") {
+		return fmt.Errorf("%w: --source-tls, --source-tls-ca, --source-tls-cert, --source-tls-key or --source-server-public-key without --source-dsn: give the source's DSN (CSMH_SOURCE_DSN), or drop them", ErrUsage)
+	}
 	if err := positive(flagDuration{"--connect-timeout", c.ConnectTimeout}); err != nil {
 		return err
 	}
