@@ -310,7 +310,8 @@ func (c *Checker) checkSourceGrants(ctx context.Context, r *Report, db *sql.DB, 
 		return
 	}
 	s := c.setup(si.Version, dbconn.Version{})
-	s.FilePositions = si.Version.Flavor == dbconn.MySQL && si.GTIDMode != "ON" // what --position auto picks
+	// What the stream will follow: --position file, or what auto picks on a MySQL source without GTIDs.
+	s.FilePositions = c.cfg.Position == "file" || c.cfg.Position != "gtid" && si.Version.Flavor == dbconn.MySQL && si.GTIDMode != "ON"
 	g.report(r, "source", account, SourceGrants(s), "source user may read the binlog and the source table")
 	c.warnWideRead(r, g, account)
 }

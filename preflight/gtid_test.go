@@ -13,17 +13,24 @@ import (
 // fails, naming the statement and the my.cnf line that turn it on.
 func TestGTIDFinding(t *testing.T) {
 	for _, c := range []struct {
-		si   dbconn.ServerInfo
-		lvl  Level
-		want string
+		si       dbconn.ServerInfo
+		position string
+		lvl      Level
+		want     string
 	}{
-		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MySQL, Major: 8, Minor: 4}, GTIDMode: "OFF"}, OK, "gtid_mode is OFF: the stream follows binlog file and offset"},
-		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MySQL, Major: 5, Minor: 7}, GTIDMode: "OFF_PERMISSIVE"}, OK, "gtid_mode is OFF_PERMISSIVE"},
-		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MySQL, Major: 8, Minor: 0}, GTIDMode: "ON"}, OK, "GTIDs available"},
-		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MariaDB, Major: 10, Minor: 11}, GTIDMode: "ON", GTIDStrictMode: true}, OK, "GTIDs available (gtid_strict_mode=ON)"},
-		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MariaDB, Major: 10, Minor: 11}, GTIDMode: "ON"}, Fail, "SET GLOBAL gtid_strict_mode=1 on the source and add gtid_strict_mode=1 to the [mariadb] section of its my.cnf"},
+		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MySQL, Major: 8, Minor: 4}, GTIDMode: "OFF"}, "", OK, "gtid_mode is OFF: the stream follows binlog file and offset"},
+		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MySQL, Major: 5, Minor: 7}, GTIDMode: "OFF_PERMISSIVE"}, "auto", OK, "gtid_mode is OFF_PERMISSIVE"},
+		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MySQL, Major: 8, Minor: 0}, GTIDMode: "ON"}, "", OK, "GTIDs available"},
+		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MariaDB, Major: 10, Minor: 11}, GTIDMode: "ON", GTIDStrictMode: true}, "", OK, "GTIDs available (gtid_strict_mode=ON)"},
+		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MariaDB, Major: 10, Minor: 11}, GTIDMode: "ON"}, "", Fail, "SET GLOBAL gtid_strict_mode=1 on the source and add gtid_strict_mode=1 to the [mariadb] section of its my.cnf"},
+		// --position file: what the source's GTIDs are does not matter, and the loose MariaDB GTIDs the failure
+		// above sends the operator away from are no failure there.
+		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MariaDB, Major: 10, Minor: 11}, GTIDMode: "ON"}, "file", OK, "--position file: the stream follows binlog file and offset"},
+		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MySQL, Major: 8, Minor: 4}, GTIDMode: "ON"}, "file", OK, "--position file"},
+		// --position gtid on a MySQL source without GTIDs: run would refuse it.
+		{dbconn.ServerInfo{Version: dbconn.Version{Flavor: dbconn.MySQL, Major: 8, Minor: 4}, GTIDMode: "OFF"}, "gtid", Fail, "--position gtid, and gtid_mode is OFF on the source"},
 	} {
-		lvl, got := gtidFinding(c.si)
+		lvl, got := gtidFinding(c.si, c.position)
 		if lvl != c.lvl || !strings.Contains(got, c.want) || strings.Contains(got, "\n") {
 			t.Errorf("%s gtid_mode=%s strict=%v: %s %q, want %s %q", c.si.Version, c.si.GTIDMode, c.si.GTIDStrictMode, lvl, got, c.lvl, c.want)
 		}

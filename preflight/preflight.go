@@ -23,10 +23,13 @@ import (
 type Config struct {
 	Source, Target           dbconn.Endpoint
 	SourceTable, TargetTable table.Name
-	OwnTables                []string      // csmh-sync's own tables in the target table's schema (checkpoint, verify ledger)
-	ProbeTable               string        // the latency guard's table there, an optional grant
-	ServerID                 uint32        // the binlog client id csmh-sync will use
-	Timeout                  time.Duration // per connection attempt; default 5s
+	OwnTables                []string // csmh-sync's own tables in the target table's schema (checkpoint, verify ledger)
+	ProbeTable               string   // the latency guard's table there, an optional grant
+	ServerID                 uint32   // the binlog client id csmh-sync will use
+	// Position is how the stream will follow the source, as run's --position: "auto" (or ""), "gtid" or
+	// "file". The GTID findings and the source's grants are those of that mode.
+	Position string
+	Timeout  time.Duration // per connection attempt; default 5s
 }
 
 // Level of a finding.
@@ -200,9 +203,9 @@ func (c *Checker) checkSourceServer(ctx context.Context, r *Report, db *sql.DB) 
 	if err := dbconn.CheckBinlogCompression(ctx, db); errors.Is(err, dbconn.ErrBinlogCompression) {
 		r.add(Fail, "binlog", "%v", err)
 	}
-	lvl, msg := gtidFinding(si)
+	lvl, msg := gtidFinding(si, c.cfg.Position)
 	r.add(lvl, "gtid", "%s", msg)
-	if si.Version.Flavor == dbconn.MySQL && si.GTIDMode == "ON" {
+	if si.Version.Flavor == dbconn.MySQL && si.GTIDMode == "ON" && c.cfg.Position != "file" {
 		if exec, err := dbconn.ExecutedGTID(ctx, db, si.Version.Flavor); err == nil {
 			if f := taggedFinding(exec); f != "" {
 				r.add(Fail, "gtid", "%s", f)
@@ -364,7 +367,16 @@ func taggedFinding(executed string) string {
 // gtidFinding says how the stream will follow the source. Without GTIDs (MySQL's default gtid_mode=OFF) it
 // follows binlog file and offset, which is no failure; the operator learns what that mode does not survive. A
 // MariaDB source without gtid_strict_mode fails (GTIDStrictModeOff).
-func gtidFinding(si dbconn.ServerInfo) (Level, string) {
+//
+// position is --position: with "file" every source is followed by file and offset, and what GTIDs it has does
+// not matter; with "gtid" a MySQL source without them fails.
+func gtidFinding(si dbconn.ServerInfo, position string) (Level, string) {
+	if position == "file" {
+		return OK, "--position file: the stream follows binlog file and offset; such a copy does not survive a failover to another server (GTIDs do: --position auto)"
+	}
+	if position == "gtid" && si.Version.Flavor == dbconn.MySQL && si.GTIDMode != "ON" {
+		return Fail, fmt.Sprintf("--position gtid, and gtid_mode is %s on the source: turn GTIDs on (gtid_mode=ON, enforce_gtid_consistency=ON), or follow binlog file and offset (--position auto or file)", si.GTIDMode)
+	}
 	if si.Version.Flavor == dbconn.MySQL && si.GTIDMode != "ON" {
 		return OK, fmt.Sprintf("gtid_mode is %s: the stream follows binlog file and offset (--position auto); such a copy does not survive a failover to another server: turn GTIDs on (gtid_mode=ON, enforce_gtid_consistency=ON) for that", si.GTIDMode)
 	}

@@ -29,7 +29,8 @@ func (p *Preflight) Validate() error { return p.Common.Validate() }
 // Run prints one line per check and returns the exit code: 0 when nothing failed, 2 otherwise.
 func (p *Preflight) Run(ctx context.Context) (int, error) {
 	ck, err := preflight.New(p.Log, preflight.Config{Source: p.Source, Target: p.Target, SourceTable: p.SourceTable,
-		TargetTable: p.TargetTable, OwnTables: OwnTables(), ProbeTable: checkpoint.ProbeTable, ServerID: p.ServerID, Timeout: p.ConnectTimeout})
+		TargetTable: p.TargetTable, OwnTables: OwnTables(), ProbeTable: checkpoint.ProbeTable, ServerID: p.ServerID, Timeout: p.ConnectTimeout,
+		Position: p.Position})
 	if err != nil {
 		return ExitError, err
 	}

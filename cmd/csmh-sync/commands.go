@@ -26,6 +26,7 @@ func buildPreflight(fs *pflag.FlagSet, lf *logFlags, env *environ) command {
 	p := &runner.Preflight{}
 	commonFlags(fs, &p.Common, lf)
 	fs.BoolVar(&p.JSON, "json", false, "print the findings as JSON")
+	fs.StringVar(&p.Position, "position", runner.PositionAuto, "how run will follow the source's binlog (its --position): auto, gtid or file; the GTID findings and grants are that mode's")
 	return withLog{p, func() { p.Out, p.Log = env.stdout, env.log }}
 }
 

@@ -8,8 +8,9 @@ import (
 )
 
 // A MariaDB source with gtid_strict_mode OFF (MariaDB's default) fails preflight, naming SET GLOBAL and the
-// my.cnf line; run refuses it before writing a checkpoint; file/position mode, which compares no GTIDs,
-// copies from it; with strict mode turned on preflight passes the check.
+// my.cnf line, and passes it as --position file, the mode that failure offers; run refuses it before writing a
+// checkpoint; file/position mode, which compares no GTIDs, copies from it; with strict mode turned on preflight
+// passes the check.
 func TestMariaDBWithoutGTIDStrictMode(t *testing.T) {
 	p := newPair(t, harness.Options{ExtraArgs: []string{"--gtid-strict-mode=0"}}, harness.SchemaOptions{TargetAutoIncrement: 1_000_000})
 	src, dst, _ := p.seed(t, harness.GenOptions{Rows: 300, Seed: 72})
@@ -21,6 +22,11 @@ func TestMariaDBWithoutGTIDStrictMode(t *testing.T) {
 	r := csmh(t, time.Minute, nil, append([]string{"preflight"}, p.args()...)...)
 	if r.code != 2 || !hasLineAll(r.stdout, "FAIL", "gtid", "gtid_strict_mode is OFF on the source", fix, "--position file") {
 		t.Fatalf("preflight: exit %d, want 2 with a gtid FAIL naming the fix:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// The mode that failure offers passes preflight: checked as run will follow the source.
+	r = csmh(t, time.Minute, nil, append([]string{"preflight", "--position", "file"}, p.args()...)...)
+	if r.code != 0 || !hasLineAll(r.stdout, "ok", "gtid", "--position file: the stream follows binlog file and offset") || hasLine(r.stdout, "FAIL", "") {
+		t.Fatalf("preflight --position file: exit %d, want 0 with the gtid check passed:\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	r = csmh(t, time.Minute, nil, append([]string{"run"}, p.args()...)...)
 	if r.code != 2 || !hasLineAll(r.stderr, "csmh-sync run: ", "gtid_strict_mode is OFF", fix) {
