@@ -215,11 +215,11 @@ func (b *Backfill) limit(ctx context.Context, rows int64) error {
 // waiting for the old limit goes on at the new one. The change lasts until the process ends: a restart takes
 // the flag again.
 func (b *Backfill) SetRate(rowsPerSecond float64) {
-	b.mu.Lock() // two changes at once leave the gauge at the limit in force
+	b.mu.Lock() // two changes at once leave the gauge, and the last log line, at the limit in force
 	old := b.limiter.setRate(rowsPerSecond)
 	b.m.RateLimit.Set(rowsPerSecond)
-	b.mu.Unlock()
 	b.log.Info("backfill rate limit changed", "from_rows_per_second", old, "to_rows_per_second", rowsPerSecond)
+	b.mu.Unlock()
 }
 
 // Pause stops the workers before their next chunk until Resume; chunks in flight finish and commit.
@@ -227,8 +227,8 @@ func (b *Backfill) Pause() {
 	b.mu.Lock() // a Pause and a Resume at once leave the gauge as the state they leave
 	b.paused.Store(true)
 	b.m.Paused.Set(1)
-	b.mu.Unlock()
 	b.log.Info("backfill paused")
+	b.mu.Unlock()
 }
 
 // Resume undoes Pause.

@@ -81,9 +81,9 @@ func fullAuthRefusedMsg(flag string) string {
 // keyRefusedMsg is the message of the error packet (AuthRequiresSecureConnection) a guarded connection hands
 // the client in place of an RSA public key the server sent on a connection without TLS that is not the pinned
 // one (pinned: a key was given with --*-server-public-key).
-func keyRefusedMsg(flag string, pinned bool) string {
+func keyRefusedMsg(flag, plugin string, pinned bool) string {
 	if !pinned {
-		return "the server offered an RSA public key for the password on a connection without TLS (sha256_password), " +
+		return "the server offered an RSA public key for the password on a connection without TLS (" + plugin + "), " +
 			"unverified: refused, the password was not sent (a server on the path may pose as the real one); use " +
 			flag + "-tls required or verify-identity, or give the server's public key (its public_key.pem) with " +
 			flag + "-server-public-key FILE"
@@ -183,7 +183,14 @@ func (g *clearGuard) readPacket() ([]byte, error) {
 		return pkt, nil
 	}
 	if n == 0 {
-		return pkt, nil
+		if g.opts.local {
+			return pkt, nil
+		}
+		// No server sends one during the login, and go-mysql indexes into it (after its request for the key,
+		// or as an auth result) and would panic.
+		g.refused.Store(true)
+		_ = g.Conn.Close()
+		return nil, errors.New("the server sent an empty packet during the login: refused (a server on the path may pose as the real one)")
 	}
 	switch pkt[4] {
 	case 0x00, 0xff: // OK or error: the login is over
@@ -216,7 +223,7 @@ func (g *clearGuard) readPacket() ([]byte, error) {
 	if offers, asked := g.offersKey(pkt[4:]); offers && !sameKey(pkt[5:], g.opts.pinned) {
 		g.refused.Store(true)
 		_ = g.Conn.Close()
-		msg := keyRefusedMsg(g.opts.flag, g.opts.pinned != nil)
+		msg := keyRefusedMsg(g.opts.flag, g.plugin, g.opts.pinned != nil)
 		if asked { // go-mysql would parse an error packet as the key, and dereference nil: fail the read instead
 			return nil, errors.New(msg)
 		}

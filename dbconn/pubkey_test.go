@@ -213,6 +213,12 @@ func TestDisguisedServerKeyIsRefused(t *testing.T) {
 			}
 		}
 	}
+	t.Run("caching_sha2_password, an empty packet for the key: binlog refuses without crashing", func(t *testing.T) {
+		fake := fakemysql.StartRSA(t, impostor, fakemysql.RSA{KeyPacket: func([]byte) []byte { return []byte{} }})
+		if err := binlog(fake, writeKey(t, real)); err == nil || !strings.Contains(err.Error(), "empty packet during the login") {
+			t.Errorf("login = %v, want the empty packet refused", err)
+		}
+	})
 	t.Run("sha256_password, no PEM block: binlog refuses without crashing", func(t *testing.T) {
 		fake := fakemysql.StartRSA(t, impostor, fakemysql.RSA{Plugin: "sha256_password",
 			KeyPacket: func([]byte) []byte { return []byte("\x01not a key") }})

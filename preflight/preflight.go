@@ -372,7 +372,7 @@ func taggedFinding(executed string) string {
 // not matter; with "gtid" a MySQL source without them fails.
 func gtidFinding(si dbconn.ServerInfo, position string) (Level, string) {
 	if position == "file" {
-		return OK, "--position file: the stream follows binlog file and offset; such a copy does not survive a failover to another server (GTIDs do: --position auto)"
+		return OK, "--position file: the stream follows binlog file and offset; such a copy does not survive a failover to another server (GTIDs do)"
 	}
 	if position == "gtid" && si.Version.Flavor == dbconn.MySQL && si.GTIDMode != "ON" {
 		return Fail, fmt.Sprintf("--position gtid, and gtid_mode is %s on the source: turn GTIDs on (gtid_mode=ON, enforce_gtid_consistency=ON), or follow binlog file and offset (--position auto or file)", si.GTIDMode)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/csmh-sync/csmh-sync/checkpoint"
 	"github.com/csmh-sync/csmh-sync/dbconn"
@@ -149,7 +150,15 @@ func checkIdentity(log *slog.Logger, st *checkpoint.State, si dbconn.ServerInfo,
 // checkSourceAgain is checkIdentity before a stream session that follows a file position, the first and
 // each reconnection: a name behind a VIP or DNS that fails over to another server mid-run must stop the stream,
 // as it stops a restart, not stream from the same file name and offset in another server's binlog.
-func checkSourceAgain(ctx context.Context, db *sql.DB, st *checkpoint.State, mode string) error {
+//
+// It asks through a connection of its own, made now, as the binlog connection is: the pool's connections may
+// still lead to the old server after a DNS name has moved on.
+func checkSourceAgain(ctx context.Context, e dbconn.Endpoint, timeout time.Duration, st *checkpoint.State, mode string) error {
+	db, _, err := dbconn.Open(ctx, e, dbconn.Options{DialTimeout: timeout, MaxOpenConns: 1})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
 	si, err := dbconn.Inspect(ctx, db)
 	if err != nil {
 		return err

@@ -331,7 +331,9 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		rep, err = replication.New(k.src, k.dst, p.store, m, log, replication.Config{Source: k.srcCfg, ServerID: r.ServerID,
 			Flavor: p.flavor, SourceTable: r.SourceTable, TargetTable: r.TargetTable, FoldNames: p.info.FoldsNames(), BatchRows: r.Stream.BatchRows, ApplyLanes: r.Stream.ApplyLanes,
 			BatchDelay: r.Stream.BatchDelay, Heartbeat: r.Stream.Heartbeat, IDBoundary: p.state.IDBoundary, AcceptDDL: r.Stream.AcceptDDL, LastEventAt: p.state.LastEventAt, Touched: touched, Hooks: r.StreamHooks,
-			CheckSource: func(ctx context.Context) error { return checkSourceAgain(ctx, k.src, p.state, p.mode) }})
+			CheckSource: func(ctx context.Context) error {
+				return checkSourceAgain(ctx, r.Source, r.ConnectTimeout, p.state, p.mode)
+			}})
 		if err != nil {
 			return ExitError, err
 		}

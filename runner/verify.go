@@ -27,6 +27,7 @@ type Verify struct {
 	Workers        int
 	Incremental    bool
 	Repair         bool
+	RepairDeadline time.Duration
 	CatchUpTimeout time.Duration
 	JSON           bool
 	Out            io.Writer
@@ -54,7 +55,7 @@ func (v *Verify) Validate() error {
 	if err := checkWorkers(v.Workers); err != nil {
 		return err
 	}
-	return positive(flagDuration{"--catch-up-timeout", v.CatchUpTimeout})
+	return positive(flagDuration{"--catch-up-timeout", v.CatchUpTimeout}, flagDuration{"--repair-deadline", v.RepairDeadline})
 }
 
 // checkWorkers checks verify's and cutover's --workers.
@@ -75,7 +76,8 @@ func (v *Verify) Run(ctx context.Context) (int, error) {
 	defer k.Close()
 	mode, _ := verify.ParseMode(v.Mode)
 	cfg := verify.Config{SourceTable: v.SourceTable, TargetTable: v.TargetTable, Mode: mode, StartID: v.StartID,
-		EndID: v.EndID, ChunkRows: v.ChunkRows, Workers: v.Workers, Incremental: v.Incremental, Repair: v.Repair}
+		EndID: v.EndID, ChunkRows: v.ChunkRows, Workers: v.Workers, Incremental: v.Incremental, Repair: v.Repair,
+		RepairDeadline: v.RepairDeadline}
 	store := checkpoint.New(k.dst, v.TargetTable.Schema)
 	st, err := store.Load(ctx)
 	switch {

@@ -60,6 +60,10 @@ type Throttler struct {
 	src     *sql.DB
 	mu      sync.Mutex
 	replica *sql.DB // nil until OpenReplica succeeds, when it is set
+	// openErr and openAt are OpenReplica's last failure: the workers that ask within Interval of it share it
+	// rather than each waiting for a dial of its own.
+	openErr error
+	openAt  time.Time
 	cfg     Config
 	redo    *redoWatch    // nil: not watched
 	latency *latencyGuard // nil: not watched
@@ -194,8 +198,12 @@ func (t *Throttler) replicaDB(ctx context.Context) (*sql.DB, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.replica == nil && t.cfg.OpenReplica != nil {
+		if t.openErr != nil && time.Since(t.openAt) < t.cfg.Interval {
+			return nil, t.openErr
+		}
 		db, err := t.cfg.OpenReplica(ctx)
 		if err != nil {
+			t.openErr, t.openAt = err, time.Now()
 			return nil, err
 		}
 		t.replica = db

@@ -75,7 +75,7 @@ func (r *run) repairSpan(ctx context.Context, ids []uint64) error {
 			return r.repairSpan(ctx, ids[h:])
 		}
 		if attempt >= repairDeadlines {
-			return fmt.Errorf("id %d: the target did not finish the repair of one row within %s, %d times in a row: %w",
+			return fmt.Errorf("id %d: the target did not finish the repair of one row within %s, %d times in a row (a slow or held-up target; raise --repair-deadline for a row too large to cross in time): %w",
 				ids[0], r.v.cfg.RepairDeadline, attempt, err)
 		}
 		r.v.log.Warn("repair reached its deadline: its source row is released and it is tried again",

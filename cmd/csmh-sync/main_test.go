@@ -163,6 +163,7 @@ func TestBadFlagsExitBeforeConnecting(t *testing.T) {
 		{args: []string{"verify", "--chunk-rows", "0"}, want: "--chunk-rows"},
 		{args: []string{"verify", "--workers", "0"}, want: "--workers"},
 		{args: []string{"verify", "--catch-up-timeout", "0s"}, want: "--catch-up-timeout"},
+		{args: []string{"verify", "--repair-deadline", "0s"}, want: "--repair-deadline"},
 		{args: []string{"verify", "--mode", "fast"}, want: "--mode"},
 		{args: []string{"verify", "--mode", "count", "--repair"}, want: "--repair"},
 		{args: []string{"verify", "--start-id", "9", "--end-id", "3"}, want: "--start-id"},

@@ -19,6 +19,7 @@ func buildVerify(fs *pflag.FlagSet, lf *logFlags, env *environ) command {
 	fs.IntVar(&v.Workers, "workers", 2, "chunks compared in parallel")
 	fs.BoolVar(&v.Incremental, "incremental", false, "re-check only chunks never verified equal or touched by replication since (ledger in the target schema)")
 	fs.BoolVar(&v.Repair, "repair", false, "re-copy differing rows from the source and verify them again")
+	fs.DurationVar(&v.RepairDeadline, "repair-deadline", verify.DefaultRepairDeadline, "the longest one repair batch holds its source rows locked (positive); a batch that reaches it is repaired in halves")
 	fs.DurationVar(&v.CatchUpTimeout, "catch-up-timeout", 5*time.Minute, "how long to wait for replication to apply what the source executed")
 	fs.BoolVar(&v.JSON, "json", false, "print the result as JSON")
 	return withLog{v, func() { v.Out, v.TTY, v.Log = env.stdout, env.tty, env.log }}

@@ -62,12 +62,15 @@ func startForwarder(t *testing.T, to string) *forwarder {
 
 func (f *forwarder) addr() string { return f.ln.Addr().String() }
 
-// moveTo leads new connections to another address and cuts the ones open.
-func (f *forwarder) moveTo(to string) {
+// moveTo leads new connections to another address and, with cut, ends the ones open (a VIP's move); without,
+// they go on to the old server (a DNS name's move, the old server still up).
+func (f *forwarder) moveTo(to string, cut bool) {
 	f.mu.Lock()
 	f.to = to
 	f.mu.Unlock()
-	f.cut()
+	if cut {
+		f.cut()
+	}
 }
 
 func (f *forwarder) cut() {
@@ -82,8 +85,19 @@ func (f *forwarder) cut() {
 // In file mode, a source address that leads to another server mid-run (a VIP or DNS name after a failover)
 // stops the stream when it reconnects, naming both servers, instead of streaming from the checkpoint's file
 // and offset in the other server's binlog, whose files have the same names. The other server's binlog is
-// longer than the checkpoint's offset, so an offset check alone would have let it through.
+// longer than the checkpoint's offset, so an offset check alone would have let it through. After a DNS move
+// the old server may still be up and the pool's connections still lead there: only the binlog connection
+// ends (killed on the old server), and the identity check must not ask through the pool.
 func TestFilePositionStreamStopsWhenTheSourceAddressMoves(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cut  bool
+	}{{"every connection cut", true}, {"the pool still on the old server", false}} {
+		t.Run(tc.name, func(t *testing.T) { sourceAddressMoves(t, tc.cut) })
+	}
+}
+
+func sourceAddressMoves(t *testing.T, cut bool) {
 	ctx := context.Background()
 	p := newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 1_000_000})
 	src, dst, _ := p.seed(t, harness.GenOptions{Rows: 500, Seed: 47})
@@ -129,7 +143,16 @@ func TestFilePositionStreamStopsWhenTheSourceAddressMoves(t *testing.T) {
 	}
 	t.Logf("checkpoint %s; the source's address now leads to the other server", pos)
 
-	fwd.moveTo(other.Addr())
+	fwd.moveTo(other.Addr(), cut)
+	if !cut {
+		var id int64
+		if err := src.QueryRow("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'").Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := src.Exec("KILL ?", id); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := pr.wait(2 * time.Minute); err == nil {
 		t.Fatalf("run went on streaming from the other server:\n%s", tailStr(pr.output(), 30))
 	}
