@@ -188,8 +188,7 @@ func (g *clearGuard) readPacket() ([]byte, error) {
 		}
 		// No server sends one during the login, and go-mysql indexes into it (after its request for the key,
 		// or as an auth result) and would panic.
-		g.refused.Store(true)
-		_ = g.Conn.Close()
+		g.refuse()
 		return nil, errors.New("the server sent an empty packet during the login: refused (a server on the path may pose as the real one)")
 	}
 	switch pkt[4] {
@@ -202,27 +201,20 @@ func (g *clearGuard) readPacket() ([]byte, error) {
 		}
 		g.plugin = string(plugin)
 		if g.plugin == "mysql_clear_password" {
-			g.refused.Store(true)
-			_ = g.Conn.Close()
+			g.refuse()
 			return errPacket(hdr[3], ClearPasswordRefused, clearPasswordRefusedMsg), nil
 		}
-	case 0x01: // more auth data: caching_sha2_password's and sha256_password's exchanges
-		if g.opts.local {
-			break
-		}
-		data := pkt[5:]
-		if g.plugin == "caching_sha2_password" && len(data) == 1 && data[0] == 0x04 && g.opts.pinned == nil { // perform_full_authentication
-			g.refused.Store(true)
-			_ = g.Conn.Close()
-			return errPacket(hdr[3], AuthRequiresSecureConnection, fullAuthRefusedMsg(g.opts.flag)), nil
-		}
 	}
-	if g.opts.local {
+	if g.opts.local { // a unix socket: caching_sha2_password sends the password as it is, and no key is asked for
 		return pkt, nil
 	}
+	// more auth data: caching_sha2_password's perform_full_authentication
+	if g.plugin == "caching_sha2_password" && n == 2 && pkt[4] == 0x01 && pkt[5] == 0x04 && g.opts.pinned == nil {
+		g.refuse()
+		return errPacket(hdr[3], AuthRequiresSecureConnection, fullAuthRefusedMsg(g.opts.flag)), nil
+	}
 	if offers, asked := g.offersKey(pkt[4:]); offers && !sameKey(pkt[5:], g.opts.pinned) {
-		g.refused.Store(true)
-		_ = g.Conn.Close()
+		g.refuse()
 		msg := keyRefusedMsg(g.opts.flag, g.plugin, g.opts.pinned != nil)
 		if asked { // go-mysql would parse an error packet as the key, and dereference nil: fail the read instead
 			return nil, errors.New(msg)
@@ -230,6 +222,12 @@ func (g *clearGuard) readPacket() ([]byte, error) {
 		return errPacket(hdr[3], AuthRequiresSecureConnection, msg), nil
 	}
 	return pkt, nil
+}
+
+// refuse ends the login: the socket is closed, and the client's next write fails.
+func (g *clearGuard) refuse() {
+	g.refused.Store(true)
+	_ = g.Conn.Close()
 }
 
 // offersKey reports whether a client could take the login packet payload p (after the greeting, without TLS)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -63,11 +64,10 @@ func (c *Common) validate(needSource bool) error {
 	if _, err := c.Target.Config(); err != nil {
 		return err
 	}
-	if !needSource && c.Source.DSN == "" && c.Source.PasswordFile != "" {
-		return fmt.Errorf("%w: --source-password-file without --source-dsn: give both, or neither", ErrUsage)
-	}
-	if t := c.Source.TLS; !needSource && c.Source.DSN == "" && (t.Mode != "" || t.CA != "" || t.Cert != "" || t.Key != "" || t.ServerPublicKey != "") {
-		return fmt.Errorf("%w: --source-tls, --source-tls-ca, --source-tls-cert, --source-tls-key or --source-server-public-key without --source-dsn: give the source's DSN (CSMH_SOURCE_DSN), or drop them", ErrUsage)
+	if !needSource {
+		if err := withoutDSN(c.Source, "source"); err != nil {
+			return err
+		}
 	}
 	if err := positive(flagDuration{"--connect-timeout", c.ConnectTimeout}); err != nil {
 		return err
@@ -76,6 +76,22 @@ func (c *Common) validate(needSource bool) error {
 		return err
 	}
 	return checkListenAddr(c.MetricsAddr)
+}
+
+// withoutDSN refuses the flags of an optional endpoint given without its --<flag>-dsn: a password file, TLS
+// settings or a server key that would otherwise be ignored in silence.
+func withoutDSN(e dbconn.Endpoint, flag string) error {
+	if e.DSN != "" {
+		return nil
+	}
+	if e.PasswordFile != "" {
+		return fmt.Errorf("%w: --%s-password-file without --%s-dsn: give both, or neither", ErrUsage, flag, flag)
+	}
+	if t := e.TLS; t.Mode != "" || t.CA != "" || t.Cert != "" || t.Key != "" || t.ServerPublicKey != "" {
+		return fmt.Errorf("%w: --%[2]s-tls, --%[2]s-tls-ca, --%[2]s-tls-cert, --%[2]s-tls-key or --%[2]s-server-public-key without --%[2]s-dsn: give the %[2]s's DSN (CSMH_%[3]s_DSN), or drop them",
+			ErrUsage, flag, strings.ToUpper(flag))
+	}
+	return nil
 }
 
 // flagDuration is a duration flag's name and value, for positive.

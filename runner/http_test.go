@@ -2,7 +2,6 @@ package runner
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/csmh-sync/csmh-sync/test/integration/harness"
 )
 
 type fakeProbe struct {
@@ -71,27 +72,14 @@ func TestRateEndpoint(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink the server's goroutines may write while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // serve starts the runner's HTTP server on addr (port 0) and returns its base URL.
-func serve(t *testing.T, addr, token string, to httpTimeouts) (string, *fakeProbe, *syncBuffer) {
+func serve(t *testing.T, addr, token string, to httpTimeouts) (string, *fakeProbe, *harness.SyncBuffer) {
 	t.Helper()
 	ln, err := listenHTTP(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &harness.SyncBuffer{}
 	p := &fakeProbe{}
 	stop := serveHTTP(context.Background(), slog.New(slog.NewTextHandler(logs, nil)), ln, token, to, prometheus.NewRegistry(), p)
 	t.Cleanup(func() {

@@ -132,10 +132,8 @@ func (r *Run) Validate() error {
 		if _, err := b.Replica.Config(); err != nil {
 			return err
 		}
-	} else if b.Replica.PasswordFile != "" {
-		return fmt.Errorf("%w: --replica-password-file without --replica-dsn: give both, or neither", ErrUsage)
-	} else if t := b.Replica.TLS; t.Mode != "" || t.CA != "" || t.Cert != "" || t.Key != "" || t.ServerPublicKey != "" {
-		return fmt.Errorf("%w: --replica-tls, --replica-tls-ca, --replica-tls-cert, --replica-tls-key or --replica-server-public-key without --replica-dsn: give the replica's DSN (CSMH_REPLICA_DSN), or drop them", ErrUsage)
+	} else if err := withoutDSN(b.Replica, "replica"); err != nil {
+		return err
 	}
 	if err := positive(flagDuration{"--chunk-time", b.ChunkTime}, flagDuration{"--max-replica-lag", b.MaxReplicaLag},
 		flagDuration{"--progress-every", b.ProgressEvery}); err != nil {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -99,6 +98,22 @@ func (e *env) nthID(t *testing.T, where string, n int) uint64 {
 		t.Fatalf("%s: %v", q, err)
 	}
 	return id
+}
+
+// acrossServers starts a source and a target server with the edX tables, the target's with dstSchema, and no
+// rows.
+func acrossServers(t *testing.T, dst harness.Options, dstSchema harness.SchemaOptions) *env {
+	t.Helper()
+	ctx := context.Background()
+	ss, ds := harness.StartT(t, harness.Options{}), harness.StartT(t, dst)
+	if err := ss.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipTarget: true}); err != nil {
+		t.Fatal(err)
+	}
+	dstSchema.SkipSource = true
+	if err := ds.LoadEdxSchemaWith(ctx, dstSchema); err != nil {
+		t.Fatal(err)
+	}
+	return &env{src: open(t, ss), dst: open(t, ds), toolSrc: openDSN(t, ss.SourceDSN()), toolDst: openDSN(t, ds.TargetDSN()), m: metrics.Discard()}
 }
 
 func sameServer(t *testing.T) *env {
@@ -421,14 +436,7 @@ func copyAcross(t *testing.T, src, dst *sql.DB) {
 // whose columns are in another order, with int ids, a datetime without fractions and a latin1 version.
 func TestVerifyAcrossServersLegacyTarget(t *testing.T) {
 	ctx := context.Background()
-	ss, ds := harness.StartT(t, harness.Options{}), harness.StartT(t, harness.Options{})
-	if err := ss.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipTarget: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := ds.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipSource: true, Legacy2016Target: true}); err != nil {
-		t.Fatal(err)
-	}
-	e := &env{src: open(t, ss), dst: open(t, ds), toolSrc: openDSN(t, ss.SourceDSN()), toolDst: openDSN(t, ds.TargetDSN()), m: metrics.Discard()}
+	e := acrossServers(t, harness.Options{}, harness.SchemaOptions{Legacy2016Target: true})
 	var err error
 	if e.gen, err = harness.GenerateCSMH(ctx, e.src, harness.SourceTable, harness.GenOptions{Rows: genRows, Seed: 11}); err != nil {
 		t.Fatal(err)
@@ -511,38 +519,13 @@ func TestChunksFollowTheDensity(t *testing.T) {
 	}
 }
 
-// lockedLog is a log the test can read while the code under test writes it.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A repair whose target write is held up (here by another session's lock on the target row; a hung target
 // does the same) releases its source rows at its deadline: the app's UPDATE of the row being repaired waits
 // for the deadline, not for the target (before, it waited for the target's lock wait timeout, 5 s, and again
 // at every retry). Once the target lets go, the repair is tried again and lands the app's new value.
 func TestRepairReleasesSourceRowsAtItsDeadline(t *testing.T) {
 	ctx := context.Background()
-	ss, ds := harness.StartT(t, harness.Options{}), harness.StartT(t, harness.Options{})
-	if err := ss.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipTarget: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := ds.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipSource: true}); err != nil {
-		t.Fatal(err)
-	}
-	e := &env{src: open(t, ss), dst: open(t, ds), toolSrc: openDSN(t, ss.SourceDSN()), toolDst: openDSN(t, ds.TargetDSN()), m: metrics.Discard()}
+	e := acrossServers(t, harness.Options{}, harness.SchemaOptions{})
 	var err error
 	if e.gen, err = harness.GenerateCSMH(ctx, e.src, harness.SourceTable, harness.GenOptions{Rows: 5000, Seed: 13}); err != nil {
 		t.Fatal(err)
@@ -562,7 +545,7 @@ func TestRepairReleasesSourceRowsAtItsDeadline(t *testing.T) {
 	}
 
 	const deadline = time.Second
-	var logged lockedLog
+	var logged harness.SyncBuffer
 	v, err := verify.New(e.toolSrc, e.toolDst, e.m, slog.New(slog.NewTextHandler(&logged, nil)), verify.Config{
 		SourceTable: srcName, TargetTable: dstName, ChunkRows: chunkRows, Repair: true, RepairDeadline: deadline})
 	if err != nil {
@@ -620,14 +603,7 @@ func TestRepairReleasesSourceRowsAtItsDeadline(t *testing.T) {
 // statements of 4 MiB, and a large row appended to others, passed the limit.
 func TestRepairFitsTheTargetsPacket(t *testing.T) {
 	ctx := context.Background()
-	ss, ds := harness.StartT(t, harness.Options{}), harness.StartT(t, harness.Options{ExtraArgs: []string{"--max-allowed-packet=1M"}})
-	if err := ss.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipTarget: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := ds.LoadEdxSchemaWith(ctx, harness.SchemaOptions{SkipSource: true}); err != nil {
-		t.Fatal(err)
-	}
-	e := &env{src: open(t, ss), dst: open(t, ds), toolSrc: openDSN(t, ss.SourceDSN()), toolDst: openDSN(t, ds.TargetDSN()), m: metrics.Discard()}
+	e := acrossServers(t, harness.Options{ExtraArgs: []string{"--max-allowed-packet=1M"}}, harness.SchemaOptions{})
 	var err error
 	if e.gen, err = harness.GenerateCSMH(ctx, e.src, harness.SourceTable, harness.GenOptions{Rows: 3000, Seed: 17, LargeStateEvery: -1}); err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -258,14 +257,14 @@ func copiedRows(dst *sql.DB) (int64, error) {
 // proc is a csmh-sync process whose output can be read while it runs.
 type proc struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *harness.SyncBuffer
 	done chan struct{}
 	err  error // set before done is closed
 }
 
 func startProc(t *testing.T, args ...string) *proc {
 	t.Helper()
-	pr := &proc{cmd: exec.Command(binPath, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	pr := &proc{cmd: exec.Command(binPath, args...), out: &harness.SyncBuffer{}, done: make(chan struct{})}
 	pr.cmd.Stdout, pr.cmd.Stderr, pr.cmd.Env = pr.out, pr.out, os.Environ()
 	if err := pr.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -300,21 +299,4 @@ func (p *proc) wait(within time.Duration) error {
 	case <-time.After(within):
 		return errors.New("did not exit within " + within.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -21,7 +21,7 @@ import (
 // daemon is a running `csmh-sync run`.
 type daemon struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer // read while the process writes it
+	out  *harness.SyncBuffer // read while the process writes it
 	done chan error
 }
 
@@ -29,7 +29,7 @@ func startRun(t *testing.T, p *pair, extra ...string) *daemon {
 	t.Helper()
 	args := append([]string{"run"}, p.args(append([]string{"--log-format", "json", "--progress-every", "1s"}, extra...)...)...)
 	cmd := exec.Command(binPath, args...)
-	out := &syncBuffer{}
+	out := &harness.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Env = append(os.Environ(), "GOTRACEBACK=all") // every goroutine in a SIGQUIT dump
 	if err := cmd.Start(); err != nil {
