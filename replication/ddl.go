@@ -177,6 +177,7 @@ func sameName(a, b string, fold bool) bool {
 
 // ddlTouches reports whether query, run with currentSchema as the default database, is DDL that changes or
 // removes the table n (names compared as sameTable does): ALTER/DROP/TRUNCATE/RENAME/CREATE [OR REPLACE] TABLE,
+// an ALTER TABLE of another table whose clause names it (alterOthers),
 // CREATE/DROP INDEX … ON it, or
 // DROP DATABASE of its schema. Maintenance statements (OPTIMIZE, ANALYZE) and temporary tables do not count.
 func ddlTouches(query, currentSchema string, n table.Name, fold bool) bool {
@@ -191,7 +192,7 @@ func ddlTouches(query, currentSchema string, n table.Name, fold bool) bool {
 		}
 		p.accept("IF")
 		p.accept("EXISTS")
-		targets = p.names(currentSchema)
+		targets = append(p.names(currentSchema), alterOthers(p, currentSchema)...)
 	case p.accept("RENAME"):
 		if !p.accept("TABLE", "TABLES") {
 			return false
@@ -265,6 +266,38 @@ func ddlTouches(query, currentSchema string, n table.Name, fold bool) bool {
 		}
 	}
 	return false
+}
+
+// alterOthers reads the tables an ALTER TABLE's clauses name besides the altered one: the table whose rows an
+// EXCHANGE PARTITION … WITH TABLE swaps in (without a row event), the new name of a RENAME [TO|AS], and
+// MariaDB's CONVERT TABLE t TO PARTITION (the table leaves) and CONVERT PARTITION p TO TABLE t (it appears).
+func alterOthers(p *parser, currentSchema string) []table.Name {
+	var out []table.Name
+	for p.i < len(p.toks) {
+		switch {
+		case p.accept("WITH", "CONVERT"), p.peek().is("TO") && p.i+1 < len(p.toks) && p.toks[p.i+1].is("TABLE"):
+			p.accept("TO")
+			if !p.accept("TABLE") {
+				continue
+			}
+			if n, ok := p.name(currentSchema); ok {
+				out = append(out, n)
+			}
+		case p.accept("RENAME"):
+			if p.peek().is("COLUMN") || p.peek().is("INDEX") || p.peek().is("KEY") {
+				continue
+			}
+			if !p.accept("TO", "AS") && p.peek().text == "=" && !p.peek().quoted {
+				p.i++
+			}
+			if n, ok := p.name(currentSchema); ok {
+				out = append(out, n)
+			}
+		default:
+			p.i++
+		}
+	}
+	return out
 }
 
 // indexOn finishes CREATE/DROP INDEX [IF [NOT] EXISTS] name ON table.

@@ -21,6 +21,19 @@ func TestDDLTouches(t *testing.T) {
 		{"ALTER TABLE `edxapp` . `courseware_studentmodulehistory` ADD x int", "", true},
 		// Bare name, but the event's current schema is another one.
 		{"ALTER TABLE courseware_studentmodulehistory ENGINE=InnoDB", "otherdb", false},
+		// ALTER TABLE of another table whose clause swaps the source table's rows, renames to it, or moves it.
+		{"ALTER TABLE edxapp.csmh_parts EXCHANGE PARTITION p0 WITH TABLE edxapp.courseware_studentmodulehistory", "", true},
+		{"alter table csmh_parts exchange partition `p0` with table `courseware_studentmodulehistory` without validation", "edxapp", true},
+		{"ALTER TABLE csmh_parts EXCHANGE PARTITION p0 WITH TABLE csmh_other", "edxapp", false},
+		{"ALTER TABLE csmh_new RENAME TO courseware_studentmodulehistory", "edxapp", true},
+		{"ALTER TABLE csmh_new RENAME AS edxapp.courseware_studentmodulehistory", "", true},
+		{"ALTER TABLE csmh_new ADD x int, RENAME courseware_studentmodulehistory", "edxapp", true},
+		{"ALTER TABLE csmh_new RENAME COLUMN courseware_studentmodulehistory TO y", "edxapp", false},
+		{"ALTER TABLE csmh_new RENAME INDEX a TO courseware_studentmodulehistory", "edxapp", false},
+		{"ALTER TABLE csmh_parts CONVERT TABLE courseware_studentmodulehistory TO PARTITION p1 VALUES LESS THAN (9)", "edxapp", true},
+		{"ALTER TABLE csmh_parts CONVERT PARTITION p1 TO TABLE courseware_studentmodulehistory", "edxapp", true},
+		{"ALTER TABLE csmh_parts CONVERT TO CHARACTER SET utf8mb4", "edxapp", false},
+		{"ALTER TABLE csmh_parts CONVERT PARTITION p1 TO TABLE csmh_p1", "edxapp", false},
 		// RENAME, either side, lists, MariaDB's WAIT.
 		{"RENAME TABLE edxapp.courseware_studentmodulehistory TO edxapp.csmh_old", "", true},
 		{"rename table csmh_new to courseware_studentmodulehistory", "edxapp", true},

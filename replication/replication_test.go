@@ -308,6 +308,34 @@ func stopsOnSourceDDL(t *testing.T, fileMode bool) {
 	}
 }
 
+// ALTER TABLE of another table that swaps the source table's rows (EXCHANGE PARTITION … WITH TABLE) writes no
+// row event for them: the stream stops there, as for DDL of the source table itself, rather than go on with a
+// target that silently keeps the rows the source no longer holds.
+func TestStopsOnExchangePartition(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	r := f.replicator(t, nil)
+	run := start(t, r, f.start)
+	exec(t, f.srcDB, "INSERT INTO "+harness.SourceTable+" (id, created, student_module_id) VALUES (1, NOW(6), 7)")
+	f.waitCaughtUp(t, r, time.Minute)
+	exec(t, f.srcDB, "CREATE TABLE edxapp.csmh_parts LIKE "+harness.SourceTable)
+	exec(t, f.srcDB, "ALTER TABLE edxapp.csmh_parts PARTITION BY RANGE (id) (PARTITION p0 VALUES LESS THAN MAXVALUE)")
+	exec(t, f.srcDB, "INSERT INTO edxapp.csmh_parts (id, created, student_module_id) VALUES (100, NOW(6), 7)")
+	before := f.executed(t)
+	exec(t, f.srcDB, "ALTER TABLE edxapp.csmh_parts EXCHANGE PARTITION p0 WITH TABLE "+harness.SourceTable)
+	exchange := f.executed(t).String()
+	var ids string
+	if err := f.srcDB.QueryRow("SELECT GROUP_CONCAT(id) FROM " + harness.SourceTable).Scan(&ids); err != nil || ids != "100" {
+		t.Fatalf("source ids after the exchange %q (%v), want 100", ids, err)
+	}
+	err := run.wait(t, time.Minute)
+	if !isErr(err, replication.ErrDDL) || !strings.Contains(err.Error(), "EXCHANGE PARTITION") || !strings.Contains(err.Error(), "transaction "+exchange+")") {
+		t.Fatalf("Run returned %v; want ErrDDL naming the exchange and its transaction %s", err, exchange)
+	}
+	if got := checkpointGTID(t, f); got != before.String() {
+		t.Fatalf("checkpoint %s, want the transaction before the exchange, %s", got, before)
+	}
+}
+
 // A start position whose binlogs the source purged is refused with the remedy, never skipped.
 func TestRefusesPurgedBinlog(t *testing.T) {
 	t.Run("gtid", func(t *testing.T) { refusesPurgedBinlog(t, false) })
