@@ -39,6 +39,12 @@ var (
 	// ErrUnsupported: the binlog holds a change to the source table that cannot be replayed exactly
 	// (a statement-format write, an XA transaction).
 	ErrUnsupported = errors.New("unsupported change to the source table")
+	// ErrBinlogRead: the source refused to send its binlog from a position it holds (error 1236 for another
+	// reason than a purged binlog or a position it never wrote): a damaged binlog, most often.
+	ErrBinlogRead = errors.New("source cannot send its binlog")
+	// ErrIncident: the source wrote an incident event (LOST_EVENTS) into its binlog: changes it made around
+	// there may be missing from the binlog, so a stream past it may leave the target behind for good.
+	ErrIncident = errors.New("incident in the source's binlog")
 	// ErrTaggedGTID: a tagged GTID (uuid:tag:n, MySQL 8.3+) where the stream follows GTIDs; wrapped with
 	// ErrUnsupported.
 	ErrTaggedGTID = errors.New("tagged GTID")
@@ -98,6 +104,14 @@ type Config struct {
 	// (gtid.FilePos.String, "file:binlog.000003:1234"). The stream applies past it instead of stopping
 	// again, when it is the first transaction after the checkpoint. Empty in normal operation.
 	AcceptDDL string
+	// AcceptIncident names one incident event the operator has chosen to stream past, as ErrIncident names
+	// it: the binlog position it starts at (gtid.FilePos.String), in either mode. Passing it calls Unproven
+	// first. Empty in normal operation.
+	AcceptIncident string
+	// Unproven, if set, is called before the stream goes past an accepted incident: the changes the source
+	// lost from its binlog may be anywhere in the table, so the verification ledger's proofs must go and
+	// every chunk be compared again.
+	Unproven func(ctx context.Context) error
 	// LastEventAt is the checkpoint's source commit time of the last applied transaction. It seeds the binlog
 	// retention headroom after a restart, before this process has applied anything itself.
 	LastEventAt time.Time
@@ -251,7 +265,7 @@ func retryable(err error) bool {
 	if err == nil {
 		return true // the stream ended without a reason, e.g. the server closed it: reconnect
 	}
-	for _, s := range []error{ErrPurged, ErrDDL, ErrIDCollision, ErrSchema, ErrDiverged, ErrUnsupported, checkpoint.ErrNone, checkpoint.ErrMismatch} {
+	for _, s := range []error{ErrPurged, ErrDDL, ErrIDCollision, ErrSchema, ErrDiverged, ErrUnsupported, ErrBinlogRead, ErrIncident, checkpoint.ErrNone, checkpoint.ErrMismatch} {
 		if errors.Is(err, s) {
 			return false
 		}
@@ -268,18 +282,61 @@ func retryable(err error) bool {
 	return true
 }
 
-// classify maps errors of the binlog connection: 1236 (the server cannot send the binlog from the requested
-// position) becomes ErrPurged with the remediation. Everything else is returned as it is.
+// classify maps errors of the binlog connection. Error 1236 (the server cannot send the binlog from the
+// requested position) becomes, by the server's message: ErrPurged with the start-over remedy when the binlog
+// the position needs is gone; ErrDiverged when the source says the position is not in its binlog; and
+// ErrBinlogRead, with the server's words, for anything else (a damaged binlog, an event larger than its
+// max_allowed_packet): starting over is not the answer to those. Everything else is returned as it is.
 func (r *Replicator) classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var msg string
 	var ge *gomysql.MyError
-	if errors.As(err, &ge) && ge.Code == gomysql.ER_MASTER_FATAL_ERROR_READING_BINLOG {
-		return fmt.Errorf("%w: the source has purged binlogs the checkpoint needs, or cannot send them (error 1236: %s): %s",
-			ErrPurged, ge.Message, r.purgedRemedy())
+	switch {
+	case errors.As(err, &ge) && ge.Code == gomysql.ER_MASTER_FATAL_ERROR_READING_BINLOG:
+		msg = ge.Message
+	case strings.Contains(err.Error(), "ERROR 1236"):
+		msg = err.Error()
+	default:
+		return err
 	}
-	if err != nil && strings.Contains(err.Error(), "ERROR 1236") {
-		return fmt.Errorf("%w: the source has purged binlogs the checkpoint needs, or cannot send them (%v): %s", ErrPurged, err, r.purgedRemedy())
+	switch binlogRefusal(msg) {
+	case refusedPurged:
+		return fmt.Errorf("%w: the source has purged binlogs the checkpoint needs (error 1236: %s): %s", ErrPurged, msg, r.purgedRemedy())
+	case refusedDiverged:
+		return fmt.Errorf("%w: the source says the checkpoint's position is not in its binlog (error 1236: %s): is this the source the copy started from? point csmh-sync at it, or start over",
+			ErrDiverged, msg)
 	}
-	return err
+	return fmt.Errorf("%w (error 1236: %s): the checkpoint is kept; if the message names max_allowed_packet, raise the source's and restart; if mysqlbinlog cannot read that binlog either, it is damaged: start over (docs/runbook.md, \"Recover from a purged binlog\")",
+		ErrBinlogRead, msg)
+}
+
+// refusal is what a 1236's message says went wrong.
+type refusal int
+
+const (
+	refusedOther refusal = iota
+	refusedPurged
+	refusedDiverged
+)
+
+// binlogRefusal reads the server's message of error 1236, in the words MySQL 5.7–8.4 and MariaDB 10.x use
+// (both "master"/"slave" and "source"/"replica"; TestBinlogRefusalMessages holds them).
+func binlogRefusal(msg string) refusal {
+	m := strings.ToLower(msg)
+	for _, s := range []string{"purged", "could not find first log file name", "could not find gtid state requested"} {
+		if strings.Contains(m, s) {
+			return refusedPurged
+		}
+	}
+	for _, s := range []string{"which is not in the master's binlog", "which is not in the source's binlog",
+		"is missing the gtid", "has more gtids than the", "position > file size", "diverged"} {
+		if strings.Contains(m, s) {
+			return refusedDiverged
+		}
+	}
+	return refusedOther
 }
 
 // Position returns the last committed position (a copy), or nil before Run.

@@ -185,6 +185,8 @@ func (s *streamer) step(ctx context.Context, ev *replication.BinlogEvent) error 
 		if err := s.locate(ctx, ev); err != nil {
 			return err
 		}
+	} else if r, ok := ev.Event.(*replication.RotateEvent); ok {
+		s.file = string(r.NextLogName) // names an incident's place (incident)
 	}
 	if err := s.handle(ctx, ev); err != nil {
 		return err
@@ -294,6 +296,9 @@ func (s *streamer) handle(ctx context.Context, ev *replication.BinlogEvent) erro
 			}
 		}
 	default:
+		if ev.Header.EventType == replication.INCIDENT_EVENT {
+			return s.incident(ctx, ev)
+		}
 		if ev.Header.EventType == replication.XA_PREPARE_LOG_EVENT && s.cur != nil {
 			if len(s.cur.ops) > 0 || s.cur.parts > 0 {
 				return fmt.Errorf("%w: XA transaction %s changes the source table; XA transactions are not replayed: apply it by hand or start over", ErrUnsupported, s.cur.gtid)
@@ -302,6 +307,61 @@ func (s *streamer) handle(ctx context.Context, ev *replication.BinlogEvent) erro
 		}
 	}
 	return nil
+}
+
+// incident handles an incident event: the source lost changes from its binlog here (a statement whose
+// non-transactional changes outgrew the binlog cache, a binlog write that failed), and whether any were the
+// source table's cannot be told. A MySQL replica stops there (error 1590); so does the stream, after the
+// transactions before it, naming the event by the binlog position it starts at. Passed only when the
+// operator accepted that very event (Config.AcceptIncident), after the verification ledger's proofs are
+// dropped (Config.Unproven), so cutover compares every chunk again and `verify --repair` mends what was lost.
+func (s *streamer) incident(ctx context.Context, ev *replication.BinlogEvent) error {
+	h := ev.Header
+	name := "an unknown position"
+	if s.file != "" && h.LogPos >= h.EventSize {
+		name = gtid.FilePos{File: s.file, Pos: uint64(h.LogPos - h.EventSize)}.String()
+	}
+	kind, msg := incidentText(ev.RawData, h.EventSize)
+	if a := s.r.cfg.AcceptIncident; a != "" && a == name {
+		if s.r.cfg.Unproven != nil {
+			if err := s.r.cfg.Unproven(ctx); err != nil {
+				return fmt.Errorf("forget the verification ledger's proofs before passing the incident at %s: %w", name, err)
+			}
+		}
+		s.r.log.Warn("streaming past an incident in the source's binlog, as configured: changes the source lost from its binlog are compared and repaired by verify, not streamed",
+			"position", name, "incident", kind, "message", msg)
+		return nil
+	}
+	return fmt.Errorf("%w (%s at %s%s): changes the source made there may be missing from its binlog, and from the target; the stream stopped after the transactions before it. To go on: `run --accept-incident %s`, then `verify --repair` before cutover (accepting drops verify's proofs, so every chunk is compared again)",
+		ErrIncident, kind, name, msgSuffix(msg), name)
+}
+
+// incidentText reads an incident event's body (after the 19-byte header, before a 4-byte checksum if any):
+// a 2-byte incident number, then a length-prefixed message.
+func incidentText(raw []byte, size uint32) (kind, msg string) {
+	const header = replication.EventHeaderSize
+	kind = "incident"
+	if len(raw) < header+2 || uint32(len(raw)) < size {
+		return kind, ""
+	}
+	body := raw[header:size]
+	switch n := uint16(body[0]) | uint16(body[1])<<8; n {
+	case 1:
+		kind = "LOST_EVENTS"
+	default:
+		kind = "incident " + strconv.Itoa(int(n))
+	}
+	if len(body) > 3 && int(body[2]) <= len(body)-3 {
+		msg = string(body[3 : 3+int(body[2])])
+	}
+	return kind, msg
+}
+
+func msgSuffix(msg string) string {
+	if msg == "" {
+		return ""
+	}
+	return ": " + strconv.Quote(msg)
 }
 
 func (s *streamer) open(gtid string) {

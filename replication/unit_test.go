@@ -53,6 +53,47 @@ func TestRetryable(t *testing.T) {
 	}
 }
 
+// Error 1236 is sorted by the server's words: a purged binlog (start over), a position the source never
+// wrote (the wrong server), or anything else (the server's message, and the checkpoint kept). The messages
+// are MySQL 5.7's, 8.0/8.4's and MariaDB 10.11's (its errmsg.sys), with the dump thread's suffix where it
+// adds one.
+func TestBinlogRefusalMessages(t *testing.T) {
+	r := &Replicator{cfg: Config{TargetTable: table.Name{Schema: "edxapp_csmh", Table: "t"}}}
+	for _, c := range []struct {
+		msg  string
+		want error
+	}{
+		// MySQL 5.7 and 8.0 before 8.0.26, then 8.0.26+ and 8.4.
+		{"The slave is connecting using CHANGE MASTER TO MASTER_AUTO_POSITION = 1, but the master has purged binary logs containing GTIDs that the slave requires.", ErrPurged},
+		{"Cannot replicate because the source purged required binary logs. Replicate the missing transactions from elsewhere, or provision a new replica from backup. Consider increasing the source's binary log expiration period. The GTID set sent by the replica is '3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5', and the missing transactions are '3e11fa47-71ca-11e1-9e33-c80aa9429562:1-2'", ErrPurged},
+		{"Could not find first log file name in binary log index file", ErrPurged},
+		{"Slave has more GTIDs than the master has, using the master's SERVER_UUID. This may indicate that the end of the binary log was truncated or that the last binary log file was lost, e.g., after a power or disk failure when sync_binlog != 1.", ErrDiverged},
+		{"Replica has more GTIDs than the source has, using the source's SERVER_UUID. This may indicate that the the last binary log file was truncated or lost, e.g., after a power failure when sync_binlog != 1.", ErrDiverged},
+		{"Client requested master to start replication from position > file size", ErrDiverged},
+		{"Client requested source to start replication from position > file size; the first event 'binlog.000003' at 99999, the last event read from 'binlog.000003' at 4, the last byte read from 'binlog.000003' at 4.", ErrDiverged},
+		{"log event entry exceeded max_allowed_packet; Increase max_allowed_packet on master; the first event 'binlog.000003' at 4, the last event read from 'binlog.000003' at 1234, the last byte read from 'binlog.000003' at 1253.", ErrBinlogRead},
+		{"binlog truncated in the middle of event; consider out of disk space on master; the first event 'binlog.000003' at 4, the last event read from 'binlog.000003' at 1234, the last byte read from 'binlog.000003' at 1253.", ErrBinlogRead},
+		// MariaDB 10.11.
+		{"Could not find GTID state requested by slave in any binlog files. Probably the slave state is too old and required binlog files have been purged.", ErrPurged},
+		{"Connecting slave requested to start from GTID 0-1-12, which is not in the master's binlog", ErrDiverged},
+		{"Connecting slave requested to start from GTID 0-1-12, which is not in the master's binlog. Since the master's binlog contains GTIDs with higher sequence numbers, it probably means that the slave has diverged due to executing extra erroneous transactions", ErrDiverged},
+		{"The binlog on the master is missing the GTID 0-1-12 requested by the slave (even though a subsequent sequence number does exist), and GTID strict mode is enabled", ErrDiverged},
+		{"bogus data in log event; the first event 'mysql-bin.000001' at 843, the last event read from 'mysql-bin.000001' at 979, the last byte read from 'mysql-bin.000001' at 998.", ErrBinlogRead},
+		{"event read from binlog did not pass crc check; the first event 'mysql-bin.000001' at 843, the last event read from 'mysql-bin.000001' at 979, the last byte read from 'mysql-bin.000001' at 1022.", ErrBinlogRead},
+	} {
+		err := r.classify(fmt.Errorf("start binlog stream: %w", &gomysql.MyError{Code: 1236, Message: c.msg}))
+		if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("classify(1236 %q) = %v; want %v with the server's message", c.msg, err, c.want)
+		}
+		if retryable(err) {
+			t.Errorf("classify(1236 %q) is retried; it is a definitive stop", c.msg)
+		}
+		if startsOver := strings.Contains(err.Error(), "purged binlogs the checkpoint needs"); startsOver != (c.want == ErrPurged) {
+			t.Errorf("classify(1236 %q) = %v: only a purged binlog calls for starting over", c.msg, err)
+		}
+	}
+}
+
 func testTable() *table.Table {
 	return &table.Table{Name: table.Name{Schema: "edxapp", Table: "h"}, Columns: []table.Column{
 		{Name: "id", DataType: "int"}, {Name: "state", DataType: "longtext", Charset: "utf8mb4"},

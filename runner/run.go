@@ -61,6 +61,9 @@ type StreamOptions struct {
 	BatchDelay time.Duration
 	Heartbeat  time.Duration
 	AcceptDDL  string // GTID of one source DDL the operator has adapted the target to
+	// AcceptIncident is the binlog position of one incident event the stream may pass (verify's proofs are
+	// dropped first, so cutover compares every chunk).
+	AcceptIncident string
 }
 
 // Run is `csmh-sync run` (the daemon) and, with BackfillOnly, `csmh-sync backfill`.
@@ -176,6 +179,13 @@ func (r *Run) validateStream() error {
 			return fmt.Errorf("%w: --accept-ddl %q is not one GTID or binlog position: give the transaction the stream stopped at as its message names it, e.g. 0-1-1234 (MariaDB), 3e11fa47-71ca-11e1-9e33-c80aa9429562:23 (MySQL) or file:binlog.000003:1234 (file/position mode)", ErrUsage, st.AcceptDDL)
 		}
 		st.AcceptDDL = g
+	}
+	if st.AcceptIncident != "" {
+		p, err := gtid.ParseFilePos(st.AcceptIncident)
+		if err != nil || !gtid.IsFilePos(st.AcceptIncident) {
+			return fmt.Errorf("%w: --accept-incident %q is not a binlog position: give the one the stream's stop names, e.g. file:binlog.000003:1234", ErrUsage, st.AcceptIncident)
+		}
+		st.AcceptIncident = p.String()
 	}
 	if r.ServerID == 0 {
 		return fmt.Errorf("%w: --server-id must not be 0", ErrUsage)
@@ -328,7 +338,9 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 		}
 		rep, err = replication.New(k.src, k.dst, p.store, m, log, replication.Config{Source: k.srcCfg, ServerID: r.ServerID,
 			Flavor: p.flavor, SourceTable: r.SourceTable, TargetTable: r.TargetTable, FoldNames: p.info.FoldsNames(), BatchRows: r.Stream.BatchRows, ApplyLanes: r.Stream.ApplyLanes,
-			BatchDelay: r.Stream.BatchDelay, Heartbeat: r.Stream.Heartbeat, IDBoundary: p.state.IDBoundary, AcceptDDL: r.Stream.AcceptDDL, LastEventAt: p.state.LastEventAt, Touched: touched, Hooks: r.StreamHooks,
+			BatchDelay: r.Stream.BatchDelay, Heartbeat: r.Stream.Heartbeat, IDBoundary: p.state.IDBoundary, AcceptDDL: r.Stream.AcceptDDL, AcceptIncident: r.Stream.AcceptIncident,
+			Unproven:    func(ctx context.Context) error { return verify.ForgetProofs(ctx, k.dst, schema) },
+			LastEventAt: p.state.LastEventAt, Touched: touched, Hooks: r.StreamHooks,
 			CheckSource: func(ctx context.Context) error {
 				return checkSourceAgain(ctx, r.Source, r.ConnectTimeout, p.state, p.mode)
 			}})

@@ -20,7 +20,7 @@ import (
 // fixed set, so the label's cardinality stays bounded; the error itself is logged and recorded beside it.
 var (
 	backfillStopReasons = []string{"critical_load", "replica", "schema", "range", "config", "error"}
-	streamStopReasons   = []string{"ddl", "id_collision", "auto_increment", "binlog_compression", "purged", "diverged", "schema", "tagged_gtid", "unsupported", "error"}
+	streamStopReasons   = []string{"ddl", "id_collision", "auto_increment", "binlog_compression", "purged", "diverged", "schema", "tagged_gtid", "unsupported", "incident", "binlog_unreadable", "error"}
 )
 
 func backfillStopReason(err error) string {
@@ -55,6 +55,10 @@ func streamStopReason(err error) string {
 		return "diverged"
 	case errors.Is(err, replication.ErrSchema):
 		return "schema"
+	case errors.Is(err, replication.ErrIncident):
+		return "incident"
+	case errors.Is(err, replication.ErrBinlogRead):
+		return "binlog_unreadable"
 	case errors.Is(err, replication.ErrTaggedGTID):
 		return "tagged_gtid" // before unsupported, which it is wrapped with
 	case errors.Is(err, replication.ErrUnsupported):
@@ -96,6 +100,10 @@ func stopFix(st checkpoint.StageStop) string {
 		return "start over by binlog file and offset, --position file (docs/runbook.md, \"Recover from a purged binlog\"): a GTID position cannot hold a tagged GTID"
 	case "unsupported":
 		return "make the source log CSMH row-based only (binlog_format=ROW, no XA), then start over for the affected range"
+	case "incident":
+		return "restart with 'run --accept-incident <position>' (the binlog position the message names), then 'verify --repair' before cutover: changes the source lost from its binlog are not streamed"
+	case "binlog_unreadable":
+		return "read the source's error in the message: raise its max_allowed_packet if it names that, then restart 'run'; a binlog mysqlbinlog cannot read either is damaged: start over (docs/runbook.md, \"Recover from a purged binlog\")"
 	}
 	return "read the message and fix the cause, then restart 'run'"
 }

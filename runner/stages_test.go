@@ -57,6 +57,8 @@ func TestStopReasons(t *testing.T) {
 		{replication.ErrSchema, "schema"},
 		{fmt.Errorf("%w: %w: uuid:mytag:5", replication.ErrUnsupported, replication.ErrTaggedGTID), "tagged_gtid"},
 		{replication.ErrUnsupported, "unsupported"},
+		{fmt.Errorf("%w (LOST_EVENTS at file:bin.000002:786)", replication.ErrIncident), "incident"},
+		{fmt.Errorf("%w (error 1236: bogus data in log event)", replication.ErrBinlogRead), "binlog_unreadable"},
 		{errors.New("something else"), "error"},
 	} {
 		if got := streamStopReason(c.err); got != c.want || !slices.Contains(streamStopReasons, got) {

@@ -246,3 +246,13 @@ func (l *ledger) drop(ctx context.Context, start uint64) error {
 	}
 	return nil
 }
+
+// ForgetProofs marks every chunk of the ledger in schema as not proven equal, keeping the chunk map: the next
+// verify, and cutover's, compares each chunk again. For when changes may have reached the source table
+// without the stream seeing them (an incident the stream was told to pass).
+func ForgetProofs(ctx context.Context, db *sql.DB, schema string) error {
+	if _, err := db.ExecContext(ctx, "UPDATE "+newLedger(db, schema).tbl+" SET equal = 0 WHERE equal <> 0"); err != nil {
+		return fmt.Errorf("%w: forget the proofs: %w", ErrLedger, err)
+	}
+	return nil
+}

@@ -70,6 +70,7 @@ func buildRun(fs *pflag.FlagSet, lf *logFlags, env *environ) command {
 	fs.IntVar(&r.Stream.ApplyLanes, "apply-lanes", replication.DefaultApplyLanes, "target connections a large batch is applied over in parallel (1-16; more on targets with more cores)")
 	fs.DurationVar(&r.Stream.BatchDelay, "batch-delay", 50*time.Millisecond, "how long a batch waits for more changes")
 	fs.DurationVar(&r.Stream.Heartbeat, "heartbeat", time.Second, "binlog heartbeat period")
+	fs.StringVar(&r.Stream.AcceptIncident, "accept-incident", "", "the incident event in the source's binlog the stream stopped at (file:binlog.N:offset, as its message names it), to stream past it; verify's proofs are dropped, so run verify --repair before cutover")
 	fs.StringVar(&r.Stream.AcceptDDL, "accept-ddl", "", "the source DDL the stream stopped at (its GTID, or file:binlog.N:offset in file mode), once the target is adapted to it")
 	fs.DurationVar(&r.ReadyMaxLag, "ready-max-lag", 5*time.Second, "/readyz fails while the lag is above this")
 	return withLog{r, func() { r.Log, r.Out, r.TTY = env.log, env.stdout, env.tty }}

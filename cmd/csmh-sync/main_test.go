@@ -121,6 +121,8 @@ func TestBadFlagsExitBeforeConnecting(t *testing.T) {
 		{args: []string{"run", "--ready-max-lag", "-5s"}, want: "--ready-max-lag"},
 		{args: []string{"run", "--server-id", "0"}, want: "--server-id"},
 		{args: []string{"run", "--accept-ddl", "0-1-2,0-1-3"}, want: "--accept-ddl"},
+		{args: []string{"run", "--accept-incident", "0-1-2"}, want: "--accept-incident"},
+		{args: []string{"run", "--accept-incident", "binlog.000003"}, want: "--accept-incident"},
 		{args: []string{"run", "--metrics-addr", rec.ln.Addr().String()}, want: "--metrics-addr"}, // busy
 		{args: []string{"run", "--admin-token-file", empty}, want: "--admin-token-file"},
 		{args: []string{"run", "--admin-token-file", filepath.Join(dir, "missing")}, want: "--admin-token-file"},
