@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/internal/sqllit"
 )
 
@@ -62,7 +63,7 @@ func (c *crossChunk) release(commit bool) {
 		c.tmu.Unlock()
 		if c.stx != nil {
 			if commit {
-				_ = c.stx.Commit() // nothing was written; an error only means the locks went with the connection
+				_ = dbconn.Commit(context.Background(), c.stx) // nothing was written; an error only means the locks went with the connection
 			} else {
 				_ = c.stx.Rollback()
 			}
@@ -388,7 +389,8 @@ func (b *Backfill) writeChunk(ctx context.Context, w *worker, c *crossChunk, tok
 	// write of a row waits for this transaction's lock on it. Releasing before the commit spares the app's
 	// writes of the chunk's rows the target's commit (its binlog write and fsync).
 	c.release(true)
-	if err := dtx.Commit(); err != nil {
+	// The commit runs to its end (bounded by dbconn.CommitTimeout) even when the copy is being stopped.
+	if err := dbconn.Commit(context.WithoutCancel(ctx), dtx); err != nil {
 		return err
 	}
 	// ctx is c.ctx, which the target transaction lived in. It ends here, once the reader is done with the chunk,

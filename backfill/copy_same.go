@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/table"
 )
 
@@ -127,7 +128,7 @@ func (b *Backfill) copySameTx(ctx context.Context, w *worker, insert string, lo,
 	if h := b.cfg.Hooks.BeforeChunkCommit; h != nil {
 		h(next.ID, lo, hi)
 	}
-	if err := tx.Commit(); err != nil {
+	if err := dbconn.Commit(context.WithoutCancel(ctx), tx); err != nil { // bounded by dbconn.CommitTimeout, not by a stop
 		return 0, err
 	}
 	b.committed(w, next, chunkStats{lo: lo, hi: hi, read: n, inserted: n,

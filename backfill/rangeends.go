@@ -66,5 +66,5 @@ func lockedEnd(ctx context.Context, db *sql.DB, t table.Name, order string) (sql
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return id, err
 	}
-	return id, tx.Commit()
+	return id, dbconn.Commit(ctx, tx)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/csmh-sync/csmh-sync/dbconn"
 )
 
 // ExtendPlan adds segments to an existing plan (ranges a first start with --start-id/--end-id left out), in one
@@ -21,7 +23,7 @@ func (s *Store) ExtendPlan(ctx context.Context, add []Segment) ([]Segment, error
 			return nil, fmt.Errorf("extend backfill plan: %w", err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	if err := dbconn.Commit(ctx, tx); err != nil {
 		return nil, fmt.Errorf("extend backfill plan: %w", err)
 	}
 	return s.segments(ctx)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/csmh-sync/csmh-sync/dbconn"
 )
 
 // SplitSegment gives the ids from at to the end of segment from to a new segment newID, in one target
@@ -45,7 +47,7 @@ func (s *Store) SplitSegment(ctx context.Context, epoch uint64, from Segment, at
 		VALUES (?, ?, ?, ?, 0, 0, ?)`, to.ID, to.Start, to.End, to.Next, now); err != nil {
 		return Segment{}, fmt.Errorf("split backfill segment: %w", err)
 	}
-	if err := tx.Commit(); err != nil {
+	if err := dbconn.Commit(ctx, tx); err != nil {
 		return Segment{}, fmt.Errorf("split backfill segment: %w", err)
 	}
 	return to, nil

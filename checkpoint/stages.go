@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 	"unicode/utf8"
+
+	"github.com/csmh-sync/csmh-sync/dbconn"
 )
 
 // Stage names in csmh_sync_stages.
@@ -108,5 +110,5 @@ func (s *Store) fenced(ctx context.Context, q string, args ...any) error {
 	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 		return err
 	}
-	return tx.Commit()
+	return dbconn.Commit(ctx, tx)
 }

@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/table"
 )
 
@@ -338,7 +339,7 @@ func (s *Store) Init(ctx context.Context, first State) (*State, error) {
 			return nil, fmt.Errorf("clear old stage stops: %w", err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	if err := dbconn.Commit(ctx, tx); err != nil {
 		return nil, fmt.Errorf("write first checkpoint: %w", err)
 	}
 	st, err := s.Load(ctx)
@@ -452,7 +453,7 @@ func (s *Store) PlanSegments(ctx context.Context, plan []Segment) ([]Segment, er
 			return nil, fmt.Errorf("write backfill plan: %w", err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	if err := dbconn.Commit(ctx, tx); err != nil {
 		return nil, fmt.Errorf("write backfill plan: %w", err)
 	}
 	return s.segments(ctx)

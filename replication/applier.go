@@ -27,8 +27,7 @@ const (
 	// positionEvery is how long a position-only batch (transactions of other tables) may wait: an idle
 	// source table still gets its checkpoint advanced about once a second, never once per transaction.
 	positionEvery = time.Second
-	// flushTimeout bounds one target transaction. A flush runs to completion even when the run is being
-	// stopped, so a stop commits the batch in hand instead of throwing it away.
+	// flushTimeout is the default Config.FlushTimeout.
 	flushTimeout = 30 * time.Second
 )
 
@@ -219,7 +218,7 @@ func (a *applier) flush(ctx context.Context, b *batch) error {
 	if !b.pending() {
 		return nil
 	}
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.r.cfg.FlushTimeout)
 	defer cancel()
 	var sum checkpoint.Counters
 	for _, t := range b.txs {
@@ -304,7 +303,7 @@ func (a *applier) applyLarge(ctx context.Context, b *batch, t *txn) error {
 		}
 		return nil
 	}
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.r.cfg.FlushTimeout)
 	defer cancel()
 	ops, err := a.notAhead(t)
 	if err != nil {
@@ -349,7 +348,7 @@ func (a *applier) applyLarge(ctx context.Context, b *batch, t *txn) error {
 	if err := a.r.store.SaveStream(fctx, l.tx, a.epoch, checkpoint.StreamProgress{GTID: pos.String(), Added: l.sum, LastEventAt: t.commitTS}); err != nil {
 		return err
 	}
-	if err := l.tx.Commit(); err != nil {
+	if err := dbconn.Commit(fctx, l.tx); err != nil {
 		return fmt.Errorf("apply to target: commit: %w", err)
 	}
 	sum, parts := l.sum, l.parts

@@ -247,7 +247,7 @@ func (a *applier) tryTx(ctx context.Context, f func(*sql.Tx) error, before func(
 			return true, err
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	if err := dbconn.Commit(ctx, tx); err != nil {
 		return false, fmt.Errorf("apply to target: commit: %w", err)
 	}
 	return false, nil

@@ -308,6 +308,61 @@ func stopsOnSourceDDL(t *testing.T, fileMode bool) {
 	}
 }
 
+// A target that hangs in the middle of the stream's COMMIT (its process stopped: its TCP stack still takes
+// the bytes, nothing answers) holds a stop up for the flush timeout, not for as long as it hangs: the driver's
+// Commit takes no context, and waited for ever. Once the target runs again, a restart applies the row once.
+func TestStopWhileTheTargetHangsInCommit(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	frozen := make(chan struct{})
+	var once atomic.Bool
+	r := f.replicator(t, func(c *replication.Config) {
+		c.FlushTimeout = 2 * time.Second
+		c.Hooks.BeforePositionCommit = func(int) error {
+			if !once.CompareAndSwap(false, true) {
+				return nil
+			}
+			if err := f.dst.Freeze(); err != nil {
+				return err
+			}
+			close(frozen)
+			return nil // lane 0 now sends its COMMIT to the stopped server
+		}
+	})
+	run := start(t, r, f.start)
+	t.Cleanup(func() { _ = f.dst.Thaw() }) // before start's cleanup waits for Run
+	exec(t, f.srcDB, "INSERT INTO "+harness.SourceTable+" (id, created, student_module_id) VALUES (1, NOW(6), 7)")
+	select {
+	case <-frozen:
+	case <-time.After(time.Minute):
+		t.Fatal("the stream never reached its commit")
+	}
+	run.cancel()
+	if err := run.wait(t, time.Minute); err != nil { // on the code before, Run returned only after the thaw
+		t.Fatalf("Run, stopped while the target hung in its commit: %v", err)
+	}
+	if err := f.dst.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	from, err := gtid.Parse("mariadb", checkpointGTID(t, f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2 := f.replicator(t, nil)
+	run2 := start(t, r2, from)
+	f.waitCaughtUp(t, r2, time.Minute)
+	if err := run2.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	f.sameRows(t)
+	st, err := f.store.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Applied.Transactions != 1 || st.Applied.Inserts != 1 {
+		t.Fatalf("the checkpoint counts %+v applied, want the one insert once", st.Applied)
+	}
+}
+
 // ALTER TABLE of another table that swaps the source table's rows (EXCHANGE PARTITION … WITH TABLE) writes no
 // row event for them: the stream stops there, as for DDL of the source table itself, rather than go on with a
 // target that silently keeps the rows the source no longer holds.

@@ -126,7 +126,11 @@ type Config struct {
 	// or DNS may lead to another one after a failover. It returns an error wrapping ErrDiverged when the source
 	// is not the server the checkpoint's position belongs to.
 	CheckSource func(ctx context.Context) error
-	Hooks       Hooks
+	// FlushTimeout bounds one target transaction of the stream, its COMMIT included (default 30 s). A flush
+	// runs to completion even when the run is being stopped, so a stop commits the batch in hand instead of
+	// throwing it away; a target that hangs holds the stop up for no longer than this.
+	FlushTimeout time.Duration
+	Hooks        Hooks
 }
 
 // Replicator streams the source's binlog and applies the source table's changes to the target.
@@ -187,6 +191,9 @@ func New(srcDB, dstDB *sql.DB, store *checkpoint.Store, m *metrics.Metrics, log 
 	}
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = time.Second
+	}
+	if cfg.FlushTimeout <= 0 {
+		cfg.FlushTimeout = flushTimeout
 	}
 	if cfg.FragmentBytes <= 0 {
 		cfg.FragmentBytes = fragmentBytes

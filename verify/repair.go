@@ -180,14 +180,14 @@ func (r *run) repairTx(ctx context.Context, ids []uint64) error {
 		return err
 	}
 	// Every repaired row is written and locked in the target transaction: the source rows may go now, before
-	// the target commit, which the driver does not bound by the deadline.
+	// the target commit. Both commits end at the batch's deadline too: a batch cut short there is tried again.
 	if err := rows.Close(); err != nil {
 		return err
 	}
-	if err := stx.Commit(); err != nil {
+	if err := dbconn.Commit(ctx, stx); err != nil {
 		return err
 	}
-	return dtx.Commit()
+	return dbconn.Commit(ctx, dtx)
 }
 
 // repairCols is the source's column list; the target has every one (checked when the run started).
