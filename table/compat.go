@@ -104,7 +104,7 @@ func compareColumn(s, d Column) (errs, warns []string) {
 			lossy("%s → %s is not a string type", s.ColumnType, d.ColumnType)
 			return
 		}
-		if maxLen(d) < maxLen(s) {
+		if !fitsLength(s, d) {
 			lossy("%s → %s is shorter: long values would be cut", s.ColumnType, d.ColumnType)
 		}
 		sb, db := charsetBytes[strings.ToLower(s.Charset)], charsetBytes[strings.ToLower(d.Charset)]
@@ -126,9 +126,22 @@ func isString(t string) bool {
 	return t == "varchar" || t == "char" || textMax[t] > 0
 }
 
-func maxLen(c Column) int64 {
-	if m, ok := textMax[c.DataType]; ok {
-		return m
+// fitsLength reports whether every value of string column s fits string column d's length. CHAR and VARCHAR
+// lengths count characters; the TEXT types' count bytes, in the column's charset. So a TEXT target must hold
+// the source's longest value in bytes, each character at the target charset's widest (a VARCHAR(20000) of
+// utf8mb4 needs up to 80,000 bytes: more than a TEXT's 65,535); a CHAR or VARCHAR target must hold it in
+// characters, a TEXT source holding as many characters as bytes at most. Whether each character fits the
+// target charset is checked apart.
+func fitsLength(s, d Column) bool {
+	if dBytes, ok := textMax[d.DataType]; ok {
+		if sBytes, ok := textMax[s.DataType]; ok {
+			return dBytes >= sBytes
+		}
+		return dBytes >= s.MaxChars*int64(max(1, charsetBytes[strings.ToLower(d.Charset)]))
 	}
-	return c.MaxChars
+	sChars := s.MaxChars
+	if b, ok := textMax[s.DataType]; ok {
+		sChars = b
+	}
+	return d.MaxChars >= sChars
 }
