@@ -154,11 +154,16 @@ type Backfill struct {
 	splitting *pendingSplit                                           // the split being committed or unresolved, if any; guarded by mu
 	estimator func(ctx context.Context, lo, hi uint64) (int64, error) // tests' stand-in for EXPLAIN's row estimate
 
-	mu        sync.Mutex
-	segs      map[int]checkpoint.Segment // committed state of every segment
-	active    map[int]*worker            // segments a worker copies (the worker, once it has started)
-	est       map[int]segEstimate        // rows left per segment, estimated
-	estFactor float64                    // rows copied per row estimated in the copied ranges: calibrates est
+	mu   sync.Mutex
+	segs map[int]checkpoint.Segment // committed state of every segment
+	// segsEpoch is the migration lock's epoch read before segs was last read whole from the checkpoint (plan,
+	// syncSegments): a split, which names its new segment after the ones in segs, writes in that epoch, so
+	// once the lock was taken again (and another process may have split meanwhile) it is fenced off until
+	// segs is read again.
+	segsEpoch uint64
+	active    map[int]*worker     // segments a worker copies (the worker, once it has started)
+	est       map[int]segEstimate // rows left per segment, estimated
+	estFactor float64             // rows copied per row estimated in the copied ranges: calibrates est
 	planned   bool
 	estRows   int64 // the source's TABLE_ROWS estimate
 	done      atomic.Bool
@@ -369,6 +374,7 @@ func maxAllowedPacket(ctx context.Context, db *sql.DB) (int, error) {
 
 // plan loads the segments, or captures the range and splits it on the first start.
 func (b *Backfill) plan(ctx context.Context) ([]checkpoint.Segment, error) {
+	epoch := b.store.Epoch()
 	have, err := b.store.PlanSegments(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("backfill: load the plan: %w", err)
@@ -400,6 +406,7 @@ func (b *Backfill) plan(ctx context.Context) ([]checkpoint.Segment, error) {
 	for _, s := range have {
 		b.segs[s.ID] = s
 	}
+	b.segsEpoch = epoch
 	if b.splitting != nil {
 		b.endSplit(b.splitting) // one an earlier Run left unresolved: the ends just read say its outcome
 	}

@@ -146,6 +146,7 @@ func (b *Backfill) split(ctx context.Context, sp *spanner) (checkpoint.Segment, 
 	b.mu.Lock()
 	var cands []candidate
 	maxID := 0
+	epoch := b.segsEpoch // the epoch segs (and maxID) were read in: the split is fenced if the lock was taken since
 	for id, s := range b.segs {
 		maxID = max(maxID, id)
 		w, busy := b.active[id]
@@ -209,7 +210,6 @@ func (b *Backfill) split(ctx context.Context, sp *spanner) (checkpoint.Segment, 
 			b.mu.Unlock()
 		}
 	}()
-	epoch := b.store.Epoch()
 	to, err := b.store.SplitSegment(ctx, epoch, best.seg, at, maxID+1)
 	if errors.Is(err, checkpoint.ErrSegmentMoved) {
 		if rerr := b.syncSegments(ctx); rerr != nil {
@@ -343,12 +343,14 @@ func (b *Backfill) estimate(ctx context.Context, lo, hi uint64) (int64, error) {
 // worker has recorded since, and a segment that read as not done would be claimed again and its last chunk
 // counted twice.
 func (b *Backfill) syncSegments(ctx context.Context) error {
+	epoch := b.store.Epoch()
 	have, err := b.store.PlanSegments(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("backfill: reload the checkpoint: %w", err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.segsEpoch = epoch
 	if b.splitting != nil {
 		defer b.endSplit(b.splitting) // a split whose outcome was unknown: the ends below now say it
 	}
