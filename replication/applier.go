@@ -348,7 +348,10 @@ func (a *applier) applyLarge(ctx context.Context, b *batch, t *txn) error {
 	if err := a.r.store.SaveStream(fctx, l.tx, a.epoch, checkpoint.StreamProgress{GTID: pos.String(), Added: l.sum, LastEventAt: t.commitTS}); err != nil {
 		return err
 	}
-	if err := dbconn.Commit(fctx, l.tx); err != nil {
+	// The COMMIT of a transaction applied in parts writes all of them: it gets a flush timeout of its own.
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), a.r.cfg.FlushTimeout)
+	defer ccancel()
+	if err := dbconn.Commit(cctx, l.tx); err != nil {
 		return fmt.Errorf("apply to target: commit: %w", err)
 	}
 	sum, parts := l.sum, l.parts

@@ -143,6 +143,8 @@ type Replicator struct {
 	baseLog  *slog.Logger
 	cfg      Config
 
+	unproven atomic.Bool // Config.Unproven has run for the accepted incident: once per process is enough
+
 	mu         sync.Mutex
 	pos        *gtid.Set // last committed position
 	advancedAt time.Time // when pos last advanced

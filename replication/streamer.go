@@ -317,16 +317,20 @@ func (s *streamer) handle(ctx context.Context, ev *replication.BinlogEvent) erro
 // dropped (Config.Unproven), so cutover compares every chunk again and `verify --repair` mends what was lost.
 func (s *streamer) incident(ctx context.Context, ev *replication.BinlogEvent) error {
 	h := ev.Header
-	name := "an unknown position"
-	if s.file != "" && h.LogPos >= h.EventSize {
-		name = gtid.FilePos{File: s.file, Pos: uint64(h.LogPos - h.EventSize)}.String()
-	}
 	kind, msg := incidentText(ev.RawData, h.EventSize)
+	if s.file == "" || h.LogPos < h.EventSize { // no place in a file (a binlog past 4 GiB wraps the offset)
+		return fmt.Errorf("%w (%s at an unknown binlog position%s): changes the source made there may be missing from its binlog, and from the target; the stream stopped after the transactions before it. Without its position the event cannot be accepted: start over (docs/runbook.md, \"Recover from a purged binlog\")",
+			ErrIncident, kind, msgSuffix(msg))
+	}
+	name := gtid.FilePos{File: s.file, Pos: uint64(h.LogPos - h.EventSize)}.String()
 	if a := s.r.cfg.AcceptIncident; a != "" && a == name {
-		if s.r.cfg.Unproven != nil {
+		// Once per process: a later session reads the event again while the checkpoint is still before it
+		// (no transaction since), and proofs a verify has made since the acceptance stay.
+		if s.r.cfg.Unproven != nil && !s.r.unproven.Load() {
 			if err := s.r.cfg.Unproven(ctx); err != nil {
 				return fmt.Errorf("forget the verification ledger's proofs before passing the incident at %s: %w", name, err)
 			}
+			s.r.unproven.Store(true)
 		}
 		s.r.log.Warn("streaming past an incident in the source's binlog, as configured: changes the source lost from its binlog are compared and repaired by verify, not streamed",
 			"position", name, "incident", kind, "message", msg)
