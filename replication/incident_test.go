@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/gtid"
 	"github.com/csmh-sync/csmh-sync/replication"
 	"github.com/csmh-sync/csmh-sync/test/integration/harness"
@@ -166,28 +167,13 @@ type binlogEvent struct {
 
 func binlogEvents(t *testing.T, db *sql.DB) []binlogEvent {
 	t.Helper()
-	var files []string
-	rows, err := db.Query("SHOW BINARY LOGS")
+	files, err := dbconn.BinaryLogs(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for rows.Next() {
-		cols, _ := rows.Columns()
-		vals := make([]any, len(cols))
-		var name string
-		vals[0] = &name
-		for i := 1; i < len(vals); i++ {
-			vals[i] = new(sql.RawBytes)
-		}
-		if err := rows.Scan(vals...); err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, name)
-	}
-	rows.Close()
 	var out []binlogEvent
 	for _, f := range files {
-		rows, err := db.Query("SHOW BINLOG EVENTS IN '" + f + "'")
+		rows, err := db.Query("SHOW BINLOG EVENTS IN '" + f.Name + "'")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -319,8 +319,8 @@ func (s *streamer) incident(ctx context.Context, ev *replication.BinlogEvent) er
 	h := ev.Header
 	kind, msg := incidentText(ev.RawData, h.EventSize)
 	if s.file == "" || h.LogPos < h.EventSize { // no place in a file (a binlog past 4 GiB wraps the offset)
-		return fmt.Errorf("%w (%s at an unknown binlog position%s): changes the source made there may be missing from its binlog, and from the target; the stream stopped after the transactions before it. Without its position the event cannot be accepted: start over (docs/runbook.md, \"Recover from a purged binlog\")",
-			ErrIncident, kind, msgSuffix(msg))
+		return fmt.Errorf("%w (%s at an unknown binlog position%s): %s. Without its position the event cannot be accepted: start over (docs/runbook.md, \"Recover from a purged binlog\")",
+			ErrIncident, kind, msgSuffix(msg), incidentLost)
 	}
 	name := gtid.FilePos{File: s.file, Pos: uint64(h.LogPos - h.EventSize)}.String()
 	if a := s.r.cfg.AcceptIncident; a != "" && a == name {
@@ -336,9 +336,12 @@ func (s *streamer) incident(ctx context.Context, ev *replication.BinlogEvent) er
 			"position", name, "incident", kind, "message", msg)
 		return nil
 	}
-	return fmt.Errorf("%w (%s at %s%s): changes the source made there may be missing from its binlog, and from the target; the stream stopped after the transactions before it. To go on: `run --accept-incident %s`, then `verify --repair` before cutover (accepting drops verify's proofs, so every chunk is compared again)",
-		ErrIncident, kind, name, msgSuffix(msg), name)
+	return fmt.Errorf("%w (%s at %s%s): %s. To go on: `run --accept-incident %s`, then `verify --repair` before cutover (accepting drops verify's proofs, so every chunk is compared again)",
+		ErrIncident, kind, name, msgSuffix(msg), incidentLost, name)
 }
+
+// incidentLost says what an incident stop means, whether it can be accepted or not.
+const incidentLost = "changes the source made there may be missing from its binlog, and from the target; the stream stopped after the transactions before it"
 
 // incidentText reads an incident event's body (after the 19-byte header, before a 4-byte checksum if any):
 // a 2-byte incident number, then a length-prefixed message.
