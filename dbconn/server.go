@@ -230,23 +230,14 @@ func ParseGtidListInfo(info string) string {
 
 // OldestBinlog returns the name of the first file of SHOW BINARY LOGS.
 func OldestBinlog(ctx context.Context, db *sql.DB) (string, error) {
-	rows, err := db.QueryContext(ctx, "SHOW BINARY LOGS")
+	files, err := BinaryLogs(ctx, db)
 	if err != nil {
-		return "", fmt.Errorf("list binary logs (needs BINLOG MONITOR / REPLICATION CLIENT): %w", err)
-	}
-	defer rows.Close()
-	cols, _ := rows.Columns()
-	if rows.Next() {
-		vals, err := scanStrings(rows, len(cols))
-		if err != nil {
-			return "", err
-		}
-		return vals[0].String, nil
-	}
-	if err := rows.Err(); err != nil {
 		return "", err
 	}
-	return "", fmt.Errorf("the server lists no binary logs: is log_bin on?")
+	if len(files) == 0 {
+		return "", fmt.Errorf("the server lists no binary logs: is log_bin on?")
+	}
+	return files[0].Name, nil
 }
 
 // RDSNotRetained is the retention BinlogRetention reports for Amazon RDS / Aurora MySQL with 'binlog retention

@@ -402,52 +402,11 @@ func refusesPurgedBinlog(t *testing.T, fileMode bool) {
 	for i := 1; i <= 20; i++ {
 		exec(t, f.srcDB, "INSERT INTO "+harness.SourceTable+" (id, created, student_module_id) VALUES (?, NOW(6), 7)", i)
 	}
-	exec(t, f.srcDB, "FLUSH BINARY LOGS")
-	newest := ""
-	rows, err := f.srcDB.Query("SHOW BINARY LOGS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		cols, _ := rows.Columns()
-		vals := make([]any, len(cols))
-		for i := range vals {
-			vals[i] = new(any)
-		}
-		vals[0] = &newest
-		if err := rows.Scan(vals...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rows.Close()
-	// MariaDB keeps a binlog until its crash-recovery checkpoint has moved past it: purge until it is gone.
-	harness.Eventually(t, 30*time.Second, "binlogs purged", func() (bool, error) {
-		if _, err := f.srcDB.Exec("PURGE BINARY LOGS TO '" + newest + "'"); err != nil {
-			return false, err
-		}
-		var first string
-		rows, err := f.srcDB.Query("SHOW BINARY LOGS")
-		if err != nil {
-			return false, err
-		}
-		defer rows.Close()
-		if rows.Next() {
-			cols, _ := rows.Columns()
-			vals := make([]any, len(cols))
-			for i := range vals {
-				vals[i] = new(any)
-			}
-			vals[0] = &first
-			if err := rows.Scan(vals...); err != nil {
-				return false, err
-			}
-		}
-		return first == newest, nil
-	})
+	harness.PurgeBinlogs(t, f.srcDB)
 	r := f.replicator(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	err = r.Run(ctx, f.start)
+	err := r.Run(ctx, f.start)
 	if !isErr(err, replication.ErrPurged) {
 		t.Fatalf("Run returned %v; want ErrPurged", err)
 	}

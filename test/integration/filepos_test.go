@@ -50,21 +50,7 @@ func TestFilePositionResumeValidation(t *testing.T) {
 	if _, err := src.Exec("INSERT INTO " + harness.SourceTable + " (created, student_module_id) VALUES (NOW(6), 8)"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := src.Exec("FLUSH BINARY LOGS"); err != nil {
-		t.Fatal(err)
-	}
-	newest, _, err := dbconn.CurrentBinlogPos(ctx, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// MariaDB keeps a binlog until its crash-recovery checkpoint has moved past it: purge until it is gone.
-	harness.Eventually(t, 30*time.Second, "binlogs purged", func() (bool, error) {
-		if _, err := src.Exec("PURGE BINARY LOGS TO '" + newest + "'"); err != nil {
-			return false, err
-		}
-		files, err := dbconn.BinaryLogs(ctx, src)
-		return err == nil && len(files) == 1, err
-	})
+	harness.PurgeBinlogs(t, src)
 	r = csmh(t, time.Minute, nil, append([]string{"run"}, p.args()...)...)
 	if r.code != 2 || !strings.Contains(r.stderr, "binlog purged") || !strings.Contains(r.stderr, "start over") {
 		t.Fatalf("run after its file was purged: exit %d, want 2 with the purged-binlog remediation:\n%s", r.code, r.stderr)

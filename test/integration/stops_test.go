@@ -47,42 +47,11 @@ func TestRunRefusesPurgedBinlog(t *testing.T) {
 	// More writes, then the source purges every binlog the checkpoint's position needs.
 	sqlExec(t, p.src, "INSERT INTO "+harness.SourceTable+" (created, student_module_id) VALUES (NOW(6), 8)")
 	sqlExec(t, p.src, "UPDATE "+harness.SourceTable+" SET grade = 99 WHERE id = 5")
-	sqlExec(t, p.src, "FLUSH BINARY LOGS")
 	var last string
 	if err := src.QueryRow("SELECT @@gtid_binlog_pos").Scan(&last); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := src.Query("SHOW BINARY LOGS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var newest string
-	for rows.Next() {
-		var name string
-		var size any
-		cols, _ := rows.Columns()
-		vals := []any{&name, &size}
-		if len(cols) == 3 {
-			var enc any
-			vals = append(vals, &enc)
-		}
-		_ = rows.Scan(vals...)
-		newest = name
-	}
-	rows.Close()
-	// MariaDB keeps a binlog until its crash-recovery checkpoint has moved on: purge until it is really gone.
-	harness.Eventually(t, 30*time.Second, "binlogs purged", func() (bool, error) {
-		if _, err := src.Exec("PURGE BINARY LOGS TO '" + newest + "'"); err != nil {
-			return false, err
-		}
-		var first string
-		var size, enc any
-		err := src.QueryRow("SHOW BINARY LOGS").Scan(&first, &size)
-		if err != nil {
-			err = src.QueryRow("SHOW BINARY LOGS").Scan(&first, &size, &enc)
-		}
-		return first == newest, err
-	})
+	harness.PurgeBinlogs(t, src)
 	r = csmh(t, time.Minute, nil, append([]string{"run"}, p.args()...)...)
 	if r.code != 2 || !strings.Contains(r.stderr, "purged binlogs the checkpoint needs") || !strings.Contains(r.stderr, "start over") {
 		t.Fatalf("exit %d; want 2 with the remediation:\n%s", r.code, r.stderr)

@@ -2,8 +2,11 @@ package harness
 
 import (
 	"context"
+	"database/sql"
 	"testing"
 	"time"
+
+	"github.com/csmh-sync/csmh-sync/dbconn"
 )
 
 // StartT starts a server for a test or benchmark and stops it in t.Cleanup. It fails the test if the server
@@ -50,4 +53,25 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() (bo
 		case <-tick.C:
 		}
 	}
+}
+
+// PurgeBinlogs starts a new binlog file on db's server and purges every older one. MariaDB keeps a binlog until
+// its crash-recovery checkpoint has moved past it, so it purges until the new file is the only one left.
+func PurgeBinlogs(t testing.TB, db *sql.DB) {
+	t.Helper()
+	ctx := t.Context()
+	if _, err := db.ExecContext(ctx, "FLUSH BINARY LOGS"); err != nil {
+		t.Fatal(err)
+	}
+	newest, _, err := dbconn.CurrentBinlogPos(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 30*time.Second, "binlogs purged", func() (bool, error) {
+		if _, err := db.ExecContext(ctx, "PURGE BINARY LOGS TO '"+newest+"'"); err != nil {
+			return false, err
+		}
+		files, err := dbconn.BinaryLogs(ctx, db)
+		return err == nil && len(files) == 1 && files[0].Name == newest, err
+	})
 }
