@@ -4,11 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	binlog "github.com/go-mysql-org/go-mysql/replication"
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/csmh-sync/csmh-sync/dbconn"
@@ -132,6 +135,53 @@ func TestStopsOnUnreadableBinlog(t *testing.T) {
 	}
 	if got := targetIDs(t, f); got != "1" {
 		t.Fatalf("target ids %q after the binlog was mended, want 1", got)
+	}
+}
+
+// Another binlog reader that connects with the stream's server id makes the source drop the stream (error
+// 1236, "A slave with the same server_uuid/server_id is already connected"). The stream stops, naming
+// --server-id, with the checkpoint kept: it does not call the binlog damaged, and it does not connect again,
+// which would drop the other reader in turn (a real replica of the source, perhaps).
+func TestStopsWhenAnotherReplicaTakesTheServerID(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	id := serverID.Add(1)
+	r := f.replicator(t, func(c *replication.Config) { c.ServerID = id })
+	run := start(t, r, f.start)
+	exec(t, f.srcDB, "INSERT INTO "+harness.SourceTable+" (id, created, student_module_id) VALUES (1, NOW(6), 7)")
+	applied := f.waitCaughtUp(t, r, time.Minute)
+
+	other := binlog.NewBinlogSyncer(binlog.BinlogSyncerConfig{ServerID: id, Flavor: "mariadb", Host: f.src.Host,
+		Port: uint16(f.src.Port), User: "root", DisableRetrySync: true})
+	defer other.Close()
+	files, err := dbconn.BinaryLogs(context.Background(), f.srcDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := other.StartSync(gomysql.Position{Name: files[0].Name, Pos: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = run.wait(t, time.Minute)
+	if !isErr(err, replication.ErrServerIDInUse) || isErr(err, replication.ErrBinlogRead) ||
+		!strings.Contains(err.Error(), "already connected") || !strings.Contains(err.Error(), "--server-id") ||
+		!strings.Contains(err.Error(), fmt.Sprint(id)) || !strings.Contains(err.Error(), "the checkpoint is kept") {
+		t.Fatalf("Run returned %v; want ErrServerIDInUse naming server id %d and --server-id", err, id)
+	}
+	if got := checkpointGTID(t, f); got != applied.String() {
+		t.Fatalf("checkpoint %s, want %s kept", got, applied)
+	}
+	// The other reader still streams: the row inserted now reaches it.
+	exec(t, f.srcDB, "INSERT INTO "+harness.SourceTable+" (id, created, student_module_id) VALUES (2, NOW(6), 7)")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for rows := 0; rows < 2; {
+		e, err := events.GetEvent(ctx)
+		if err != nil {
+			t.Fatalf("the other reader lost its stream after %d rows events: %v", rows, err)
+		}
+		if _, ok := e.Event.(*binlog.RowsEvent); ok {
+			rows++
+		}
 	}
 }
 

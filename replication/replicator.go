@@ -42,6 +42,9 @@ var (
 	// ErrBinlogRead: the source refused to send its binlog from a position it holds (error 1236 for another
 	// reason than a purged binlog or a position it never wrote): a damaged binlog, most often.
 	ErrBinlogRead = errors.New("source cannot send its binlog")
+	// ErrServerIDInUse: another replica or binlog reader connected to the source with the stream's server id,
+	// and the source dropped the stream for it (error 1236). Connecting again would drop the other one in turn.
+	ErrServerIDInUse = errors.New("server id in use by another replica")
 	// ErrIncident: the source wrote an incident event (LOST_EVENTS) into its binlog: changes it made around
 	// there may be missing from the binlog, so a stream past it may leave the target behind for good.
 	ErrIncident = errors.New("incident in the source's binlog")
@@ -274,7 +277,7 @@ func retryable(err error) bool {
 	if err == nil {
 		return true // the stream ended without a reason, e.g. the server closed it: reconnect
 	}
-	for _, s := range []error{ErrPurged, ErrDDL, ErrIDCollision, ErrSchema, ErrDiverged, ErrUnsupported, ErrBinlogRead, ErrIncident, checkpoint.ErrNone, checkpoint.ErrMismatch} {
+	for _, s := range []error{ErrPurged, ErrDDL, ErrIDCollision, ErrSchema, ErrDiverged, ErrUnsupported, ErrBinlogRead, ErrServerIDInUse, ErrIncident, checkpoint.ErrNone, checkpoint.ErrMismatch} {
 		if errors.Is(err, s) {
 			return false
 		}
@@ -302,24 +305,36 @@ func (r *Replicator) classify(err error) error {
 	}
 	var msg string
 	var ge *gomysql.MyError
+	code := 1236
 	switch {
-	case errors.As(err, &ge) && ge.Code == gomysql.ER_MASTER_FATAL_ERROR_READING_BINLOG:
-		msg = ge.Message
+	case errors.As(err, &ge) && (ge.Code == gomysql.ER_MASTER_FATAL_ERROR_READING_BINLOG || ge.Code == errSlaveSameID):
+		msg, code = ge.Message, int(ge.Code)
 	case strings.Contains(err.Error(), "ERROR 1236"):
 		msg = err.Error()
 	default:
 		return err
 	}
-	switch binlogRefusal(msg) {
+	refused := binlogRefusal(msg)
+	if code == errSlaveSameID {
+		refused = refusedServerID
+	}
+	switch refused {
 	case refusedPurged:
 		return fmt.Errorf("%w: the source has purged binlogs the checkpoint needs (error 1236: %s): %s", ErrPurged, msg, r.purgedRemedy())
 	case refusedDiverged:
 		return fmt.Errorf("%w: the source says the checkpoint's position is not in its binlog (error 1236: %s): is this the source the copy started from? point csmh-sync at it, or start over",
 			ErrDiverged, msg)
+	case refusedServerID:
+		return fmt.Errorf("%w: the source dropped the binlog stream because another replica or binlog reader connected with its server id %d (error %d: %s): connecting again would drop that one in turn; restart with a --server-id no replica of the source uses (SHOW REPLICAS or SHOW SLAVE HOSTS lists theirs); the checkpoint is kept",
+			ErrServerIDInUse, r.cfg.ServerID, code, msg)
 	}
 	return fmt.Errorf("%w (error 1236: %s): the checkpoint is kept; if the message names max_allowed_packet, raise the source's and restart; if mysqlbinlog cannot read that binlog either, it is damaged: start over (docs/runbook.md, \"Recover from a purged binlog\")",
 		ErrBinlogRead, msg)
 }
+
+// errSlaveSameID is MariaDB's ER_SLAVE_SAME_ID: the source dropped this binlog connection for a newer one with
+// the same server id (MySQL says so in a 1236).
+const errSlaveSameID = 4052
 
 // refusal is what a 1236's message says went wrong.
 type refusal int
@@ -328,6 +343,7 @@ const (
 	refusedOther refusal = iota
 	refusedPurged
 	refusedDiverged
+	refusedServerID
 )
 
 // binlogRefusal reads the server's message of error 1236, in the words MySQL 5.7–8.4 and MariaDB 10.x use
@@ -344,6 +360,11 @@ func binlogRefusal(msg string) refusal {
 		if strings.Contains(m, s) {
 			return refusedDiverged
 		}
+	}
+	// MySQL: "A slave (replica) with the same server_uuid/server_id as this slave (replica) has connected to the
+	// master (source)"; MariaDB: "A slave with the same server_uuid/server_id is already connected".
+	if strings.Contains(m, "with the same server_uuid/server_id") {
+		return refusedServerID
 	}
 	return refusedOther
 }

@@ -72,6 +72,8 @@ func TestBinlogRefusalMessages(t *testing.T) {
 		{"Client requested master to start replication from position > file size", ErrDiverged},
 		{"Client requested source to start replication from position > file size; the first event 'binlog.000003' at 99999, the last event read from 'binlog.000003' at 4, the last byte read from 'binlog.000003' at 4.", ErrDiverged},
 		{"log event entry exceeded max_allowed_packet; Increase max_allowed_packet on master; the first event 'binlog.000003' at 4, the last event read from 'binlog.000003' at 1234, the last byte read from 'binlog.000003' at 1253.", ErrBinlogRead},
+		{"A slave with the same server_uuid/server_id as this slave has connected to the master; the first event 'binlog.000002' at 119263798, the last event read from './binlog.000002' at 126, the last byte read from './binlog.000002' at 119263798.", ErrServerIDInUse},
+		{"A replica with the same server_uuid/server_id as this replica has connected to the source; the first event 'binlog.000017' at 4, the last event read from './binlog.000017' at 96475, the last byte read from './binlog.000017' at 96475.", ErrServerIDInUse},
 		{"binlog truncated in the middle of event; consider out of disk space on master; the first event 'binlog.000003' at 4, the last event read from 'binlog.000003' at 1234, the last byte read from 'binlog.000003' at 1253.", ErrBinlogRead},
 		// MariaDB 10.11.
 		{"Could not find GTID state requested by slave in any binlog files. Probably the slave state is too old and required binlog files have been purged.", ErrPurged},
@@ -91,6 +93,12 @@ func TestBinlogRefusalMessages(t *testing.T) {
 		if startsOver := strings.Contains(err.Error(), "purged binlogs the checkpoint needs"); startsOver != (c.want == ErrPurged) {
 			t.Errorf("classify(1236 %q) = %v: only a purged binlog calls for starting over", c.msg, err)
 		}
+	}
+	// MariaDB 10.11 drops the older of two connections with one server id with error 4052 (ER_SLAVE_SAME_ID).
+	msg := "A slave with the same server_uuid/server_id is already connected; the first event '.' at 0, the last event read from 'mysql-bin.000001' at 1699, the last byte read from 'mysql-bin.000001' at 1730."
+	err := r.classify(fmt.Errorf("read binlog: %w", &gomysql.MyError{Code: 4052, Message: msg}))
+	if !errors.Is(err, ErrServerIDInUse) || !strings.Contains(err.Error(), msg) || retryable(err) {
+		t.Errorf("classify(4052 %q) = %v; want ErrServerIDInUse, not retried, with the server's message", msg, err)
 	}
 }
 

@@ -20,7 +20,7 @@ import (
 // fixed set, so the label's cardinality stays bounded; the error itself is logged and recorded beside it.
 var (
 	backfillStopReasons = []string{"critical_load", "replica", "schema", "range", "config", "error"}
-	streamStopReasons   = []string{"ddl", "id_collision", "auto_increment", "binlog_compression", "purged", "diverged", "schema", "tagged_gtid", "unsupported", "incident", "binlog_unreadable", "error"}
+	streamStopReasons   = []string{"ddl", "id_collision", "auto_increment", "binlog_compression", "purged", "diverged", "schema", "tagged_gtid", "unsupported", "incident", "binlog_unreadable", "server_id", "error"}
 )
 
 func backfillStopReason(err error) string {
@@ -59,6 +59,8 @@ func streamStopReason(err error) string {
 		return "incident"
 	case errors.Is(err, replication.ErrBinlogRead):
 		return "binlog_unreadable"
+	case errors.Is(err, replication.ErrServerIDInUse):
+		return "server_id" // another replica connected with --server-id
 	case errors.Is(err, replication.ErrTaggedGTID):
 		return "tagged_gtid" // before unsupported, which it is wrapped with
 	case errors.Is(err, replication.ErrUnsupported):
@@ -102,6 +104,8 @@ func stopFix(st checkpoint.StageStop) string {
 		return "make the source log CSMH row-based only (binlog_format=ROW, no XA), then start over for the affected range"
 	case "incident":
 		return "restart with 'run --accept-incident <position>' (the binlog position the message names), then 'verify --repair' before cutover: changes the source lost from its binlog are not streamed"
+	case "server_id":
+		return "restart 'run' with a --server-id that no replica or binlog reader of the source uses (SHOW REPLICAS or SHOW SLAVE HOSTS on the source lists theirs)"
 	case "binlog_unreadable":
 		return "read the source's error in the message: raise its max_allowed_packet if it names that, then restart 'run'; a binlog mysqlbinlog cannot read either is damaged: start over (docs/runbook.md, \"Recover from a purged binlog\")"
 	}

@@ -59,6 +59,7 @@ func TestStopReasons(t *testing.T) {
 		{replication.ErrUnsupported, "unsupported"},
 		{fmt.Errorf("%w (LOST_EVENTS at file:bin.000002:786)", replication.ErrIncident), "incident"},
 		{fmt.Errorf("%w (error 1236: bogus data in log event)", replication.ErrBinlogRead), "binlog_unreadable"},
+		{fmt.Errorf("%w: the source dropped the binlog stream", replication.ErrServerIDInUse), "server_id"},
 		{errors.New("something else"), "error"},
 	} {
 		if got := streamStopReason(c.err); got != c.want || !slices.Contains(streamStopReasons, got) {
