@@ -20,13 +20,18 @@ const FilePrefix = "file:"
 type FilePos struct {
 	File string
 	Pos  uint64
+	// Created is when the server created the file: the header timestamp of its Format_description event, in
+	// whole seconds of the source's clock, or 0 when unknown. It tells the file from a later one of the same
+	// name (after RESET MASTER, binlog.000001 is written again from offset 4). Comparisons ignore it.
+	Created uint32
 }
 
 // ErrFileNames means two binlog file names cannot be ordered: their base names differ (log_bin_basename
 // changed, or the positions come from different servers), or one has no numeric extension.
 var ErrFileNames = errors.New("binlog file names cannot be ordered")
 
-// ParseFilePos reads "name:offset", with or without FilePrefix ("file:binlog.000003:1234").
+// ParseFilePos reads "name:offset", with or without FilePrefix ("file:binlog.000003:1234"), and the file's
+// creation time after the offset where the checkpoint stores it ("file:binlog.000003:1234@1733612345").
 func ParseFilePos(s string) (FilePos, error) {
 	s = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(s), FilePrefix))
 	i := strings.LastIndexByte(s, ':')
@@ -34,6 +39,14 @@ func ParseFilePos(s string) (FilePos, error) {
 		return FilePos{}, fmt.Errorf("parse binlog position %q: want file:offset, e.g. binlog.000003:1234", s)
 	}
 	name, off := s[:i], s[i+1:]
+	var created uint64
+	if j := strings.IndexByte(off, '@'); j >= 0 {
+		var err error
+		if created, err = strconv.ParseUint(off[j+1:], 10, 32); err != nil || created == 0 {
+			return FilePos{}, fmt.Errorf("parse binlog position %q: the file's creation time %q is not a Unix time", s, off[j+1:])
+		}
+		off = off[:j]
+	}
 	pos, err := strconv.ParseUint(off, 10, 64)
 	if err != nil {
 		return FilePos{}, fmt.Errorf("parse binlog position %q: the offset %q is not a decimal number", s, off)
@@ -41,14 +54,28 @@ func ParseFilePos(s string) (FilePos, error) {
 	if _, _, err := fileSeq(name); err != nil {
 		return FilePos{}, fmt.Errorf("parse binlog position %q: %w", s, err)
 	}
-	return FilePos{File: name, Pos: pos}, nil
+	return FilePos{File: name, Pos: pos, Created: uint32(created)}, nil
 }
 
 // IsFilePos reports whether a stored stream position is a file/position (else it is a GTID position).
 func IsFilePos(s string) bool { return strings.HasPrefix(strings.TrimSpace(s), FilePrefix) }
 
-// String renders the position as the checkpoint stores it: FilePrefix, the file name, ':', the offset.
-func (p FilePos) String() string { return FilePrefix + p.File + ":" + strconv.FormatUint(p.Pos, 10) }
+// String renders the position as the checkpoint stores it: FilePrefix, the file name, ':', the offset, and
+// '@' and the file's creation time when known.
+func (p FilePos) String() string {
+	s := FilePrefix + p.File + ":" + strconv.FormatUint(p.Pos, 10)
+	if p.Created != 0 {
+		s += "@" + strconv.FormatUint(uint64(p.Created), 10)
+	}
+	return s
+}
+
+// SameFile reports whether created, the creation time of a file named p.File on the source now, is that of the
+// file p was read from. An unknown time on either side (a position from an older checkpoint, or from SHOW
+// BINARY LOG STATUS) cannot tell, and passes.
+func (p FilePos) SameFile(created uint32) bool {
+	return p.Created == 0 || created == 0 || p.Created == created
+}
 
 // IsZero reports whether p is unset.
 func (p FilePos) IsZero() bool { return p.File == "" }

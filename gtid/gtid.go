@@ -180,7 +180,7 @@ func (s *Set) Add(one string) error {
 		if err != nil {
 			return fmt.Errorf("add %q to %q: %w", one, s.String(), err)
 		}
-		if c > 0 {
+		if c > 0 || (c == 0 && s.file.Created == 0) {
 			s.file = &p
 		}
 		return nil

@@ -55,6 +55,8 @@ func TestFileModeStreamsMySQLWithoutGTIDs(t *testing.T) {
 		{Header: h(replication.XID_EVENT, 346, 31), Event: &replication.XIDEvent{XID: 12}},
 		{Header: h(replication.HEARTBEAT_EVENT, 400, 39), Event: &replication.GenericEvent{}},
 		{Header: h(replication.ROTATE_EVENT, 393, 47), Event: &replication.RotateEvent{Position: 4, NextLogName: []byte("binlog.000004")}},
+		{Header: &replication.EventHeader{Timestamp: 1764633700, EventType: replication.FORMAT_DESCRIPTION_EVENT, ServerID: 1, LogPos: 126, EventSize: 122},
+			Event: &replication.FormatDescriptionEvent{}},
 	}
 	for _, ev := range events {
 		if err := s.step(ctx, ev); err != nil {
@@ -70,11 +72,14 @@ func TestFileModeStreamsMySQLWithoutGTIDs(t *testing.T) {
 		name, pos string
 		marker    bool
 	}{
-		{"file:binlog.000003:4", "file:binlog.000003:4", true},
-		{"file:binlog.000003:126", "file:binlog.000003:126", true},
-		{"file:binlog.000003:157", "file:binlog.000003:157", true},
-		{"file:binlog.000003:157", "file:binlog.000003:346", false}, // the transaction: from its start to its Xid's end
-		{"file:binlog.000004:4", "file:binlog.000004:4", true},
+		// Every position holds its file's creation time, its Format_description event's timestamp; a Rotate's
+		// position waits for the next file's.
+		{"file:binlog.000003:4@1764633600", "file:binlog.000003:4@1764633600", true},
+		{"file:binlog.000003:126@1764633600", "file:binlog.000003:126@1764633600", true},
+		{"file:binlog.000003:157@1764633600", "file:binlog.000003:157@1764633600", true},
+		{"file:binlog.000003:157", "file:binlog.000003:346@1764633600", false}, // the transaction: from its start to its Xid's end
+		{"file:binlog.000004:4@1764633700", "file:binlog.000004:4@1764633700", true},
+		{"file:binlog.000004:126@1764633700", "file:binlog.000004:126@1764633700", true},
 	}
 	if len(got) != len(want) {
 		for _, x := range got {
@@ -95,7 +100,7 @@ func TestFileModeStreamsMySQLWithoutGTIDs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if b.pos.String() != "file:binlog.000004:4" || b.count != 1 || !b.pending() {
-		t.Fatalf("batch at %s counting %d transactions, want file:binlog.000004:4 and 1", b.pos, b.count)
+	if b.pos.String() != "file:binlog.000004:126@1764633700" || b.count != 1 || !b.pending() {
+		t.Fatalf("batch at %s counting %d transactions, want file:binlog.000004:126@1764633700 and 1", b.pos, b.count)
 	}
 }

@@ -169,7 +169,7 @@ func requireAppliedOnce(t *testing.T, f *fixture, rows int64, updated uint64, po
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.GTID != pos || st.Applied.Inserts != uint64(rows) || st.Applied.Updates != updated {
+	if withoutCreated(st.GTID) != pos || st.Applied.Inserts != uint64(rows) || st.Applied.Updates != updated {
 		t.Fatalf("checkpoint %s %+v, want %s with %d inserts and %d updates", st.GTID, st.Applied, pos, rows, updated)
 	}
 }

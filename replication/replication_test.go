@@ -610,7 +610,7 @@ func largeTransactionInParts(t *testing.T, fileMode bool) {
 		t.Fatal(err)
 	}
 	txs := f.gtidAt(t, f.start).Behind(f.gtidAt(t, want))
-	if st.GTID != want.String() || st.Applied.Inserts != 41 || st.Applied.Updates != 40 || st.Applied.Deletes != 20 ||
+	if withoutCreated(st.GTID) != want.String() || st.Applied.Inserts != 41 || st.Applied.Updates != 40 || st.Applied.Deletes != 20 ||
 		st.Applied.Transactions != uint64(txs) {
 		t.Fatalf("checkpoint %s, counters %+v; want %s, 41 inserts, 40 updates, 20 deletes, %d transactions, each counted once",
 			st.GTID, st.Applied, want, txs)

@@ -59,7 +59,7 @@ func rolledBackTransaction(t *testing.T, fileMode bool) {
 		t.Fatal(err)
 	}
 	txs := f.gtidAt(t, f.start).Behind(f.gtidAt(t, want))
-	if st.GTID != want.String() || st.Applied.Inserts != 201 || st.Applied.Updates != 0 || st.Applied.Deletes != 0 ||
+	if withoutCreated(st.GTID) != want.String() || st.Applied.Inserts != 201 || st.Applied.Updates != 0 || st.Applied.Deletes != 0 ||
 		st.Applied.Transactions != uint64(txs) {
 		t.Fatalf("checkpoint %s, counters %+v; want %s, 201 inserts, no updates or deletes, %d transactions (the rolled-back ones too, once each)",
 			st.GTID, st.Applied, want, txs)

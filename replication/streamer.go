@@ -89,7 +89,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	defer cancel()
 	ch := make(chan *txn, txnQueue)
 	gate := newByteGate(queueParts * r.cfg.FragmentBytes)
-	st := &streamer{r: r, dec: dec, out: ch, gate: gate, fileMode: fileMode, file: fp.File}
+	st := &streamer{r: r, dec: dec, out: ch, gate: gate, fileMode: fileMode, file: fp.File, start: fp}
 	ap.gate = gate
 	var streamErr error
 	done := make(chan struct{})
@@ -159,6 +159,14 @@ type streamer struct {
 	file           string
 	evStart, evEnd uint64
 	marked         gtid.FilePos // the last position sent to the applier
+	// created is file's creation time (its Format_description event's timestamp), 0 until that event arrives;
+	// it goes into every position of the file. start is where the session began, checked against the first
+	// file's creation time once (started); rotated is where a Rotate said the next file starts, marked once
+	// that file's Format_description event has told its creation time.
+	created uint32
+	start   gtid.FilePos
+	started bool
+	rotated *gtid.FilePos
 }
 
 func (s *streamer) run(ctx context.Context, stream *replication.BinlogStreamer) error {
@@ -167,6 +175,14 @@ func (s *streamer) run(ctx context.Context, stream *replication.BinlogStreamer) 
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			// go-mysql hands a connection's error over beside its events, and may hand it first: the events the
+			// server sent before it are read first (a Format_description event that says the file is another
+			// one than the checkpoint's explains the error that follows it).
+			for _, ev := range stream.DumpEvents() {
+				if err := s.step(ctx, ev); err != nil {
+					return err
+				}
 			}
 			return fmt.Errorf("read binlog: %w", s.r.classify(err))
 		}
@@ -192,7 +208,7 @@ func (s *streamer) step(ctx context.Context, ev *replication.BinlogEvent) error 
 		return err
 	}
 	if s.fileMode && s.cur == nil && s.evEnd > 0 && !isHeartbeat(ev) {
-		return s.mark(ctx, gtid.FilePos{File: s.file, Pos: s.evEnd})
+		return s.mark(ctx, gtid.FilePos{File: s.file, Pos: s.evEnd, Created: s.created})
 	}
 	return nil
 }
@@ -201,16 +217,38 @@ func (s *streamer) step(ctx context.Context, ev *replication.BinlogEvent) error 
 // event names the next file and where it starts (the one sent at connect names the start position); between
 // transactions that is where the position moves, so an idle source still gets its checkpoint onto its
 // newest file. Events the server makes up (offset 0) have no place in the file.
+//
+// Every file starts with a Format_description event, which the server also sends first when a session starts
+// inside a file. Its timestamp is when the file was created: a position saved in a file of another creation
+// time is not in this file, though the name is the same (RESET MASTER starts binlog.000001 again), and the
+// session stops with ErrDiverged before it reads anything from there.
 func (s *streamer) locate(ctx context.Context, ev *replication.BinlogEvent) error {
 	s.evStart, s.evEnd = 0, 0
 	if r, ok := ev.Event.(*replication.RotateEvent); ok {
-		s.file = string(r.NextLogName)
+		s.file, s.created, s.rotated = string(r.NextLogName), 0, nil
 		if s.cur == nil {
-			return s.mark(ctx, gtid.FilePos{File: s.file, Pos: r.Position})
+			s.rotated = &gtid.FilePos{File: s.file, Pos: r.Position}
 		}
 		return nil
 	}
 	h := ev.Header
+	if _, ok := ev.Event.(*replication.FormatDescriptionEvent); ok && s.file != "" {
+		s.created = h.Timestamp
+		if !s.started {
+			s.started = true
+			if s.start.File == s.file && !s.start.SameFile(s.created) {
+				return fmt.Errorf("%w: the checkpoint's position %s lies in a binlog %s the source created at %s, and the source's %s now was created at %s: its binlogs were reset (RESET MASTER) or replaced since, and the changes after the checkpoint cannot be found by file and offset; start over (docs/runbook.md, \"Recover from a purged binlog\")",
+					ErrDiverged, s.start, s.file, unixUTC(s.start.Created), s.file, unixUTC(s.created))
+			}
+		}
+		if p := s.rotated; p != nil && s.cur == nil {
+			s.rotated = nil
+			p.Created = s.created
+			if err := s.mark(ctx, *p); err != nil {
+				return err
+			}
+		}
+	}
 	if h.LogPos == 0 || s.file == "" {
 		return nil
 	}
@@ -233,6 +271,9 @@ func (s *streamer) mark(ctx context.Context, p gtid.FilePos) error {
 	name := p.String()
 	return s.send(ctx, &txn{gtid: name, pos: name, marker: true})
 }
+
+// unixUTC renders a binlog timestamp.
+func unixUTC(sec uint32) string { return time.Unix(int64(sec), 0).UTC().Format(time.RFC3339) }
 
 func isHeartbeat(ev *replication.BinlogEvent) bool {
 	t := ev.Header.EventType
@@ -539,7 +580,7 @@ func (s *streamer) endAt(ctx context.Context, ev *replication.BinlogEvent, pos u
 	}
 	s.cur = nil
 	if s.fileMode {
-		p := gtid.FilePos{File: s.file, Pos: pos}
+		p := gtid.FilePos{File: s.file, Pos: pos, Created: s.created}
 		t.pos, s.marked = p.String(), p
 	}
 	now := time.Now()
