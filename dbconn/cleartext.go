@@ -135,7 +135,7 @@ type clearGuard struct {
 	opts     guardOpts
 	off      atomic.Bool // the login is over, or runs inside TLS: pass bytes
 	refused  atomic.Bool
-	keyAsked atomic.Bool // the client's last packet was a one-byte 0x02: caching_sha2_password's request_public_key
+	keyAsked atomic.Bool // the client's last packet was a one-byte request for the server's RSA key
 	plugin   string      // the auth plugin in use: the greeting's, or an auth switch's
 
 	// Touched only by the goroutine reading during the login.
@@ -148,6 +148,9 @@ type clearGuard struct {
 }
 
 const clientSSL = 0x0800 // capability flag CLIENT_SSL
+
+// maxPayload is the longest payload of one protocol packet; a longer one continues in the next.
+const maxPayload = 1<<24 - 1
 
 func (g *clearGuard) Read(p []byte) (int, error) {
 	if len(g.pending) == 0 {
@@ -172,6 +175,12 @@ func (g *clearGuard) readPacket() ([]byte, error) {
 		return nil, err
 	}
 	n := int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
+	if n == maxPayload {
+		// The start of a packet of 16 MiB or more, which the clients join with the packets that follow: no login
+		// packet is that long, and a key split across two would pass the checks below piece by piece.
+		g.refuse()
+		return nil, errors.New("the server sent a packet of 16 MiB or more during the login: refused (a server on the path may pose as the real one)")
+	}
 	pkt := make([]byte, 4+n)
 	copy(pkt, hdr[:])
 	if _, err := io.ReadFull(g.Conn, pkt[4:]); err != nil {
@@ -208,8 +217,9 @@ func (g *clearGuard) readPacket() ([]byte, error) {
 	if g.opts.local { // a unix socket: caching_sha2_password sends the password as it is, and no key is asked for
 		return pkt, nil
 	}
-	// more auth data: caching_sha2_password's perform_full_authentication
-	if g.plugin == "caching_sha2_password" && n == 2 && pkt[4] == 0x01 && pkt[5] == 0x04 && g.opts.pinned == nil {
+	// more auth data: caching_sha2_password's perform_full_authentication. Whatever plugin the greeting seems to
+	// name: a greeting can name two, and the clients and the guard need not read the same one.
+	if n == 2 && pkt[4] == 0x01 && pkt[5] == 0x04 && g.opts.pinned == nil {
 		g.refuse()
 		return errPacket(hdr[3], AuthRequiresSecureConnection, fullAuthRefusedMsg(g.opts.flag)), nil
 	}
@@ -233,22 +243,23 @@ func (g *clearGuard) refuse() {
 // offersKey reports whether a client could take the login packet payload p (after the greeting, without TLS)
 // for the server's RSA public key and encrypt the password with it. Both clients find the key with pem.Decode,
 // which skips whatever precedes a PEM block and takes any label, so the test is not on how the packet starts:
-//   - the packet right after caching_sha2_password's request_public_key (go-mysql reads it as the key whatever
-//     its first byte, an OK packet's included, and dereferences nil if it holds no PEM block);
-//   - sha256_password's more-data packet (go-mysql dereferences nil there too if it holds no PEM block);
-//   - caching_sha2_password's more-data packet that is not a one-byte status (fast_auth_success,
-//     perform_full_authentication): no server sends one, and a PEM block in it is a key;
+//   - the packet right after a request for the key (caching_sha2_password's request_public_key, sha256_password's
+//     one-byte request): go-mysql reads it as the key whatever its first byte, an OK packet's included, and
+//     dereferences nil if it holds no PEM block;
+//   - a more-data packet that is not a one-byte status (caching_sha2_password's fast_auth_success or
+//     perform_full_authentication): sha256_password's key, or nothing a server sends;
 //   - any packet that holds a PEM block at all.
 //
-// asked: the packet answers the request for the key.
+// None of this depends on the plugin the guard believes in use: a greeting can name two plugins, and the clients
+// and the guard need not read the same one.
+//
+// asked: the packet answers a request for the key.
 func (g *clearGuard) offersKey(p []byte) (offers, asked bool) {
-	asked = g.keyAsked.Swap(false) && g.plugin == "caching_sha2_password"
+	asked = g.keyAsked.Swap(false)
 	switch {
 	case asked:
 		return true, true
-	case p[0] == 0x01 && g.plugin == "sha256_password":
-		return len(p) > 1, false
-	case p[0] == 0x01 && g.plugin == "caching_sha2_password" && len(p) != 2:
+	case p[0] == 0x01 && len(p) != 2:
 		return true, false
 	}
 	if b, _ := pem.Decode(p); b != nil {
@@ -259,7 +270,8 @@ func (g *clearGuard) offersKey(p []byte) (offers, asked bool) {
 }
 
 // greetingPlugin is the auth plugin a protocol-10 greeting names: the NUL-terminated string that ends it, after
-// the scramble's own terminating NUL ("" if the greeting names none).
+// the scramble's own terminating NUL ("" if the greeting names none). It only names the plugin in messages: a
+// greeting can name two, and the clients read the first.
 func greetingPlugin(p []byte) string {
 	p = bytes.TrimSuffix(p, []byte{0})
 	i := bytes.LastIndexByte(p, 0)
@@ -316,8 +328,9 @@ func (g *clearGuard) Write(p []byte) (int, error) {
 		if !g.firstSeen {
 			g.watchFirst(p)
 		}
-		// Both clients write a packet whole, header and payload in one call.
-		g.keyAsked.Store(len(p) == 5 && p[0] == 1 && p[1] == 0 && p[2] == 0 && p[4] == 0x02)
+		// Both clients write a packet whole, header and payload in one call. A one-byte 0x02 is
+		// caching_sha2_password's request for the server's key, a one-byte 0x01 sha256_password's.
+		g.keyAsked.Store(len(p) == 5 && p[0] == 1 && p[1] == 0 && p[2] == 0 && (p[4] == 0x02 || p[4] == 0x01))
 	}
 	return g.Conn.Write(p)
 }
