@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -42,8 +43,14 @@ func (e Endpoint) Config() (*mysql.Config, error) {
 	}
 	cfg, err := mysql.ParseDSN(e.DSN)
 	if err != nil {
+		if Redact(e.DSN) != e.DSN {
+			// The driver's reason may quote pieces of the password (one holding '/' splits where the driver
+			// looks for the database name): it is left out.
+			return nil, fmt.Errorf("%w: --%s-dsn %q does not parse: use the form user:password@tcp(host:port)/, with the trailing '/', or give the password in --%s-password-file",
+				ErrConfig, e.Role, Redact(e.DSN), e.Role)
+		}
 		return nil, fmt.Errorf("%w: --%s-dsn %q does not parse (%s): use the form user@tcp(host:port)/",
-			ErrConfig, e.Role, Redact(e.DSN), scrub(err.Error(), e.DSN))
+			ErrConfig, e.Role, e.DSN, err)
 	}
 	if err := e.checkParams(e.DSN, cfg); err != nil {
 		return nil, err
@@ -171,6 +178,15 @@ func userOf(cfg *mysql.Config) string {
 	return cfg.User
 }
 
+// dsnCredentials finds what looks like the credentials of a DSN inside free text: a user, ':', a password, and
+// the '@' before the network ("csmh:secret@tcp(", "@unix(", "@tcp6(", go-sql-driver's bare "@(", or "@/" for
+// the local default).
+var dsnCredentials = regexp.MustCompile(`([^\s"'=:@]*):(\S*?)@((?:tcp[46]?|unix)?\(|/)`)
+
+// RedactText replaces the password of every DSN inside a message with xxxxx: for messages that quote what the
+// operator typed (a flag the parser did not understand, an argument it did not expect).
+func RedactText(msg string) string { return dsnCredentials.ReplaceAllString(msg, "${1}:xxxxx@${3}") }
+
 // Redact returns the DSN with its password replaced, for logs and errors.
 func Redact(dsn string) string {
 	at := strings.LastIndex(dsn, "@")
@@ -182,18 +198,4 @@ func Redact(dsn string) string {
 		return cred[:colon] + ":xxxxx" + dsn[at:]
 	}
 	return dsn
-}
-
-// scrub removes any trace of the DSN's password from a message.
-func scrub(msg, dsn string) string {
-	at := strings.LastIndex(dsn, "@")
-	if at < 0 {
-		return msg
-	}
-	if colon := strings.Index(dsn[:at], ":"); colon >= 0 {
-		if pw := dsn[colon+1 : at]; pw != "" {
-			msg = strings.ReplaceAll(msg, pw, "xxxxx")
-		}
-	}
-	return msg
 }

@@ -92,7 +92,7 @@ func (e Endpoint) applyTLS(cfg *mysql.Config) error {
 		mode = TLSPreferred
 	}
 	host := ""
-	if cfg.Net == "tcp" {
+	if isTCP(cfg.Net) {
 		host, _, _ = net.SplitHostPort(cfg.Addr)
 	}
 	tc, err := e.TLS.config(mode, host, flag)
@@ -201,9 +201,12 @@ func settleTLS(ctx context.Context, cfg *mysql.Config) error {
 	return nil
 }
 
+// isTCP reports whether a DSN's network is TCP: go-sql-driver dials tcp4 and tcp6 as well.
+func isTCP(network string) bool { return network == "tcp" || network == "tcp4" || network == "tcp6" }
+
 // warnPlaintext logs one line when cfg talks plaintext to a host beyond this machine.
 func warnPlaintext(log *slog.Logger, role string, cfg *mysql.Config) {
-	if cfg.TLS != nil || cfg.Net != "tcp" {
+	if cfg.TLS != nil || !isTCP(cfg.Net) {
 		return
 	}
 	host, _, err := net.SplitHostPort(cfg.Addr)

@@ -27,6 +27,10 @@ func TestPlaintextWarning(t *testing.T) {
 		{mysql.Config{Net: "tcp", Addr: "localhost:3306"}, false},
 		{mysql.Config{Net: "unix", Addr: "/run/mysqld/mysqld.sock"}, false},
 		{mysql.Config{Net: "tcp", Addr: "db.example.com:3306", TLS: tlsRequired(t)}, false},
+		// go-sql-driver dials tcp4 and tcp6 too.
+		{mysql.Config{Net: "tcp4", Addr: "203.0.113.9:3306"}, true},
+		{mysql.Config{Net: "tcp6", Addr: "[2001:db8::5]:3306"}, true},
+		{mysql.Config{Net: "tcp4", Addr: "127.0.0.1:3306"}, false},
 	} {
 		var buf bytes.Buffer
 		warnPlaintext(slog.New(slog.NewTextHandler(&buf, nil)), "target", &c.cfg)
@@ -64,6 +68,48 @@ func TestExplainTLS(t *testing.T) {
 		got := e.explain(c.err, nil).Error()
 		if !strings.Contains(got, c.want) || strings.Contains(got, "\n") {
 			t.Errorf("explain(%v) = %q, want one line with %q", c.err, got, c.want)
+		}
+	}
+}
+
+// verify-identity checks the host a tcp4 or tcp6 DSN names, as it does for tcp.
+func TestVerifyIdentityOverTCP46(t *testing.T) {
+	for _, dsn := range []string{"csmh@tcp4(db.example.com:3306)/", "csmh@tcp6(db.example.com:3306)/"} {
+		cfg, err := Endpoint{Role: "source", DSN: dsn, TLS: TLS{Mode: TLSVerifyIdentity}}.Config()
+		if err != nil || cfg.TLS == nil || cfg.TLS.ServerName != "db.example.com" {
+			t.Errorf("%s with verify-identity: %v; want the server name db.example.com checked", dsn, err)
+		}
+	}
+}
+
+// A DSN that does not parse is named without its password, and without the driver's reason, which may quote
+// pieces of it (a '/' in the password splits it where the driver looks for the database name).
+func TestUnparsableDSNHidesThePassword(t *testing.T) {
+	for _, c := range []struct{ dsn, piece string }{
+		{"csmh:Zq8rT2xK/p9LmW4@tcp(db.example:3306)", "Zq8rT2xK"},
+		{"csmh:Zq8rT2xK/p9%Lm@tcp(db.example:3306)", "p9%Lm"},
+	} {
+		_, err := Endpoint{Role: "source", DSN: c.dsn}.Config()
+		if err == nil || strings.Contains(err.Error(), c.piece) || !strings.Contains(err.Error(), "--source-password-file") {
+			t.Errorf("%s: %v; want an error without %q that names --source-password-file", c.dsn, err, c.piece)
+		}
+	}
+	// Without a password the driver's reason stays.
+	if _, err := (Endpoint{Role: "source", DSN: "csmh@tcp(db.example:3306)/?x=%zz"}).Config(); err == nil || !strings.Contains(err.Error(), "does not parse (") {
+		t.Errorf("a DSN without a password: %v; want the driver's reason", err)
+	}
+}
+
+func TestRedactText(t *testing.T) {
+	for in, want := range map[string]string{
+		"unknown shorthand flag: 's' in -source-dsn=csmh:S3cretPw@tcp(db:3306)/": "unknown shorthand flag: 's' in -source-dsn=csmh:xxxxx@tcp(db:3306)/",
+		`unexpected argument "csmh:p@ss:w0rd@tcp6([::1]:3306)/"`:                 `unexpected argument "csmh:xxxxx@tcp6([::1]:3306)/"`,
+		"x root:pw@(127.0.0.1)/ and u:v@unix(/s)/":                               "x root:xxxxx@(127.0.0.1)/ and u:xxxxx@unix(/s)/",
+		"--target-dsn=root:pw@/edxapp_csmh":                                      "--target-dsn=root:xxxxx@/edxapp_csmh",
+		"no dsn here: user@tcp(db:3306)/":                                        "no dsn here: user@tcp(db:3306)/",
+	} {
+		if got := RedactText(in); got != want {
+			t.Errorf("RedactText(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -11,11 +11,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
 
+	"github.com/csmh-sync/csmh-sync/dbconn"
 	"github.com/csmh-sync/csmh-sync/internal/buildinfo"
 	"github.com/csmh-sync/csmh-sync/runner"
 )
@@ -99,11 +101,12 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, pflag.ErrHelp) {
 			return runner.ExitOK
 		}
-		fmt.Fprintf(stderr, "csmh-sync %s: %v (see --help)\n", name, err)
+		// The parser quotes the argument it stumbled on, which may be a DSN with its password.
+		fmt.Fprintf(stderr, "csmh-sync %s: %s (see --help)\n", name, dbconn.RedactText(err.Error()))
 		return runner.ExitError
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "csmh-sync %s: unexpected argument %q (see --help)\n", name, fs.Arg(0))
+		fmt.Fprintf(stderr, "csmh-sync %s: unexpected argument %s (see --help)\n", name, dbconn.RedactText(strconv.Quote(fs.Arg(0))))
 		return runner.ExitError
 	}
 	warnPasswordInArgs(fs, stderr)

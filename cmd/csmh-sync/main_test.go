@@ -251,3 +251,21 @@ func TestReadableSecretFileWarned(t *testing.T) {
 		t.Fatalf("a 0600 file was warned about:\n%s", errb.String())
 	}
 }
+
+// A flag the parser does not understand, or an argument it does not expect, is quoted in the error without the
+// password of a DSN in it: a single-dash flag (Go's flag package's spelling) and a space after '='.
+func TestMistypedDSNFlagHidesThePassword(t *testing.T) {
+	clearCSMHEnv(t)
+	for _, args := range [][]string{
+		{"run", "-source-dsn=csmh:S3cretPw@tcp(db:3306)/"},
+		{"run", "--source-dsn=", "csmh:S3cretPw@tcp(db:3306)/"},
+		{"verify", "-target-dsn=csmh:S3cretPw@unix(/run/mysqld/mysqld.sock)/"},
+	} {
+		var out, errb bytes.Buffer
+		code := cli(args, &out, &errb)
+		msg := strings.TrimSpace(errb.String())
+		if code != 2 || strings.Contains(msg, "S3cretPw") || !strings.Contains(msg, "csmh:xxxxx@") || strings.Contains(msg, "\n") {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and one line quoting the DSN without its password", args, code, msg)
+		}
+	}
+}
