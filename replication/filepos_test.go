@@ -3,9 +3,13 @@ package replication
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/go-mysql-org/go-mysql/replication"
+	"github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/csmh-sync/csmh-sync/gtid"
@@ -102,5 +106,68 @@ func TestFileModeStreamsMySQLWithoutGTIDs(t *testing.T) {
 	}
 	if b.pos.String() != "file:binlog.000004:126@1764633700" || b.count != 1 || !b.pending() {
 		t.Fatalf("batch at %s counting %d transactions, want file:binlog.000004:126@1764633700 and 1", b.pos, b.count)
+	}
+}
+
+// A binlog file past 4 GiB (one transaction of gigabytes; max_binlog_size is a soft limit) wraps the
+// headers' 32-bit end offsets. The stream stops there with ErrUnsupported rather than save a wrapped offset,
+// which would lie inside the transaction: the position stays where it was.
+func TestFileModeStopsWhereOffsetsWrap(t *testing.T) {
+	r := &Replicator{m: metrics.New(prometheus.NewRegistry())}
+	out := make(chan *txn, 16)
+	s := &streamer{r: r, out: out, gate: newByteGate(1 << 20), fileMode: true, file: "binlog.000003"}
+	ctx := context.Background()
+	h := func(typ replication.EventType, end uint64, size uint32) *replication.EventHeader {
+		return &replication.EventHeader{Timestamp: 1764633600, EventType: typ, ServerID: 1, LogPos: uint32(end), EventSize: size}
+	}
+	const end = 5_000_000_000 // the big transaction's Xid really ends here
+	events := []*replication.BinlogEvent{
+		{Header: h(replication.ROTATE_EVENT, 0, 43), Event: &replication.RotateEvent{Position: 346, NextLogName: []byte("binlog.000003")}},
+		{Header: h(replication.FORMAT_DESCRIPTION_EVENT, 126, 122), Event: &replication.FormatDescriptionEvent{}},
+		{Header: h(replication.ANONYMOUS_GTID_EVENT, 425, 79), Event: anonymousGTID(t)},
+		{Header: h(replication.QUERY_EVENT, 504, 79), Event: &replication.QueryEvent{Schema: []byte("edxapp"), Query: []byte("BEGIN")}},
+		// … rows events of another table, up to a few bytes short of 4 GiB …
+		{Header: h(replication.QUERY_EVENT, 1<<32-100, 79), Event: &replication.QueryEvent{Schema: []byte("edxapp"), Query: []byte("SAVEPOINT a")}},
+		{Header: h(replication.XID_EVENT, end, 31), Event: &replication.XIDEvent{XID: 12}},
+	}
+	var err error
+	for _, ev := range events {
+		if err = s.step(ctx, ev); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "4 GiB") || !strings.Contains(err.Error(), "binlog.000003") {
+		t.Fatalf("step returned %v; want ErrUnsupported naming binlog.000003 and 4 GiB", err)
+	}
+	close(out)
+	start, _ := gtid.Parse("mysql", "file:binlog.000003:346")
+	b := newBatch(start)
+	for x := range out {
+		if !x.marker {
+			t.Errorf("a transaction was handed on: %s → %s", x.gtid, x.pos)
+		}
+		if err := b.add(x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p, _ := b.pos.FilePos(); p.File != "binlog.000003" || p.Pos != 346 {
+		t.Fatalf("the position moved to %s; want binlog.000003:346, before the transaction", b.pos)
+	}
+}
+
+// MariaDB 11.4 and later write the events inside a transaction with end_log_pos 0: in file mode, and only
+// there, go-mysql is asked to fill their offsets in.
+func TestZeroLogPosFilledInFileMode(t *testing.T) {
+	for _, c := range []struct {
+		zero, fileMode, want bool
+	}{
+		{true, true, true},
+		{true, false, false},
+		{false, true, false},
+	} {
+		r := &Replicator{cfg: Config{Source: &mysql.Config{Addr: "127.0.0.1:3306"}, ZeroLogPos: c.zero}, baseLog: slog.New(slog.DiscardHandler)}
+		if got := r.syncerConfig(c.fileMode).FillZeroLogPos; got != c.want {
+			t.Errorf("ZeroLogPos %v, file mode %v: FillZeroLogPos %v, want %v", c.zero, c.fileMode, got, c.want)
+		}
 	}
 }

@@ -94,7 +94,11 @@ type Config struct {
 	// FoldNames: the source compares database and table names case-insensitively (lower_case_table_names 1
 	// or 2, dbconn.ServerInfo.FoldsNames), so its binlog may name the source table in another case than
 	// SourceTable: in lower case (1), as created (2), as a statement wrote it (any DDL). False compares exactly.
-	FoldNames  bool
+	FoldNames bool
+	// ZeroLogPos: the source writes the events inside a transaction with end_log_pos 0 (MariaDB 11.4 and
+	// later). In file mode go-mysql then fills their positions in from the events' sizes (FillZeroLogPos,
+	// which also has the server send the Annotate_rows events the sizes need).
+	ZeroLogPos bool
 	BatchRows  int           // max row changes per target transaction (default 2000)
 	BatchDelay time.Duration // how long a batch with rows waits for more (default 50 ms)
 	// ApplyLanes is how many target transactions (and connections) one batch is applied over, dealing ids

@@ -66,10 +66,10 @@ func (r *Replicator) session(ctx context.Context) error {
 	if err := ap.loadLanes(ctx, pos); err != nil {
 		return err
 	}
-	syncer := replication.NewBinlogSyncer(r.syncerConfig())
+	fp, fileMode := pos.FilePos()
+	syncer := replication.NewBinlogSyncer(r.syncerConfig(fileMode))
 	defer syncer.Close()
 	var stream *replication.BinlogStreamer
-	fp, fileMode := pos.FilePos()
 	if fileMode {
 		if fp.Pos > math.MaxUint32 {
 			return fmt.Errorf("%w: binlog offset %d does not fit the dump protocol", ErrUnsupported, fp.Pos)
@@ -158,6 +158,7 @@ type streamer struct {
 	fileMode       bool
 	file           string
 	evStart, evEnd uint64
+	lastEnd        uint64       // the end offset of the last event of file read (a 32-bit header field)
 	marked         gtid.FilePos // the last position sent to the applier
 	// created is file's creation time (its Format_description event's timestamp), 0 until that event arrives;
 	// it goes into every position of the file. start is where the session began, checked against the first
@@ -225,7 +226,7 @@ func (s *streamer) step(ctx context.Context, ev *replication.BinlogEvent) error 
 func (s *streamer) locate(ctx context.Context, ev *replication.BinlogEvent) error {
 	s.evStart, s.evEnd = 0, 0
 	if r, ok := ev.Event.(*replication.RotateEvent); ok {
-		s.file, s.created, s.rotated = string(r.NextLogName), 0, nil
+		s.file, s.created, s.rotated, s.lastEnd = string(r.NextLogName), 0, nil, 0
 		if s.cur == nil {
 			s.rotated = &gtid.FilePos{File: s.file, Pos: r.Position}
 		}
@@ -252,6 +253,13 @@ func (s *streamer) locate(ctx context.Context, ev *replication.BinlogEvent) erro
 	if h.LogPos == 0 || s.file == "" {
 		return nil
 	}
+	if prev := s.lastEnd; uint64(h.LogPos) < prev && prev-uint64(h.LogPos) > 1<<31 && !isHeartbeat(ev) {
+		// The header's 32-bit end offset went round: the file is past 4 GiB (one transaction of gigabytes;
+		// max_binlog_size is a soft limit), where no position can be named, saved, or streamed from.
+		return fmt.Errorf("%w: the source's binlog %s grew past 4 GiB (an event ends at offset %d after one that ended at %d: the binlog's 32-bit offsets went round), and positions past that cannot be named, saved or streamed from; the checkpoint holds the last position before it: start over once the source has rotated to a new binlog (docs/runbook.md, \"Recover from a purged binlog\"), or turn GTIDs on (MySQL) and start over by GTID",
+			ErrUnsupported, s.file, h.LogPos, prev)
+	}
+	s.lastEnd = uint64(h.LogPos)
 	s.evEnd = uint64(h.LogPos)
 	if uint64(h.EventSize) <= s.evEnd {
 		s.evStart = s.evEnd - uint64(h.EventSize)
@@ -718,7 +726,10 @@ func mysqlGTID(sid []byte, tag string, gno int64) string {
 // syncerConfig pins how binlog values are decoded: temporal values as UTC strings, doubles as float64 (the
 // exact stored bits; the applier prints the shortest text that reads back as the same double), decimals as
 // strings. Rows events of other tables are never decoded.
-func (r *Replicator) syncerConfig() replication.BinlogSyncerConfig {
+//
+// In file mode on a source that writes events inside a transaction without their end offset (ZeroLogPos),
+// go-mysql fills it in.
+func (r *Replicator) syncerConfig(fileMode bool) replication.BinlogSyncerConfig {
 	src := r.cfg.Source
 	host, portStr, err := net.SplitHostPort(src.Addr)
 	if err != nil {
@@ -741,7 +752,8 @@ func (r *Replicator) syncerConfig() replication.BinlogSyncerConfig {
 		UseDecimal:               false,
 		UseFloatWithTrailingZero: false,
 		DisableRetrySync:         true, // reconnecting is Run's job: from the committed position, with backoff
-		EventCacheCount:          128,  // bounds memory: events of up to max_allowed_packet each wait here
+		FillZeroLogPos:           fileMode && r.cfg.ZeroLogPos,
+		EventCacheCount:          128, // bounds memory: events of up to max_allowed_packet each wait here
 		RowsEventDecodeFunc: func(e *replication.RowsEvent, data []byte) error {
 			pos, err := e.DecodeHeader(data)
 			if err != nil {

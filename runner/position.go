@@ -45,6 +45,12 @@ func looseGTIDs(si dbconn.ServerInfo) bool {
 	return si.Version.Flavor == dbconn.MariaDB && !si.GTIDStrictMode
 }
 
+// zeroLogPos reports a source that writes the events inside a transaction with end_log_pos 0: MariaDB 11.4
+// and later (MDEV-31273, the binlog checksums computed ahead of the write).
+func zeroLogPos(si dbconn.ServerInfo) bool {
+	return si.Version.Flavor == dbconn.MariaDB && si.Version.AtLeast(11, 4)
+}
+
 // firstMode is the stream's mode for a new checkpoint.
 func firstMode(flag string, si dbconn.ServerInfo) (string, error) {
 	switch flag {

@@ -200,3 +200,27 @@ func TestAcceptDDLNames(t *testing.T) {
 		}
 	}
 }
+
+// MariaDB 11.4 and later write events inside a transaction with end_log_pos 0 (go-mysql issues #901, #1035,
+// as @@version and @@version_comment report those servers); 10.11 and MySQL do not.
+func TestZeroLogPosSources(t *testing.T) {
+	for _, c := range []struct {
+		version, comment string
+		want             bool
+	}{
+		{"11.4.2-MariaDB-ubu2404-log", "mariadb.org binary distribution", true},
+		{"11.4.12-MariaDB-log", "MariaDB Server", true},
+		{"11.8.3-MariaDB-log", "MariaDB Server", true},
+		{"11.3.2-MariaDB-log", "MariaDB Server", false},
+		{"10.11.19-MariaDB-0+deb12u1-log", "Debian 12", false},
+		{"8.4.3", "MySQL Community Server - GPL", false},
+	} {
+		v, err := dbconn.ParseVersion(c.version, c.comment)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := zeroLogPos(dbconn.ServerInfo{Version: v}); got != c.want {
+			t.Errorf("%s: zeroLogPos %v, want %v", c.version, got, c.want)
+		}
+	}
+}

@@ -337,7 +337,7 @@ func (r *Run) Run(ctx context.Context) (int, error) {
 			return verify.MarkTouched(ctx, tx, schema, ids)
 		}
 		rep, err = replication.New(k.src, k.dst, p.store, m, log, replication.Config{Source: k.srcCfg, ServerID: r.ServerID,
-			Flavor: p.flavor, SourceTable: r.SourceTable, TargetTable: r.TargetTable, FoldNames: p.info.FoldsNames(), BatchRows: r.Stream.BatchRows, ApplyLanes: r.Stream.ApplyLanes,
+			Flavor: p.flavor, SourceTable: r.SourceTable, TargetTable: r.TargetTable, FoldNames: p.info.FoldsNames(), ZeroLogPos: zeroLogPos(p.info), BatchRows: r.Stream.BatchRows, ApplyLanes: r.Stream.ApplyLanes,
 			BatchDelay: r.Stream.BatchDelay, Heartbeat: r.Stream.Heartbeat, IDBoundary: p.state.IDBoundary, AcceptDDL: r.Stream.AcceptDDL, AcceptIncident: r.Stream.AcceptIncident,
 			Unproven:    func(ctx context.Context) error { return verify.ForgetProofs(ctx, k.dst, schema) },
 			LastEventAt: p.state.LastEventAt, Touched: touched, Hooks: r.StreamHooks,

@@ -101,7 +101,7 @@ func stopFix(st checkpoint.StageStop) string {
 	case "tagged_gtid":
 		return "start over by binlog file and offset, --position file (docs/runbook.md, \"Recover from a purged binlog\"): a GTID position cannot hold a tagged GTID"
 	case "unsupported":
-		return "make the source log CSMH row-based only (binlog_format=ROW, no XA), then start over for the affected range"
+		return "fix what the message names on the source (CSMH changed by a statement-format write or an XA transaction: binlog_format=ROW; a binlog file past 4 GiB in file mode), then start over for the affected range"
 	case "incident":
 		return "restart with 'run --accept-incident <position>' (the binlog position the message names), then 'verify --repair' before cutover: changes the source lost from its binlog are not streamed"
 	case "server_id":
