@@ -292,13 +292,21 @@ func stopsOnSourceDDL(t *testing.T, fileMode bool) {
 		t.Fatalf("restart before adapting the target: %v; want ErrSchema naming the column", err)
 	}
 	exec(t, f.dstDB, "ALTER TABLE "+harness.TargetTable+" ADD COLUMN extra int NULL")
-	if err := f.replicator(t, nil).Run(ctx, before); !isErr(err, replication.ErrDDL) || !strings.Contains(err.Error(), alter) {
+	var unproven atomic.Int32 // verify's proofs dropped: the DDL's changes to the rows are in no row event
+	forget := func(c *replication.Config) { c.Unproven = func(context.Context) error { unproven.Add(1); return nil } }
+	if err := f.replicator(t, forget).Run(ctx, before); !isErr(err, replication.ErrDDL) || !strings.Contains(err.Error(), alter) {
 		t.Fatalf("restart without accepting: %v; want ErrDDL naming %s", err, alter)
 	}
-	r2 := f.replicator(t, func(c *replication.Config) { c.AcceptDDL = alter })
+	if n := unproven.Load(); n != 0 {
+		t.Fatalf("verify's proofs were dropped %d times without the DDL accepted", n)
+	}
+	r2 := f.replicator(t, func(c *replication.Config) { c.AcceptDDL = alter; forget(c) })
 	run2 := start(t, r2, before)
 	f.waitCaughtUp(t, r2, time.Minute)
 	f.sameRows(t)
+	if n := unproven.Load(); n != 1 {
+		t.Fatalf("verify's proofs were dropped %d times passing the accepted DDL, want once", n)
+	}
 	var extra int
 	if err := f.dstDB.QueryRow("SELECT extra FROM " + harness.TargetTable + " WHERE id = 3").Scan(&extra); err != nil || extra != 1 {
 		t.Fatalf("new column on the target: %d (%v)", extra, err)

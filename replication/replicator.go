@@ -109,15 +109,17 @@ type Config struct {
 	// AcceptDDL names one DDL transaction on the source table that the operator has reviewed and adapted the
 	// target to, as ErrDDL names it: its GTID, or in file mode the binlog position it starts at
 	// (gtid.FilePos.String, "file:binlog.000003:1234"). The stream applies past it instead of stopping
-	// again, when it is the first transaction after the checkpoint. Empty in normal operation.
+	// again, when it is the first transaction after the checkpoint, after calling Unproven. Empty in normal
+	// operation.
 	AcceptDDL string
 	// AcceptIncident names one incident event the operator has chosen to stream past, as ErrIncident names
 	// it: the binlog position it starts at (gtid.FilePos.String), in either mode. Passing it calls Unproven
 	// first. Empty in normal operation.
 	AcceptIncident string
-	// Unproven, if set, is called before the stream goes past an accepted incident: the changes the source
-	// lost from its binlog may be anywhere in the table, so the verification ledger's proofs must go and
-	// every chunk be compared again.
+	// Unproven, if set, is called before the stream goes past an accepted incident or DDL: the changes the
+	// source lost from its binlog, or made by DDL without row events (TRUNCATE, EXCHANGE PARTITION, a lossy
+	// MODIFY), may be anywhere in the table, so the verification ledger's proofs must go and every chunk be
+	// compared again.
 	Unproven func(ctx context.Context) error
 	// LastEventAt is the checkpoint's source commit time of the last applied transaction. It seeds the binlog
 	// retention headroom after a restart, before this process has applied anything itself.
@@ -150,7 +152,7 @@ type Replicator struct {
 	baseLog  *slog.Logger
 	cfg      Config
 
-	unproven atomic.Bool // Config.Unproven has run for the accepted incident: once per process is enough
+	unproven atomic.Bool // Config.Unproven has run for an accepted incident or DDL: once per process is enough
 
 	mu         sync.Mutex
 	pos        *gtid.Set // last committed position

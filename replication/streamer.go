@@ -373,13 +373,8 @@ func (s *streamer) incident(ctx context.Context, ev *replication.BinlogEvent) er
 	}
 	name := gtid.FilePos{File: s.file, Pos: uint64(h.LogPos - h.EventSize)}.String()
 	if a := s.r.cfg.AcceptIncident; a != "" && a == name {
-		// Once per process: a later session reads the event again while the checkpoint is still before it
-		// (no transaction since), and proofs a verify has made since the acceptance stay.
-		if s.r.cfg.Unproven != nil && !s.r.unproven.Load() {
-			if err := s.r.cfg.Unproven(ctx); err != nil {
-				return fmt.Errorf("forget the verification ledger's proofs before passing the incident at %s: %w", name, err)
-			}
-			s.r.unproven.Store(true)
+		if err := s.forgetProofs(ctx, "the incident at "+name); err != nil {
+			return err
 		}
 		s.r.log.Warn("streaming past an incident in the source's binlog, as configured: changes the source lost from its binlog are compared and repaired by verify, not streamed",
 			"position", name, "incident", kind, "message", msg)
@@ -387,6 +382,21 @@ func (s *streamer) incident(ctx context.Context, ev *replication.BinlogEvent) er
 	}
 	return fmt.Errorf("%w (%s at %s%s): %s. To go on: `run --accept-incident %s`, then `verify --repair` before cutover (accepting drops verify's proofs, so every chunk is compared again)",
 		ErrIncident, kind, name, msgSuffix(msg), incidentLost, name)
+}
+
+// forgetProofs marks every chunk of verify's ledger unproven (Config.Unproven) before the stream passes an
+// event whose changes to the source table are in no row event (what), which the operator accepted. Once per
+// process: a later session reads the event again while the checkpoint is still before it (no transaction
+// since), and proofs a verify has made since the acceptance stay.
+func (s *streamer) forgetProofs(ctx context.Context, what string) error {
+	if s.r.cfg.Unproven == nil || s.r.unproven.Load() {
+		return nil
+	}
+	if err := s.r.cfg.Unproven(ctx); err != nil {
+		return fmt.Errorf("forget the verification ledger's proofs before passing %s: %w", what, err)
+	}
+	s.r.unproven.Store(true)
+	return nil
 }
 
 // incidentLost says what an incident stop means, whether it can be accepted or not.
@@ -475,8 +485,14 @@ func (s *streamer) query(ctx context.Context, ev *replication.BinlogEvent, e *re
 		// A DDL the operator reviewed (Config.AcceptDDL) is passed when it is the first transaction read
 		// since connecting: the table definitions were then loaded after it ran, so they describe the rows
 		// that follow it, and no row before it is decoded with them.
+		// What the DDL did to the source's rows is in no row event (TRUNCATE, EXCHANGE PARTITION, a lossy
+		// MODIFY): verify's proofs are dropped first, so the next verify and cutover's compare every chunk.
 		if a := s.r.cfg.AcceptDDL; a != "" && a == gtid && s.handed == 0 && !s.began {
-			s.r.log.Warn("applying past DDL of the source table, as configured", "gtid", gtid, "statement", fmt.Sprintf("%.300s", q))
+			if err := s.forgetProofs(ctx, "the DDL "+gtid); err != nil {
+				return err
+			}
+			s.r.log.Warn("applying past DDL of the source table, as configured; verify's proofs are dropped, so the next verify compares every chunk",
+				"gtid", gtid, "statement", fmt.Sprintf("%.300s", q))
 			return s.end(ctx, ev)
 		}
 		// The transactions before it are already queued: the applier commits them, then Run returns.

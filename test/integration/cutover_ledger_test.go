@@ -2,7 +2,10 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -137,4 +140,56 @@ func TestCutoverChecksOnlyTouchedChunks(t *testing.T) {
 		t.Fatalf("cutover after the repair: exit %d, checked %+v; want GO over the one repaired chunk:\n%s%s", r.code, *rep.Checked, r.stdout, r.stderr)
 	}
 	requireEqual(t, src, dst)
+}
+
+// A DDL on CSMH changes its rows without a row event (TRUNCATE here). The stream stops at it; accepting it with
+// `run --accept-ddl` drops verify's proofs, so cutover, which after a full verify compares only the chunks the
+// stream touched, compares every chunk again and says NO-GO: the source is empty, the target still holds
+// every row. Before, the proofs stood, cutover compared 0 chunks and said GO.
+func TestAcceptedDDLDropsVerifyProofs(t *testing.T) {
+	p := newPair(t, harness.Options{}, harness.SchemaOptions{TargetAutoIncrement: 1 << 36})
+	src, dst, gen := p.seed(t, harness.GenOptions{Rows: 5_000, Seed: 71, LargeStateEvery: -1})
+	d := startRun(t, p)
+	harness.Eventually(t, time.Minute, "backfill done", func() (bool, error) { return backfillDone(dst) })
+	caughtUp(t, src, dst, 2*time.Minute)
+	r := csmh(t, 3*time.Minute, nil, append([]string{"verify", "--chunk-rows", "500"}, p.args()...)...)
+	if r.code != 0 {
+		t.Fatalf("verify: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r, rep := runCutoverJSON(t, p, "--min-runway", "1000"); r.code != 0 || !rep.GO || rep.Checked.ChunksChecked != 0 {
+		t.Fatalf("cutover after verify: exit %d, GO %v, %d chunks checked; want GO on the ledger's proofs alone:\n%s",
+			r.code, rep.GO, rep.Checked.ChunksChecked, strings.Join(rep.Reasons, "\n"))
+	}
+
+	sqlExec(t, p.src, "TRUNCATE TABLE "+harness.SourceTable)
+	var named string
+	select {
+	case err := <-d.done:
+		d.done <- err
+		var ee *exec.ExitError
+		m := regexp.MustCompile(`transaction ([0-9]+-[0-9]+-[0-9]+)\)`).FindStringSubmatch(d.out.String())
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || m == nil {
+			t.Fatalf("run exited with %v; want exit 2 with the DDL stop naming its GTID:\n%s", err, tailStr(d.out.String(), 20))
+		}
+		named = m[1]
+	case <-time.After(time.Minute):
+		t.Fatal("run did not stop at the TRUNCATE")
+	}
+	startRun(t, p, "--accept-ddl", named)
+	caughtUp(t, src, dst, time.Minute)
+	var sn, dn int64
+	if err := src.QueryRow("SELECT COUNT(*) FROM " + harness.SourceTable).Scan(&sn); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.QueryRow("SELECT COUNT(*) FROM " + harness.TargetTable).Scan(&dn); err != nil {
+		t.Fatal(err)
+	}
+	if sn != 0 || dn != gen.Rows {
+		t.Fatalf("after the accepted TRUNCATE: source %d rows, target %d; want 0 and %d", sn, dn, gen.Rows)
+	}
+	r, rep := runCutoverJSON(t, p, "--min-runway", "1000")
+	if r.code == 0 || rep.GO || rep.Checked.ChunksChecked == 0 || rep.Checked.ChunksChecked != rep.Checked.ChunksTotal {
+		t.Fatalf("cutover after the accepted TRUNCATE: exit %d, GO %v, %d of %d chunks checked; want NO-GO with every chunk compared:\n%s",
+			r.code, rep.GO, rep.Checked.ChunksChecked, rep.Checked.ChunksTotal, strings.Join(rep.Reasons, "\n"))
+	}
 }
