@@ -3,10 +3,13 @@ package backfill_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/csmh-sync/csmh-sync/backfill"
 	"github.com/csmh-sync/csmh-sync/test/integration/harness"
@@ -273,4 +276,65 @@ func TestFatRowOutlivesTheDeadline(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A chunk whose locking read waits for a row the app holds (y) frees the rows it has locked already (x) at
+// the chunk deadline, on the source server too: the driver only closes its socket there, and the server would
+// keep the read's locks until its lock wait ended (innodb_lock_wait_timeout, 5 s). The app's UPDATE of x waits
+// for the deadline, not the lock wait; once the app lets y go, the copy is exact.
+func TestChunkReadWaitingForTheAppFreesRowsAtTheDeadline(t *testing.T) {
+	t.Run("cross server", func(t *testing.T) { chunkReadWaitingForTheApp(t, false) })
+	t.Run("same server", func(t *testing.T) { chunkReadWaitingForTheApp(t, true) })
+}
+
+func chunkReadWaitingForTheApp(t *testing.T, sameServer bool) {
+	e := setup(t, sameServer, harness.GenOptions{Rows: 3000, Seed: 47, LargeStateEvery: -1})
+	ctx := ctxT(t, 3*time.Minute)
+	const deadline = 2 * time.Second // under the tool's 5 s lock wait
+	var x, y int64
+	if err := e.src.QueryRowContext(ctx, "SELECT MIN(id) + 5, MIN(id) + 40 FROM "+harness.SourceTable).Scan(&x, &y); err != nil {
+		t.Fatal(err)
+	}
+	app, err := e.src.BeginTx(ctx, nil) // the app holds source row y
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Rollback()
+	if _, err := app.ExecContext(ctx, "SELECT id FROM "+harness.SourceTable+" WHERE id = ? FOR UPDATE", y); err != nil {
+		t.Fatal(err)
+	}
+	b := e.backfill(t, backfill.Config{Workers: 1, ChunkDeadline: deadline})
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	// The chunk's read has locked x and waits for y: a NOWAIT lock of x fails.
+	harness.Eventually(t, time.Minute, "the chunk's read holding x while it waits for the app's row", func() (bool, error) {
+		select {
+		case err := <-done:
+			t.Fatalf("the backfill ended before its read waited for the app's row: %v", err)
+		default:
+		}
+		_, err := e.src.ExecContext(ctx, "SELECT id FROM "+harness.SourceTable+" WHERE id = ? FOR UPDATE NOWAIT", x)
+		var me *mysql.MySQLError
+		if errors.As(err, &me) && me.Number == 1205 {
+			return true, nil
+		}
+		return false, err
+	})
+	start := time.Now()
+	if _, err := e.src.ExecContext(ctx, "UPDATE "+harness.SourceTable+" SET grade = 0.25 WHERE id = ?", x); err != nil { // the app
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	t.Logf("the app's UPDATE of a row the chunk had locked waited %s (deadline %s)", took.Round(time.Millisecond), deadline)
+	if limit := deadline + 1500*time.Millisecond; took > limit {
+		t.Fatalf("the app's UPDATE waited %s for the chunk, beyond the chunk deadline %s (limit %s)", took.Round(time.Millisecond), deadline, limit)
+	}
+	if err := app.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	e.requireEqual(t)
+	e.requireCounted(t, e.gen.Rows)
 }

@@ -36,7 +36,8 @@ type crossChunk struct {
 	err     error           // the read's error, set before stmts is closed
 	read    int64
 	bytes   int64
-	stx     *sql.Tx // the source transaction holding the chunk's shared locks
+	stx     *sql.Tx         // the source transaction holding the chunk's shared locks
+	sess    *dbconn.Session // stx's connection, killed on the server when the chunk's deadline ends stx
 	once    sync.Once
 	ended   atomic.Bool
 	size    atomic.Int64 // the bytes of a one-id chunk's row, for the deadline timer
@@ -67,6 +68,9 @@ func (c *crossChunk) release(commit bool) {
 			} else {
 				_ = c.stx.Rollback()
 			}
+		}
+		if c.sess != nil {
+			_ = c.sess.Close() // before stxDone, which would have the session killed
 		}
 		if c.stxDone != nil {
 			c.stxDone()
@@ -220,7 +224,15 @@ func (b *Backfill) readChunks(ctx context.Context, sp *spanner, lo uint64, plan 
 // readChunk reads one chunk with a locking read and hands it to the writer as INSERT statements.
 func (b *Backfill) readChunk(ctx context.Context, c *crossChunk, rowCap int64, tokens chan struct{}) error {
 	c.started = time.Now()
-	stx, err := b.src.BeginTx(c.startDeadline(ctx, b.deadline, b.log), &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	sctx := c.startDeadline(ctx, b.deadline, b.log)
+	// At the deadline the session is killed on the source too: a locking read the deadline cuts off while it
+	// waits for a row the app holds would otherwise keep the rows it has locked until its lock wait ends.
+	sess, err := dbconn.HoldSession(sctx, b.src)
+	if err != nil {
+		return err
+	}
+	c.sess = sess
+	stx, err := sess.BeginTx(sctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return err
 	}

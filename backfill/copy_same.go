@@ -73,9 +73,16 @@ func (b *Backfill) copySameChunk(ctx context.Context, w *worker, insert string, 
 }
 
 func (b *Backfill) copySameTx(ctx context.Context, w *worker, insert string, lo, hi uint64, start time.Time) (int64, error) {
+	// At the chunk deadline the session is killed on the server too: a statement the deadline cuts off while it
+	// waits for a row the app holds would otherwise keep the rows it has locked until its lock wait ends.
+	sess, err := dbconn.HoldSession(ctx, b.dst)
+	if err != nil {
+		return 0, err
+	}
+	defer sess.Close()
 	// READ COMMITTED: the shared locks are on the chunk's rows only, no gap locks that would hold up the app's
 	// inserts at the end of the table while the last chunk is copied.
-	tx, err := b.beginTarget(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	tx, err := b.beginTargetOn(ctx, sess, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return 0, err
 	}
@@ -128,6 +135,7 @@ func (b *Backfill) copySameTx(ctx context.Context, w *worker, insert string, lo,
 	if h := b.cfg.Hooks.BeforeChunkCommit; h != nil {
 		h(next.ID, lo, hi)
 	}
+	sess.Disarm()                                                         // the commit runs to its end: a KILL in the middle would leave its outcome to be found out
 	if err := dbconn.Commit(context.WithoutCancel(ctx), tx); err != nil { // bounded by dbconn.CommitTimeout, not by a stop
 		return 0, err
 	}

@@ -57,7 +57,14 @@ const maxWarnings = 65535
 
 // beginTarget starts a target transaction whose session lists every warning of a chunk.
 func (b *Backfill) beginTarget(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error) {
-	tx, err := b.dst.BeginTx(ctx, opts)
+	return b.beginTargetOn(ctx, b.dst, opts)
+}
+
+// beginTargetOn is beginTarget on a connection of the caller's (a *sql.DB or a held session).
+func (b *Backfill) beginTargetOn(ctx context.Context, db interface {
+	BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
+}, opts *sql.TxOptions) (*sql.Tx, error) {
+	tx, err := db.BeginTx(ctx, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -101,7 +101,14 @@ func (r *run) repairBatch(ctx context.Context, ids []uint64) error {
 // repairTx repairs ids in one source and one target transaction, both ended by ctx's deadline.
 func (r *run) repairTx(ctx context.Context, ids []uint64) error {
 	list := inList(ids)
-	stx, err := r.src.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
+	// The source session ends with ctx on the server too: a locking read cut off at the deadline while it
+	// waits for a row the app holds would otherwise keep the rows it has locked until its lock wait ends.
+	sess, err := dbconn.HoldSession(ctx, r.src.db)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	stx, err := sess.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
 	if err != nil {
 		return err
 	}
@@ -125,7 +132,9 @@ func (r *run) repairTx(ctx context.Context, ids []uint64) error {
 		return err
 	}
 	kinds := sqllit.Kinds(types)
-	dtx, err := r.dst.db.BeginTx(ctx, nil)
+	// READ COMMITTED: deleting an id the target lacks takes no gap lock, which above the copied rows could
+	// reach the app's inserts above the id boundary.
+	dtx, err := r.dst.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package verify_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -613,6 +615,82 @@ func TestRepairReleasesSourceRowsAtItsDeadline(t *testing.T) {
 	var grade sql.NullFloat64
 	if err := e.dst.QueryRow("SELECT grade FROM "+harness.TargetTable+" WHERE id = ?", id).Scan(&grade); err != nil || !grade.Valid || grade.Float64 != 42 {
 		t.Fatalf("target grade after the repair: %v %v, want the app's 42", grade, err)
+	}
+	requireEqual(t, e.run(t, verify.Config{Mode: verify.ModeRows}))
+}
+
+// A repair batch whose locking read on the source waits for a row the app holds (y) releases the rows it has
+// locked already (x) at its deadline, on the server too: the driver only closes its socket there, and the
+// server would keep the read's locks until its lock wait ended (innodb_lock_wait_timeout, 5 s). The app's
+// UPDATE of x waits for the deadline, not the lock wait; once the app lets y go, both rows are repaired.
+func TestRepairReleasesSourceRowsWhileItWaitsForTheApp(t *testing.T) {
+	ctx := context.Background()
+	e := acrossServers(t, harness.Options{}, harness.SchemaOptions{})
+	var err error
+	if e.gen, err = harness.GenerateCSMH(ctx, e.src, harness.SourceTable, harness.GenOptions{Rows: 5000, Seed: 13}); err != nil {
+		t.Fatal(err)
+	}
+	copyAcross(t, e.src, e.dst)
+	x, y := e.nthID(t, "1", 1234), e.nthID(t, "1", 1236)
+	e.exec(t, e.dst, "UPDATE "+harness.TargetTable+" SET grade = COALESCE(grade, 0) + 1 WHERE id IN (?, ?)", x, y)
+
+	app, err := e.src.BeginTx(ctx, nil) // the app holds source row y
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Rollback()
+	if _, err := app.ExecContext(ctx, "SELECT id FROM "+harness.SourceTable+" WHERE id = ? FOR UPDATE", y); err != nil {
+		t.Fatal(err)
+	}
+	const deadline = time.Second
+	var logged harness.SyncBuffer
+	v, err := verify.New(e.toolSrc, e.toolDst, e.m, slog.New(slog.NewTextHandler(&logged, nil)), verify.Config{
+		SourceTable: srcName, TargetTable: dstName, ChunkRows: chunkRows, Repair: true, RepairDeadline: deadline})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		res *verify.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	go func() { res, err := v.Run(rctx); done <- outcome{res, err} }()
+
+	// The repair's read has locked x and waits for y: a NOWAIT lock of x fails.
+	harness.Eventually(t, time.Minute, "the repair's read holding x while it waits for the app's row", func() (bool, error) {
+		select {
+		case out := <-done:
+			t.Fatalf("verify ended before its read waited for the app's row: %+v %v\n%s", out.res, out.err, logged.String())
+		default:
+		}
+		_, err := e.src.Exec("SELECT id FROM "+harness.SourceTable+" WHERE id = ? FOR UPDATE NOWAIT", x)
+		var me *mysql.MySQLError
+		if errors.As(err, &me) && me.Number == 1205 {
+			return true, nil
+		}
+		return false, err
+	})
+	start := time.Now()
+	e.exec(t, e.src, "UPDATE "+harness.SourceTable+" SET grade = 42 WHERE id = ?", x) // the app
+	waited := time.Since(start)
+	t.Logf("the app's UPDATE of a row the repair had locked waited %s (deadline %s)", waited.Round(time.Millisecond), deadline)
+	if limit := deadline + 1500*time.Millisecond; waited > limit {
+		t.Fatalf("the app's UPDATE waited %s for the repair, beyond its deadline %s (limit %s)", waited, deadline, limit)
+	}
+	harness.Eventually(t, time.Minute, "the repair to log its deadline", func() (bool, error) {
+		return strings.Contains(logged.String(), "repair reached its deadline"), nil
+	})
+	if err := app.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	out := <-done
+	if out.err != nil {
+		t.Fatalf("verify --repair: %v\n%s", out.err, logged.String())
+	}
+	if !out.res.Equal || out.res.Repaired != 2 {
+		t.Fatalf("repair: %+v\n%s", out.res, logged.String())
 	}
 	requireEqual(t, e.run(t, verify.Config{Mode: verify.ModeRows}))
 }

@@ -1,0 +1,69 @@
+package dbconn
+
+import (
+	"context"
+	"database/sql"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// killTimeout bounds the KILL that ends a session cut off at its deadline.
+const killTimeout = 2 * time.Second
+
+// Session is one pooled connection held for a transaction whose locks on the app's rows must end at a
+// deadline. The driver ends a statement at its context's deadline by closing its socket, and the server
+// notices that only when the statement next looks at the socket: a statement waiting for a row lock holds
+// the locks it already took until the lock wait ends (innodb_lock_wait_timeout). A Session also ends the
+// server's side: when ctx ends before Close, its connection is killed (KILL CONNECTION, through the pool),
+// which ends the statement and rolls its transaction back, locks and all.
+type Session struct {
+	*sql.Conn
+	db      *sql.DB
+	id      int64
+	stop    chan struct{}
+	done    chan struct{}
+	closeMu sync.Once
+}
+
+// HoldSession takes a connection from db for a transaction that must end, on the server too, when ctx ends.
+func HoldSession(ctx context.Context, db *sql.DB) (*Session, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{Conn: conn, db: db, stop: make(chan struct{}), done: make(chan struct{})}
+	if err := conn.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&s.id); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	go s.watch(ctx)
+	return s, nil
+}
+
+func (s *Session) watch(ctx context.Context) {
+	defer close(s.done)
+	select {
+	case <-s.stop:
+	case <-ctx.Done():
+		kctx, cancel := context.WithTimeout(context.Background(), killTimeout)
+		defer cancel()
+		// 1094: the session has ended already. Any other failure leaves the server to notice the closed
+		// socket, as before.
+		_, _ = s.db.ExecContext(kctx, "KILL CONNECTION "+strconv.FormatInt(s.id, 10))
+	}
+}
+
+// Disarm stops the watch, waiting for a KILL under way: from here on ctx's end no longer kills the session.
+// Call it before a COMMIT that must run to its end past ctx.
+func (s *Session) Disarm() {
+	s.closeMu.Do(func() { close(s.stop) })
+	<-s.done
+}
+
+// Close disarms the session and hands the connection back to the pool (a killed one is discarded there, as
+// the driver finds it closed). Call it after the transaction has ended.
+func (s *Session) Close() error {
+	s.Disarm()
+	return s.Conn.Close()
+}
