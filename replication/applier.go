@@ -293,6 +293,11 @@ func (a *applier) applyLarge(ctx context.Context, b *batch, t *txn) error {
 	if t.gtid != l.gtid {
 		return fmt.Errorf("%w: transaction %s began before %s ended", ErrUnsupported, t.gtid, l.gtid)
 	}
+	if t.dropped {
+		a.abortLarge()
+		a.r.log.Warn("rolled back the parts of a source transaction its binlog file ends inside", "transaction", t.gtid, "parts", l.parts)
+		return nil
+	}
 	if t.rolledBack {
 		// The source rolled it back: so is everything its parts wrote. The batch was flushed at the first
 		// part; the transaction joins it without rows, and its position commits with the next flush.

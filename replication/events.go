@@ -48,6 +48,10 @@ type txn struct {
 	// rolledBack: the source rolled the transaction back (it ended in ROLLBACK). It has no changes; parts of
 	// it already applied are rolled back on the target, and only the position advances.
 	rolledBack bool
+	// dropped: the transaction's binlog file ended inside it (the source stopped while writing it, and never
+	// committed it). Only a transaction with parts already applied travels on: they are rolled back on the
+	// target, and the position does not move.
+	dropped bool
 }
 
 // position is what the transaction adds to the stream position: its GTID, or in file mode its end.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -250,4 +251,72 @@ func targetIDs(t *testing.T, f *fixture) string {
 		t.Fatal(err)
 	}
 	return ids.String
+}
+
+// A binlog file that ends inside a transaction is what a source leaves when it stops while writing one
+// (MariaDB keeps the partial group at the end of the file after a crash): the source never committed it, and
+// a replica rolls it back ("Rolling back unfinished transaction"). So does the stream: made here by cutting a
+// closed binlog file just before a transaction's commit event, that transaction never reaches the target, the
+// ones before and after it do, and so it is when its first part was already applied (a transaction in parts).
+func TestUnfinishedTransactionAtTheEndOfABinlogIsDropped(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		fileMode bool
+		parts    bool
+	}{{"gtid", false, false}, {"file position", true, false}, {"gtid, in parts", false, true}, {"file position, in parts", true, true}} {
+		t.Run(c.name, func(t *testing.T) { unfinishedTransactionDropped(t, c.fileMode, c.parts) })
+	}
+}
+
+func unfinishedTransactionDropped(t *testing.T, fileMode, parts bool) {
+	f := newFixture(t, fixtureOptions{fileMode: fileMode})
+	exec(t, f.srcDB, "INSERT INTO "+harness.SourceTable+" (id, created, student_module_id) VALUES (1, NOW(6), 7)")
+	// The transaction cut off: two rows, so that in parts its first row is applied before the cut.
+	exec(t, f.srcDB, "INSERT INTO "+harness.SourceTable+" (id, created, student_module_id, state) VALUES (2, NOW(6), 7, REPEAT('a', 3000)), (3, NOW(6), 7, REPEAT('b', 3000))")
+	exec(t, f.srcDB, "FLUSH BINARY LOGS")
+	exec(t, f.srcDB, "INSERT INTO "+harness.SourceTable+" (id, created, student_module_id) VALUES (4, NOW(6), 7)")
+	events := binlogEvents(t, f.srcDB)
+	first := events[0].file
+	var cut uint64
+	for _, e := range events {
+		if e.file == first && e.typ == "Xid" {
+			cut = e.pos // the last commit of the first file: the two-row transaction's
+		}
+	}
+	if cut == 0 {
+		t.Fatalf("no commit event in %s", first)
+	}
+	path := f.src.DataDir + "/" + first
+	if err := os.Truncate(path, int64(cut)); err != nil {
+		t.Fatal(err)
+	}
+	var applied atomic.Int32 // parts written into the target's open transaction
+	r := f.replicator(t, func(c *replication.Config) {
+		if parts {
+			c.FragmentBytes = 2048 // each row of the cut transaction is a part of its own
+			c.Hooks.FragmentApplied = func(string, int) error { applied.Add(1); return nil }
+		}
+	})
+	run := start(t, r, f.start)
+	harness.Eventually(t, time.Minute, "row 4 applied", func() (bool, error) {
+		var n int
+		err := f.dstDB.QueryRow("SELECT COUNT(*) FROM " + harness.TargetTable + " WHERE id = 4").Scan(&n)
+		return n == 1, err
+	})
+	if err := run.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if got := targetIDs(t, f); got != "1,4" {
+		t.Fatalf("target ids %q; want 1,4: the transaction its binlog file ends inside is dropped", got)
+	}
+	st, err := f.store.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Applied.Inserts != 2 || st.Applied.Transactions != 2 {
+		t.Fatalf("checkpoint counts %+v; want 2 transactions, 2 inserts", st.Applied)
+	}
+	if parts && applied.Load() == 0 {
+		t.Fatal("no part of the cut transaction was applied before the cut: the in-parts path was not exercised")
+	}
 }

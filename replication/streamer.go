@@ -198,6 +198,11 @@ func (s *streamer) run(ctx context.Context, stream *replication.BinlogStreamer) 
 // step handles one top-level event; in file mode it also tracks where the event lies and, after an event
 // outside any transaction, moves the position past it.
 func (s *streamer) step(ctx context.Context, ev *replication.BinlogEvent) error {
+	if r, ok := ev.Event.(*replication.RotateEvent); ok && s.cur != nil {
+		if err := s.dropUnfinished(ctx, string(r.NextLogName)); err != nil {
+			return err
+		}
+	}
 	if s.fileMode {
 		if err := s.locate(ctx, ev); err != nil {
 			return err
@@ -434,6 +439,23 @@ func (s *streamer) open(gtid string) {
 	s.cur = &txn{gtid: gtid}
 	s.began = false
 	s.saves = s.saves[:0]
+}
+
+// dropUnfinished drops the transaction being read when its binlog file ends inside it. The server rotates
+// only between transactions, so a file ends inside one only where the source stopped while writing it
+// (MariaDB leaves the partial group at the end of the file after a crash; MySQL cuts it off at recovery):
+// the source never committed it. A replica rolls such a group back ("Rolling back unfinished transaction");
+// so does the stream: none of its changes reach the target, and the position does not move for it.
+func (s *streamer) dropUnfinished(ctx context.Context, next string) error {
+	t := s.cur
+	s.cur = nil
+	s.r.log.Warn("dropping a transaction its binlog file ends inside: the source stopped while writing it and never committed it",
+		"transaction", t.gtid, "file", s.file, "next_file", next, "changes", len(t.ops), "parts_applied", t.parts)
+	if t.parts == 0 {
+		return nil
+	}
+	t.ops, t.counts, t.bytes, t.dropped = nil, checkpoint.Counters{}, 0, true
+	return s.send(ctx, t)
 }
 
 // endDangling closes a transaction whose terminator was not recognised when the next one starts: all of its
