@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -178,14 +177,25 @@ func userOf(cfg *mysql.Config) string {
 	return cfg.User
 }
 
-// dsnCredentials finds what looks like the credentials of a DSN inside free text: a user, ':', a password, and
-// the '@' before the network ("csmh:secret@tcp(", "@unix(", "@tcp6(", go-sql-driver's bare "@(", or "@/" for
-// the local default).
-var dsnCredentials = regexp.MustCompile(`([^\s"'=:@]*):(\S*?)@((?:tcp[46]?|unix)?\(|/)`)
-
-// RedactText replaces the password of every DSN inside a message with xxxxx: for messages that quote what the
-// operator typed (a flag the parser did not understand, an argument it did not expect).
-func RedactText(msg string) string { return dsnCredentials.ReplaceAllString(msg, "${1}:xxxxx@${3}") }
+// RedactArg replaces the password of a command-line argument that may hold a DSN with xxxxx: everything
+// between the first ':' of its value (after a "--flag=") and its last '@'. It takes no view of what a DSN looks
+// like, so that a password with spaces, a URL ("mysql://user:pw@host/") or a DSN without "tcp(…)" is hidden
+// too, at the price of more than the password in a URL.
+func RedactArg(arg string) string {
+	at := strings.LastIndex(arg, "@")
+	if at < 0 {
+		return arg
+	}
+	start := 0
+	if eq := strings.Index(arg[:at], "="); eq >= 0 {
+		start = eq + 1
+	}
+	colon := strings.Index(arg[start:at], ":")
+	if colon < 0 {
+		return arg
+	}
+	return arg[:start+colon+1] + "xxxxx" + arg[at:]
+}
 
 // Redact returns the DSN with its password replaced, for logs and errors.
 func Redact(dsn string) string {

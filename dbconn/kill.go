@@ -48,10 +48,26 @@ func (s *Session) watch(ctx context.Context) {
 	case <-ctx.Done():
 		kctx, cancel := context.WithTimeout(context.Background(), killTimeout)
 		defer cancel()
-		// 1094: the session has ended already. Any other failure leaves the server to notice the closed
-		// socket, as before.
-		_, _ = s.db.ExecContext(kctx, "KILL CONNECTION "+strconv.FormatInt(s.id, 10))
+		s.kill(kctx)
 	}
+}
+
+// kill ends the session on the server. The KILL goes through a connection of the pool, which a DNS name or VIP
+// may have led to another server since: it is sent only where a session of that id belongs to this user (so
+// a user allowed to end others' sessions never ends one of the app's there). A failure leaves the server to
+// notice the closed socket, as without the kill; 1094 means the session has ended already.
+func (s *Session) kill(ctx context.Context) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	var n int
+	err = conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ? AND USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1)", s.id).Scan(&n)
+	if err != nil || n != 1 {
+		return
+	}
+	_, _ = conn.ExecContext(ctx, "KILL CONNECTION "+strconv.FormatInt(s.id, 10))
 }
 
 // Disarm stops the watch, waiting for a KILL under way: from here on ctx's end no longer kills the session.

@@ -100,16 +100,20 @@ func TestUnparsableDSNHidesThePassword(t *testing.T) {
 	}
 }
 
-func TestRedactText(t *testing.T) {
+func TestRedactArg(t *testing.T) {
 	for in, want := range map[string]string{
-		"unknown shorthand flag: 's' in -source-dsn=csmh:S3cretPw@tcp(db:3306)/": "unknown shorthand flag: 's' in -source-dsn=csmh:xxxxx@tcp(db:3306)/",
-		`unexpected argument "csmh:p@ss:w0rd@tcp6([::1]:3306)/"`:                 `unexpected argument "csmh:xxxxx@tcp6([::1]:3306)/"`,
-		"x root:pw@(127.0.0.1)/ and u:v@unix(/s)/":                               "x root:xxxxx@(127.0.0.1)/ and u:xxxxx@unix(/s)/",
-		"--target-dsn=root:pw@/edxapp_csmh":                                      "--target-dsn=root:xxxxx@/edxapp_csmh",
-		"no dsn here: user@tcp(db:3306)/":                                        "no dsn here: user@tcp(db:3306)/",
+		"-source-dsn=csmh:S3cretPw@tcp(db:3306)/":      "-source-dsn=csmh:xxxxx@tcp(db:3306)/",
+		"--source-dsn=csmh:S3cret Pw@tcp(db:3306)/":    "--source-dsn=csmh:xxxxx@tcp(db:3306)/",
+		"csmh:p@ss:w0rd@tcp6([::1]:3306)/":             "csmh:xxxxx@tcp6([::1]:3306)/",
+		"mysql://csmh:S3cretPw@db:3306/edxapp":         "mysql:xxxxx@db:3306/edxapp",
+		"csmh:S3cretPw@db:3306/":                       "csmh:xxxxx@db:3306/",
+		"--target-dsn=root:pw@/edxapp_csmh":            "--target-dsn=root:xxxxx@/edxapp_csmh",
+		"u:v@cloudsql(project:region:instance)/edxapp": "u:xxxxx@cloudsql(project:region:instance)/edxapp",
+		"user@tcp(db:3306)/":                           "user@tcp(db:3306)/",
+		"--workers=4":                                  "--workers=4",
 	} {
-		if got := RedactText(in); got != want {
-			t.Errorf("RedactText(%q) = %q, want %q", in, got, want)
+		if got := RedactArg(in); got != want {
+			t.Errorf("RedactArg(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

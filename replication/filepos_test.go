@@ -171,3 +171,36 @@ func TestZeroLogPosFilledInFileMode(t *testing.T) {
 		}
 	}
 }
+
+// A session that starts inside a file (here at offset 3086) first gets a Rotate to that offset and the file's
+// Format_description event, which MariaDB sends with end offset 0 and go-mysql's FillZeroLogPos (MariaDB
+// 11.4+) fills in as the start plus its size (3086+252). That event has no place past the start: the position
+// stays at 3086 (with the file's creation time) until a real event moves it.
+func TestSessionStartFormatDescriptionDoesNotMoveThePosition(t *testing.T) {
+	r := &Replicator{m: metrics.New(prometheus.NewRegistry())}
+	out := make(chan *txn, 16)
+	start := gtid.FilePos{File: "mysql-bin.000001", Pos: 3086, Created: 1796685159}
+	s := &streamer{r: r, out: out, gate: newByteGate(1 << 20), fileMode: true, file: start.File, start: start}
+	ctx := context.Background()
+	events := []*replication.BinlogEvent{
+		{Header: &replication.EventHeader{EventType: replication.ROTATE_EVENT, ServerID: 101, EventSize: 44},
+			Event: &replication.RotateEvent{Position: 3086, NextLogName: []byte("mysql-bin.000001")}},
+		{Header: &replication.EventHeader{Timestamp: 1796685159, EventType: replication.FORMAT_DESCRIPTION_EVENT, ServerID: 101, LogPos: 3086 + 252, EventSize: 252},
+			Event: &replication.FormatDescriptionEvent{}},
+		{Header: &replication.EventHeader{EventType: replication.HEARTBEAT_EVENT, ServerID: 101, LogPos: 3086, EventSize: 40},
+			Event: &replication.GenericEvent{}},
+	}
+	for _, ev := range events {
+		if err := s.step(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(out)
+	var got []string
+	for x := range out {
+		got = append(got, x.pos)
+	}
+	if len(got) != 1 || got[0] != "file:mysql-bin.000001:3086@1796685159" {
+		t.Fatalf("positions handed on %q; want only file:mysql-bin.000001:3086@1796685159", got)
+	}
+}

@@ -154,6 +154,12 @@ type Replicator struct {
 
 	unproven atomic.Bool // Config.Unproven has run for an accepted incident or DDL: once per process is enough
 
+	// abort ends the stream session under way with a definitive error (the probe's: the source went behind
+	// the stream); behind counts the probe's successive sightings of that.
+	abortMu sync.Mutex
+	abort   context.CancelCauseFunc
+	behind  int
+
 	mu         sync.Mutex
 	pos        *gtid.Set // last committed position
 	advancedAt time.Time // when pos last advanced
@@ -237,9 +243,17 @@ func (r *Replicator) Run(ctx context.Context, start *gtid.Set) error {
 	delay := 100 * time.Millisecond
 	for {
 		began, from := time.Now(), r.Position()
-		err := r.session(ctx)
+		sctx, abort := context.WithCancelCause(ctx)
+		r.abortMu.Lock()
+		r.abort = abort
+		r.abortMu.Unlock()
+		err := r.session(sctx)
+		abort(nil)
 		r.setConnected(false)
 		r.dropPending()
+		if cause := context.Cause(sctx); ctx.Err() == nil && errors.Is(cause, ErrDiverged) {
+			return cause
+		}
 		if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 			return nil
 		}

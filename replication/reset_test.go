@@ -88,3 +88,40 @@ func TestFilePositionAfterResetMaster(t *testing.T) {
 		t.Fatalf("target ids %q after the refused restart, want 1..20 only", got)
 	}
 }
+
+// RESET MASTER on a source the stream follows by file position: the dump thread waits at the old offset,
+// silent until the new binlog.000001 grows past it, and the stream would seem caught up all the while (its
+// position compares as at or after the source's). The probe sees the source behind the stream and the stream
+// stops with ErrDiverged, the checkpoint kept, while the new file is still shorter than the stream's offset.
+func TestStreamStopsWhenTheSourceResetsItsBinlog(t *testing.T) {
+	f := newFixture(t, fixtureOptions{fileMode: true})
+	r := f.replicator(t, nil)
+	run := start(t, r, f.start)
+	for i := 1; i <= 20; i++ {
+		exec(t, f.srcDB, "INSERT INTO "+harness.SourceTable+" (id, created, student_module_id) VALUES (?, NOW(6), 7)", i)
+	}
+	f.waitCaughtUp(t, r, time.Minute)
+	cp := checkpointPos(t, f)
+	exec(t, f.srcDB, "RESET MASTER")
+	exec(t, f.srcDB, "INSERT INTO "+harness.SourceTable+" (id, created, student_module_id) VALUES (21, NOW(6), 7)")
+	err := run.wait(t, time.Minute)
+	if !isErr(err, replication.ErrDiverged) || !strings.Contains(err.Error(), "RESET MASTER") {
+		t.Fatalf("Run after RESET MASTER returned %v; want ErrDiverged naming the reset", err)
+	}
+	if got := checkpointPos(t, f); got != cp {
+		t.Fatalf("checkpoint %s, want %s kept", got, cp)
+	}
+	ctx := context.Background()
+	if _, pos, err := dbconn.CurrentBinlogPos(ctx, f.srcDB); err != nil || pos >= mustFilePos(t, cp).Pos {
+		t.Fatalf("the new binlog reached offset %d (%v): the test needs it shorter than the stream's %s", pos, err, cp)
+	}
+}
+
+func mustFilePos(t *testing.T, s string) gtid.FilePos {
+	t.Helper()
+	p, err := gtid.ParseFilePos(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -231,7 +231,7 @@ func (s *streamer) step(ctx context.Context, ev *replication.BinlogEvent) error 
 func (s *streamer) locate(ctx context.Context, ev *replication.BinlogEvent) error {
 	s.evStart, s.evEnd = 0, 0
 	if r, ok := ev.Event.(*replication.RotateEvent); ok {
-		s.file, s.created, s.rotated, s.lastEnd = string(r.NextLogName), 0, nil, 0
+		s.file, s.created, s.rotated, s.lastEnd = string(r.NextLogName), 0, nil, r.Position
 		if s.cur == nil {
 			s.rotated = &gtid.FilePos{File: s.file, Pos: r.Position}
 		}
@@ -253,6 +253,12 @@ func (s *streamer) locate(ctx context.Context, ev *replication.BinlogEvent) erro
 			if err := s.mark(ctx, *p); err != nil {
 				return err
 			}
+		}
+		// A file's Format_description event lies at offset 4. The one a server sends first in a session that
+		// starts further on has no place there: MariaDB sends it with end offset 0, which go-mysql's
+		// FillZeroLogPos (MariaDB 11.4+) would fill in as the start offset plus its size, past the file's end.
+		if uint64(h.LogPos) != 4+uint64(h.EventSize) {
+			return nil
 		}
 	}
 	if h.LogPos == 0 || s.file == "" {

@@ -188,6 +188,8 @@ func TestAcceptDDLNames(t *testing.T) {
 		"file:binlog.000003:1234":                  "file:binlog.000003:1234",
 		"mysql-bin.1000000:4":                      "file:mysql-bin.1000000:4",
 		" file:/var/lib/mysql/binlog.000042:8071 ": "file:/var/lib/mysql/binlog.000042:8071",
+		// As status and the checkpoint show positions, with the file's creation time: the stream's names have none.
+		"file:binlog.000003:1234@1796683305": "file:binlog.000003:1234",
 	} {
 		if got, ok := parseDDLName(in); !ok || got != want {
 			t.Errorf("--accept-ddl %q: %q, %v; want %q", in, got, ok, want)

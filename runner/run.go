@@ -185,6 +185,7 @@ func (r *Run) validateStream() error {
 		if err != nil || !gtid.IsFilePos(st.AcceptIncident) {
 			return fmt.Errorf("%w: --accept-incident %q is not a binlog position: give the one the stream's stop names, e.g. file:binlog.000003:1234", ErrUsage, st.AcceptIncident)
 		}
+		p.Created = 0 // the stream names events without their file's creation time
 		st.AcceptIncident = p.String()
 	}
 	if r.ServerID == 0 {
@@ -206,6 +207,7 @@ func parseDDLName(s string) (string, bool) {
 		return g, true
 	}
 	p, err := gtid.ParseFilePos(s)
+	p.Created = 0 // the stream names events without their file's creation time (status shows it)
 	return p.String(), err == nil
 }
 

@@ -53,6 +53,11 @@ func (r *run) repair(ctx context.Context, ids []uint64) error {
 // errRepairDeadline ends a repair batch that held its source rows for Config.RepairDeadline.
 var errRepairDeadline = errors.New("repair reached its deadline")
 
+// errRepairRaced: the stream inserted one of the batch's ids between the repair's DELETE and its INSERT (on a
+// target whose transactions run at READ COMMITTED, deleting an id the target lacks locks nothing). The batch
+// is done again, from a new read of the source.
+var errRepairRaced = errors.New("the stream wrote a row of the repair batch meanwhile")
+
 // repairDeadlines bounds how many times in a row one id's repair may reach the deadline before the run
 // fails: the target is then too slow or held up for the repair to hold source rows that long.
 const repairDeadlines = 10
@@ -91,6 +96,9 @@ func (r *run) repairBatch(ctx context.Context, ids []uint64) error {
 	dctx, cancel := context.WithTimeoutCause(ctx, r.v.cfg.RepairDeadline, errRepairDeadline)
 	defer cancel()
 	err := r.repairTx(dctx, ids)
+	if dbconn.ServerError(err, 1062) {
+		return fmt.Errorf("%w: %v", errRepairRaced, err)
+	}
 	if err != nil && ctx.Err() == nil && context.Cause(dctx) == errRepairDeadline {
 		// The driver closed the connections; each server rolls its transaction back as it notices.
 		return fmt.Errorf("%w (%s): %v", errRepairDeadline, r.v.cfg.RepairDeadline, err)
@@ -132,9 +140,10 @@ func (r *run) repairTx(ctx context.Context, ids []uint64) error {
 		return err
 	}
 	kinds := sqllit.Kinds(types)
-	// READ COMMITTED: deleting an id the target lacks takes no gap lock, which above the copied rows could
-	// reach the app's inserts above the id boundary.
-	dtx, err := r.dst.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	// The server's isolation: under REPEATABLE READ (the default) deleting an id the target lacks locks its gap,
+	// so the stream's insert of that id waits for this commit; under READ COMMITTED it may come first, and the
+	// INSERT below fails with a duplicate key (errRepairRaced: the batch is done again).
+	dtx, err := r.dst.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -210,12 +219,12 @@ func (r *run) repairCols() string {
 }
 
 // retry runs f until it succeeds, fails for good, or 10 transient failures (lock waits, deadlocks, lost
-// connections) in a row have passed.
+// connections, a repair batch the stream raced) in a row have passed.
 func retry(ctx context.Context, log *slog.Logger, f func() error) error {
 	delay := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := f()
-		if err == nil || ctx.Err() != nil || errors.Is(err, errRepairDeadline) || !dbconn.IsTransient(err) || attempt >= 10 {
+		if err == nil || ctx.Err() != nil || errors.Is(err, errRepairDeadline) || !(dbconn.IsTransient(err) || errors.Is(err, errRepairRaced)) || attempt >= 10 {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

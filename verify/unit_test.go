@@ -6,10 +6,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/csmh-sync/csmh-sync/table"
 )
@@ -377,5 +380,26 @@ func TestPrint(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// A repair batch the stream raced (a duplicate key on its INSERT) is done again, like a lock wait; any other
+// duplicate-key error is not retried.
+func TestRetryRepairRaced(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	dup := &mysql.MySQLError{Number: 1062, Message: "Duplicate entry '1235' for key 'PRIMARY'"}
+	calls := 0
+	err := retry(context.Background(), log, func() error {
+		if calls++; calls == 1 {
+			return fmt.Errorf("%w: %v", errRepairRaced, dup)
+		}
+		return nil
+	})
+	if err != nil || calls != 2 {
+		t.Fatalf("retry of a raced batch: %v after %d calls; want success on the second", err, calls)
+	}
+	calls = 0
+	if err := retry(context.Background(), log, func() error { calls++; return dup }); err == nil || calls != 1 {
+		t.Fatalf("a bare duplicate key: %v after %d calls; want it returned at once", err, calls)
 	}
 }

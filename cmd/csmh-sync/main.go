@@ -102,11 +102,11 @@ func cli(args []string, stdout, stderr io.Writer) int {
 			return runner.ExitOK
 		}
 		// The parser quotes the argument it stumbled on, which may be a DSN with its password.
-		fmt.Fprintf(stderr, "csmh-sync %s: %s (see --help)\n", name, dbconn.RedactText(err.Error()))
+		fmt.Fprintf(stderr, "csmh-sync %s: %s (see --help)\n", name, redactArgs(err.Error(), args[1:]))
 		return runner.ExitError
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "csmh-sync %s: unexpected argument %s (see --help)\n", name, dbconn.RedactText(strconv.Quote(fs.Arg(0))))
+		fmt.Fprintf(stderr, "csmh-sync %s: unexpected argument %s (see --help)\n", name, strconv.Quote(dbconn.RedactArg(fs.Arg(0))))
 		return runner.ExitError
 	}
 	warnPasswordInArgs(fs, stderr)
@@ -166,4 +166,15 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// redactArgs replaces, in a message of the flag parser, every argument that may hold a password (one with an
+// '@') by its redacted form (dbconn.RedactArg).
+func redactArgs(msg string, args []string) string {
+	for _, a := range args {
+		if r := dbconn.RedactArg(a); r != a {
+			msg = strings.ReplaceAll(msg, a, r)
+		}
+	}
+	return msg
 }

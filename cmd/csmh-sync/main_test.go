@@ -253,18 +253,22 @@ func TestReadableSecretFileWarned(t *testing.T) {
 }
 
 // A flag the parser does not understand, or an argument it does not expect, is quoted in the error without the
-// password of a DSN in it: a single-dash flag (Go's flag package's spelling) and a space after '='.
+// password of a DSN in it: a single-dash flag (Go's flag package's spelling) and a space after '=', with a
+// password holding a space, a DSN without tcp(…), a URL.
 func TestMistypedDSNFlagHidesThePassword(t *testing.T) {
 	clearCSMHEnv(t)
 	for _, args := range [][]string{
 		{"run", "-source-dsn=csmh:S3cretPw@tcp(db:3306)/"},
 		{"run", "--source-dsn=", "csmh:S3cretPw@tcp(db:3306)/"},
 		{"verify", "-target-dsn=csmh:S3cretPw@unix(/run/mysqld/mysqld.sock)/"},
+		{"run", "-source-dsn=csmh:S3cret Pw@tcp(db:3306)/"},
+		{"run", "-source-dsn=csmh:S3cretPw@db:3306/"},
+		{"run", "--source-dsn=", "mysql://csmh:S3cretPw@db:3306/edxapp"},
 	} {
 		var out, errb bytes.Buffer
 		code := cli(args, &out, &errb)
 		msg := strings.TrimSpace(errb.String())
-		if code != 2 || strings.Contains(msg, "S3cretPw") || !strings.Contains(msg, "csmh:xxxxx@") || strings.Contains(msg, "\n") {
+		if code != 2 || strings.Contains(msg, "S3cret") || !strings.Contains(msg, ":xxxxx@") || strings.Contains(msg, "\n") {
 			t.Errorf("%q: exit %d, stderr %q; want 2 and one line quoting the DSN without its password", args, code, msg)
 		}
 	}
