@@ -173,21 +173,22 @@ func (r *Replicator) probeStream(ctx context.Context) {
 	r.m.RetentionHeadroom.Set(float64(ret) - time.Since(ref).Seconds())
 }
 
-// checkNotAhead stops the stream, in file mode, when the source's current binlog position is behind the
-// stream's committed one (read before it, so the source cannot have moved on in between): the stream has
-// read what the source no longer has. RESET MASTER does it on a live source, writing binlog.000001 again from
-// offset 4: the dump thread waits at the old offset, silent until the new file grows past it, and the stream
-// would seem caught up all the while. Seen twice in a row, a second apart, it ends the session with
-// ErrDiverged.
+// checkNotAhead stops the stream when the source's current position (its binlog file and offset, or its
+// executed GTIDs) is behind the stream's committed one, read before it, so the source cannot have moved on in
+// between: the stream has applied what the source no longer has. RESET MASTER does it on a live source. By
+// file position it writes binlog.000001 again from offset 4: the dump thread waits at the old offset, silent
+// until the new file grows past it, and the stream would seem caught up all the while. By GTID the source
+// hands out the same GTIDs again, which the position would count as applied. Seen twice in a row, a second
+// apart, it ends the session with ErrDiverged, as the start check would at the next connection.
 func (r *Replicator) checkNotAhead(pos, source *gtid.Set) {
-	if !pos.IsFile() || source.Contains(pos) {
+	if source.Contains(pos) {
 		r.behind = 0
 		return
 	}
 	if r.behind++; r.behind < 2 {
 		return
 	}
-	err := fmt.Errorf("%w: the source's binlog position %s is behind the stream's %s: its binlogs were reset (RESET MASTER) or replaced, or the source address now leads to another server; file positions do not carry over: start over (docs/runbook.md, \"Recover from a purged binlog\")",
+	err := fmt.Errorf("%w: the source's binlog position %s is behind the stream's %s: its binlogs were reset (RESET MASTER) or replaced, or the source address now leads to another server: start over (docs/runbook.md, \"Recover from a purged binlog\")",
 		ErrDiverged, source, pos)
 	r.abortMu.Lock()
 	if r.abort != nil {

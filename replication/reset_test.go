@@ -89,12 +89,18 @@ func TestFilePositionAfterResetMaster(t *testing.T) {
 	}
 }
 
-// RESET MASTER on a source the stream follows by file position: the dump thread waits at the old offset,
-// silent until the new binlog.000001 grows past it, and the stream would seem caught up all the while (its
-// position compares as at or after the source's). The probe sees the source behind the stream and the stream
-// stops with ErrDiverged, the checkpoint kept, while the new file is still shorter than the stream's offset.
+// RESET MASTER on a live source. By file position the dump thread waits at the old offset, silent until the
+// new binlog.000001 grows past it, and the stream would seem caught up all the while (its position compares as
+// at or after the source's); by GTID the source hands out the GTIDs the stream has applied again. The probe
+// sees the source behind the stream and the stream stops with ErrDiverged, the checkpoint kept (by file
+// position, while the new file is still shorter than the stream's offset).
 func TestStreamStopsWhenTheSourceResetsItsBinlog(t *testing.T) {
-	f := newFixture(t, fixtureOptions{fileMode: true})
+	t.Run("file position", func(t *testing.T) { streamStopsAtReset(t, true) })
+	t.Run("gtid", func(t *testing.T) { streamStopsAtReset(t, false) })
+}
+
+func streamStopsAtReset(t *testing.T, fileMode bool) {
+	f := newFixture(t, fixtureOptions{fileMode: fileMode})
 	r := f.replicator(t, nil)
 	run := start(t, r, f.start)
 	for i := 1; i <= 20; i++ {
@@ -110,6 +116,9 @@ func TestStreamStopsWhenTheSourceResetsItsBinlog(t *testing.T) {
 	}
 	if got := checkpointPos(t, f); got != cp {
 		t.Fatalf("checkpoint %s, want %s kept", got, cp)
+	}
+	if !fileMode {
+		return
 	}
 	ctx := context.Background()
 	if _, pos, err := dbconn.CurrentBinlogPos(ctx, f.srcDB); err != nil || pos >= mustFilePos(t, cp).Pos {
