@@ -3,13 +3,10 @@ package backfill_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/go-sql-driver/mysql"
 
 	"github.com/csmh-sync/csmh-sync/backfill"
 	"github.com/csmh-sync/csmh-sync/test/integration/harness"
@@ -313,12 +310,7 @@ func chunkReadWaitingForTheApp(t *testing.T, sameServer bool) {
 			t.Fatalf("the backfill ended before its read waited for the app's row: %v", err)
 		default:
 		}
-		_, err := e.src.ExecContext(ctx, "SELECT id FROM "+harness.SourceTable+" WHERE id = ? FOR UPDATE NOWAIT", x)
-		var me *mysql.MySQLError
-		if errors.As(err, &me) && me.Number == 1205 {
-			return true, nil
-		}
-		return false, err
+		return harness.RowLocked(e.src, harness.SourceTable, x)
 	})
 	start := time.Now()
 	if _, err := e.src.ExecContext(ctx, "UPDATE "+harness.SourceTable+" SET grade = 0.25 WHERE id = ?", x); err != nil { // the app

@@ -55,7 +55,7 @@ func (s *Session) watch(ctx context.Context) {
 // kill ends the session on the server. The KILL goes through a connection of the pool, which a DNS name or VIP
 // may have led to another server since: it is sent only where a session of that id belongs to this user (so
 // a user allowed to end others' sessions never ends one of the app's there). A failure leaves the server to
-// notice the closed socket, as without the kill; 1094 means the session has ended already.
+// notice the closed socket, as without the kill.
 func (s *Session) kill(ctx context.Context) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {

@@ -3,7 +3,6 @@ package verify_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -566,28 +564,11 @@ func TestRepairReleasesSourceRowsAtItsDeadline(t *testing.T) {
 	}
 
 	const deadline = time.Second
-	var logged harness.SyncBuffer
-	v, err := verify.New(e.toolSrc, e.toolDst, e.m, slog.New(slog.NewTextHandler(&logged, nil)), verify.Config{
-		SourceTable: srcName, TargetTable: dstName, ChunkRows: chunkRows, Repair: true, RepairDeadline: deadline})
-	if err != nil {
-		t.Fatal(err)
-	}
-	type outcome struct {
-		res *verify.Result
-		err error
-	}
-	done := make(chan outcome, 1)
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	go func() { res, err := v.Run(rctx); done <- outcome{res, err} }()
+	rep := startRepair(t, e, deadline)
 
 	// The repair holds the source row and waits for the target row (its DELETE waits for the row lock).
 	harness.Eventually(t, time.Minute, "the repair waiting for the target row", func() (bool, error) {
-		select {
-		case out := <-done:
-			t.Fatalf("verify ended before it waited for the target row: %+v %v\n%s", out.res, out.err, logged.String())
-		default:
-		}
+		rep.running(t, "it waited for the target row")
 		var n int
 		err := e.dst.QueryRow("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'DELETE FROM%' AND STATE = 'Updating'").Scan(&n)
 		return n > 0, err
@@ -600,17 +581,13 @@ func TestRepairReleasesSourceRowsAtItsDeadline(t *testing.T) {
 		t.Fatalf("the app's UPDATE waited %s for the repair, beyond its deadline %s (limit %s)", waited, deadline, limit)
 	}
 	harness.Eventually(t, time.Minute, "the repair to log its deadline", func() (bool, error) {
-		return strings.Contains(logged.String(), "repair reached its deadline"), nil
+		return strings.Contains(rep.logged.String(), "repair reached its deadline"), nil
 	})
 	if err := blocker.Rollback(); err != nil {
 		t.Fatal(err)
 	}
-	out := <-done
-	if out.err != nil {
-		t.Fatalf("verify --repair: %v\n%s", out.err, logged.String())
-	}
-	if !out.res.Equal || out.res.Repaired != 1 {
-		t.Fatalf("repair: %+v\n%s", out.res, logged.String())
+	if res := rep.wait(t); !res.Equal || res.Repaired != 1 {
+		t.Fatalf("repair: %+v\n%s", res, rep.logged.String())
 	}
 	var grade sql.NullFloat64
 	if err := e.dst.QueryRow("SELECT grade FROM "+harness.TargetTable+" WHERE id = ?", id).Scan(&grade); err != nil || !grade.Valid || grade.Float64 != 42 {
@@ -643,34 +620,12 @@ func TestRepairReleasesSourceRowsWhileItWaitsForTheApp(t *testing.T) {
 		t.Fatal(err)
 	}
 	const deadline = time.Second
-	var logged harness.SyncBuffer
-	v, err := verify.New(e.toolSrc, e.toolDst, e.m, slog.New(slog.NewTextHandler(&logged, nil)), verify.Config{
-		SourceTable: srcName, TargetTable: dstName, ChunkRows: chunkRows, Repair: true, RepairDeadline: deadline})
-	if err != nil {
-		t.Fatal(err)
-	}
-	type outcome struct {
-		res *verify.Result
-		err error
-	}
-	done := make(chan outcome, 1)
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	go func() { res, err := v.Run(rctx); done <- outcome{res, err} }()
+	rep := startRepair(t, e, deadline)
 
 	// The repair's read has locked x and waits for y: a NOWAIT lock of x fails.
 	harness.Eventually(t, time.Minute, "the repair's read holding x while it waits for the app's row", func() (bool, error) {
-		select {
-		case out := <-done:
-			t.Fatalf("verify ended before its read waited for the app's row: %+v %v\n%s", out.res, out.err, logged.String())
-		default:
-		}
-		_, err := e.src.Exec("SELECT id FROM "+harness.SourceTable+" WHERE id = ? FOR UPDATE NOWAIT", x)
-		var me *mysql.MySQLError
-		if errors.As(err, &me) && me.Number == 1205 {
-			return true, nil
-		}
-		return false, err
+		rep.running(t, "its read waited for the app's row")
+		return harness.RowLocked(e.src, harness.SourceTable, x)
 	})
 	start := time.Now()
 	e.exec(t, e.src, "UPDATE "+harness.SourceTable+" SET grade = 42 WHERE id = ?", x) // the app
@@ -680,19 +635,61 @@ func TestRepairReleasesSourceRowsWhileItWaitsForTheApp(t *testing.T) {
 		t.Fatalf("the app's UPDATE waited %s for the repair, beyond its deadline %s (limit %s)", waited, deadline, limit)
 	}
 	harness.Eventually(t, time.Minute, "the repair to log its deadline", func() (bool, error) {
-		return strings.Contains(logged.String(), "repair reached its deadline"), nil
+		return strings.Contains(rep.logged.String(), "repair reached its deadline"), nil
 	})
 	if err := app.Rollback(); err != nil {
 		t.Fatal(err)
 	}
-	out := <-done
-	if out.err != nil {
-		t.Fatalf("verify --repair: %v\n%s", out.err, logged.String())
-	}
-	if !out.res.Equal || out.res.Repaired != 2 {
-		t.Fatalf("repair: %+v\n%s", out.res, logged.String())
+	if res := rep.wait(t); !res.Equal || res.Repaired != 2 {
+		t.Fatalf("repair: %+v\n%s", res, rep.logged.String())
 	}
 	requireEqual(t, e.run(t, verify.Config{Mode: verify.ModeRows}))
+}
+
+// repairRun is a verify --repair running in the background, with its log.
+type repairRun struct {
+	done   chan repairOutcome
+	logged *harness.SyncBuffer
+}
+
+type repairOutcome struct {
+	res *verify.Result
+	err error
+}
+
+// startRepair starts verify --repair with the batch deadline given.
+func startRepair(t *testing.T, e *env, deadline time.Duration) *repairRun {
+	t.Helper()
+	r := &repairRun{done: make(chan repairOutcome, 1), logged: &harness.SyncBuffer{}}
+	v, err := verify.New(e.toolSrc, e.toolDst, e.m, slog.New(slog.NewTextHandler(r.logged, nil)), verify.Config{
+		SourceTable: srcName, TargetTable: dstName, ChunkRows: chunkRows, Repair: true, RepairDeadline: deadline})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	go func() { res, err := v.Run(ctx); r.done <- repairOutcome{res, err} }()
+	return r
+}
+
+// running fails the test if the repair has ended before reaching what it was to reach.
+func (r *repairRun) running(t *testing.T, before string) {
+	t.Helper()
+	select {
+	case out := <-r.done:
+		t.Fatalf("verify ended before %s: %+v %v\n%s", before, out.res, out.err, r.logged.String())
+	default:
+	}
+}
+
+// wait returns the repair's result, failing the test on its error.
+func (r *repairRun) wait(t *testing.T) *verify.Result {
+	t.Helper()
+	out := <-r.done
+	if out.err != nil {
+		t.Fatalf("verify --repair: %v\n%s", out.err, r.logged.String())
+	}
+	return out.res
 }
 
 // A repair's INSERTs fit the target's max_allowed_packet: on a target that allows 1 MiB (MySQL 5.7's default is

@@ -75,3 +75,13 @@ func PurgeBinlogs(t testing.TB, db *sql.DB) {
 		return err == nil && len(files) == 1 && files[0].Name == newest, err
 	})
 }
+
+// RowLocked reports whether another session holds a lock on row id of table: a NOWAIT lock of it fails with
+// error 1205 (MariaDB 10.3+). When the row is free, the autocommit statement takes and drops the lock at once.
+func RowLocked(db *sql.DB, table string, id any) (bool, error) {
+	_, err := db.Exec("SELECT id FROM "+table+" WHERE id = ? FOR UPDATE NOWAIT", id)
+	if dbconn.ServerError(err, 1205) {
+		return true, nil
+	}
+	return false, err
+}
