@@ -3,6 +3,7 @@ package dbconn
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"strconv"
 	"sync"
 	"time"
@@ -10,6 +11,9 @@ import (
 
 // killTimeout bounds the KILL that ends a session cut off at its deadline.
 const killTimeout = 2 * time.Second
+
+// closeTimeout bounds Close's wait for the transaction's end in database/sql (a variable for the tests).
+var closeTimeout = CommitTimeout
 
 // Session is one pooled connection held for a transaction whose locks on the app's rows must end at a
 // deadline. The driver ends a statement at its context's deadline by closing its socket, and the server
@@ -77,9 +81,27 @@ func (s *Session) Disarm() {
 	<-s.done
 }
 
+// ErrSessionAbandoned is Close's answer when the connection was not handed back within closeTimeout.
+var ErrSessionAbandoned = errors.New("the session's server did not answer its transaction's end: its connection is left to the pool to close when the server answers")
+
 // Close disarms the session and hands the connection back to the pool (a killed one is discarded there, as
 // the driver finds it closed). Call it after the transaction has ended.
+//
+// database/sql hands the connection back only once the driver has ended the transaction, and the driver's
+// end (the second COMMIT of Commit, or the ROLLBACK after a deadline that came between statements) waits on
+// the socket without a deadline: on a server that hangs there, Close would wait as long as the server. It
+// waits closeTimeout at most and then leaves the hand-back to a goroutine: the pool counts that connection
+// in use until the server answers or the connection breaks, and the caller goes on.
 func (s *Session) Close() error {
 	s.Disarm()
-	return s.Conn.Close()
+	done := make(chan error, 1)
+	go func() { done <- s.Conn.Close() }()
+	t := time.NewTimer(closeTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return ErrSessionAbandoned
+	}
 }

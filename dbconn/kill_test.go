@@ -2,6 +2,7 @@ package dbconn_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -87,5 +88,60 @@ func TestSessionKilledOnlyAtItsDeadline(t *testing.T) {
 	w.Close() // waits for the kill attempt
 	if !alive(appID) {
 		t.Fatal("root's kill ended the tool user's session: a session of another user was killed")
+	}
+}
+
+// A session whose server hangs after its COMMIT was answered is let go at closeTimeout: Close does not wait
+// for the server, and the pool has the connection back once the server answers.
+func TestSessionCloseDoesNotWaitForAHungServer(t *testing.T) {
+	ctx := context.Background()
+	defer dbconn.SetSessionCloseTimeout(time.Second)()
+	s := harness.StartT(t, harness.Options{BinlogOff: true})
+	tool, _, err := dbconn.Open(ctx, dbconn.Endpoint{Role: "source", DSN: s.DSN("")}, dbconn.Options{MaxOpenConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tool.Close()
+	sess, err := dbconn.HoldSession(ctx, tool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := sess.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, "COMMIT"); err != nil { // answered, as in dbconn.Commit
+		t.Fatal(err)
+	}
+	if err := s.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			if err := s.Thaw(); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer thaw()
+	go func() { _ = tx.Commit() }() // the driver's own COMMIT, sent to the hung server
+	closed := make(chan error, 1)
+	go func() { closed <- sess.Close() }()
+	select {
+	case err := <-closed:
+		if !errors.Is(err, dbconn.ErrSessionAbandoned) {
+			t.Fatalf("Close on a hung server = %v, want ErrSessionAbandoned", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close still waits for the hung server 20 s on, closeTimeout being 1 s")
+	}
+	thaw()
+	harness.Eventually(t, 20*time.Second, "the connection back in the pool", func() (bool, error) {
+		return tool.Stats().InUse == 0, nil
+	})
+	if err := tool.PingContext(ctx); err != nil {
+		t.Fatalf("the pool after the server came back: %v", err)
 	}
 }
