@@ -273,3 +273,18 @@ func TestMistypedDSNFlagHidesThePassword(t *testing.T) {
 		}
 	}
 }
+
+// The password typed where its file's path goes is refused in one line that names the flag and the fix, and
+// never repeats it: the error reaches logs that the command line does not.
+func TestPasswordGivenForItsFileIsNotRepeated(t *testing.T) {
+	clearCSMHEnv(t)
+	dsn := "csmh@tcp(127.0.0.1:1)/"
+	for _, flag := range []string{"--source-password-file", "--target-password-file"} {
+		var out, errb bytes.Buffer
+		code := cli([]string{"preflight", "--source-dsn", dsn, "--target-dsn", dsn, "--metrics-addr", "", flag, "S3cret/Pw"}, &out, &errb)
+		msg := strings.TrimSpace(errb.String())
+		if code != 2 || strings.Contains(msg, "S3cret") || !strings.Contains(msg, flag) || !strings.Contains(msg, "give the path of a file") || strings.Contains(msg, "\n") {
+			t.Errorf("%s S3cret/Pw: exit %d, stderr %q; want 2 and one line naming %s and the fix, without the password", flag, code, msg, flag)
+		}
+	}
+}

@@ -3,6 +3,7 @@
 package secretfile
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -12,11 +13,19 @@ import (
 
 // Read returns the file's content without its trailing line ending. An empty secret is refused: a file left
 // empty by a failed template or secret mount would otherwise mean "no password". flag names the file's flag
-// in the error (e.g. "--source-password-file"); the error never contains the content.
+// in the error (e.g. "--source-password-file"); the error never contains the content, nor a path that names
+// no file: an operator who gave the secret itself in place of its file's path would find it in the logs.
 func Read(flag, path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("%s: %v", flag, err)
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		if _, serr := os.Lstat(path); serr != nil {
+			return "", fmt.Errorf("%s: the path given names no file (%v): give the path of a file that holds the secret (the path is not repeated here, in case it is the secret itself)", flag, err)
+		}
+		return "", fmt.Errorf("%s %s: %v", flag, path, err)
 	}
 	s := strings.TrimRight(string(b), "\r\n")
 	if s == "" {

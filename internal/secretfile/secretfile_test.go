@@ -75,4 +75,16 @@ func TestRead(t *testing.T) {
 	if _, err := Read("--admin-token-file", filepath.Join(dir, "missing")); err == nil || !strings.HasPrefix(err.Error(), "--admin-token-file: ") {
 		t.Errorf("missing file: %v", err)
 	}
+	// The secret given in place of the path: the error names the flag and the fix, never the secret.
+	for _, secret := range []string{"s3cr3t-Pa55", "pa/ss/word", "pw with spaces", dir + "/s3cr3t/x"} {
+		_, err := Read("--source-password-file", secret)
+		if err == nil || strings.Contains(err.Error(), secret) || !strings.HasPrefix(err.Error(), "--source-password-file: ") ||
+			!strings.Contains(err.Error(), "give the path of a file") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("Read of the secret %q as a path: %v; want one line naming the flag and the fix, without the secret", secret, err)
+		}
+	}
+	// A file that exists but cannot be read is named: its path is no secret.
+	if _, err := Read("--admin-token-file", dir); err == nil || !strings.Contains(err.Error(), dir) {
+		t.Errorf("a directory as the file: %v, want its path named", err)
+	}
 }
