@@ -113,19 +113,7 @@ func TestSessionCloseDoesNotWaitForAHungServer(t *testing.T) {
 	if _, err := tx.ExecContext(ctx, "COMMIT"); err != nil { // answered, as in dbconn.Commit
 		t.Fatal(err)
 	}
-	if err := s.Freeze(); err != nil {
-		t.Fatal(err)
-	}
-	thawed := false
-	thaw := func() {
-		if !thawed {
-			thawed = true
-			if err := s.Thaw(); err != nil {
-				t.Error(err)
-			}
-		}
-	}
-	defer thaw()
+	thaw := s.FreezeT(t)
 	go func() { _ = tx.Commit() }() // the driver's own COMMIT, sent to the hung server
 	closed := make(chan error, 1)
 	go func() { closed <- sess.Close() }()

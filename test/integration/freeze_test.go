@@ -135,19 +135,7 @@ func freezeDuringCopy(t *testing.T, srv *harness.Server, src, dst *sql.DB, pr *p
 		t.Fatalf("%d of %d rows copied before the freeze: slow the copy down", before, total)
 	}
 	watch := watchSourceLocks(src)
-	if err := srv.Freeze(); err != nil {
-		t.Fatal(err)
-	}
-	thawed := false
-	thaw := func() {
-		if !thawed {
-			thawed = true
-			if err := srv.Thaw(); err != nil {
-				t.Error(err)
-			}
-		}
-	}
-	defer thaw()
+	thaw := srv.FreezeT(t)
 	frozen := time.Now()
 	harness.Eventually(t, freezeFor, "the migration lock check to time out on the frozen target", func() (bool, error) {
 		if pr.exited() {

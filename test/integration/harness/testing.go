@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"database/sql"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,4 +85,23 @@ func RowLocked(db *sql.DB, table string, id any) (bool, error) {
 		return true, nil
 	}
 	return false, err
+}
+
+// FreezeT stops the server (SIGSTOP) and returns the function that lets it go on, once whatever calls it;
+// the test's end calls it too.
+func (s *Server) FreezeT(t testing.TB) (thaw func()) {
+	t.Helper()
+	if err := s.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	thaw = func() {
+		once.Do(func() {
+			if err := s.Thaw(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(thaw)
+	return thaw
 }
